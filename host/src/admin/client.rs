@@ -1,0 +1,67 @@
+//! The CLI's client for the admin API.
+
+use anyhow::{Context, Result};
+use std::time::Duration;
+
+/// A response: status code and body.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Talks to one admin address.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `addr` (`host:port`).
+    pub fn new(addr: &str) -> Result<Client> {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("failed to build the HTTP client")?;
+        Ok(Client { base, http })
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Response> {
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {} to {what}: is `wasm-sup run` running? pass --admin ADDR if it listens elsewhere",
+                self.base
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .context("failed to read the response")?
+            .to_vec();
+        Ok(Response { status, body })
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Result<Response> {
+        self.finish(self.http.get(format!("{}{path}", self.base)), "read status")
+            .await
+    }
+
+    /// `POST path` with a body.
+    pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<Response> {
+        self.finish(
+            self.http.post(format!("{}{path}", self.base)).body(body),
+            "send",
+        )
+        .await
+    }
+}

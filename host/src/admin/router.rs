@@ -1,0 +1,164 @@
+//! `fn router(SupervisorHandle) -> Router`: the admin HTTP API.
+//!
+//! `POST /v1/plugins/{name}/messages` answers exactly as DESIGN.md's "What a
+//! sender sees": 200 reply, 422 reason, 500 dead-lettered (JSON), 503
+//! unavailable (JSON, `Retry-After` when a retry is scheduled), 429 mailbox
+//! full, 404 unknown plugin, 400 bad name, 413 too large, 504 no outcome within
+//! `reply-timeout` (the message stays queued and completes later).
+
+use crate::discovery::validate_name;
+use crate::mailbox::Outcome;
+use crate::supervisor::{SendRefused, SupervisorHandle};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+/// Largest request body read at all; each plugin's `max-message` is checked
+/// against the body after it is read (answer 413).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// The admin API.
+pub fn router(sup: SupervisorHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/plugins", get(list))
+        .route("/v1/plugins/{name}", get(one))
+        .route("/v1/plugins/{name}/messages", post(send))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(sup)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn check_name(name: &str) -> Result<(), Response> {
+    validate_name(name).map_err(|why| error(StatusCode::BAD_REQUEST, why))
+}
+
+async fn readyz(State(sup): State<SupervisorHandle>) -> Response {
+    if sup.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        let waiting: Vec<_> = sup
+            .list()
+            .into_iter()
+            .filter(|p| p.status != crate::supervisor::Status::Running)
+            .map(|p| json!({ "name": p.name, "status": p.status }))
+            .collect();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "not_running": waiting })),
+        )
+            .into_response()
+    }
+}
+
+async fn list(State(sup): State<SupervisorHandle>) -> Response {
+    Json(json!({ "plugins": sup.list() })).into_response()
+}
+
+async fn one(State(sup): State<SupervisorHandle>, Path(name): Path<String>) -> Response {
+    if let Err(r) = check_name(&name) {
+        return r;
+    }
+    match sup.get(&name) {
+        Some(info) => Json(info).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
+    }
+}
+
+async fn send(
+    State(sup): State<SupervisorHandle>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_name(&name) {
+        return r;
+    }
+    let (rx, reply_timeout) = match sup.send(&name, body.to_vec()) {
+        Ok(x) => x,
+        Err(SendRefused::NoSuchPlugin) => {
+            return error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        }
+        Err(SendRefused::TooLarge { limit }) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "message of {} bytes is larger than the plugin's max-message ({limit} bytes)",
+                    body.len()
+                ),
+            );
+        }
+        Err(SendRefused::MailboxFull) => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("the mailbox of {name:?} is full: retry later"),
+            );
+        }
+        Err(SendRefused::Unavailable(outcome)) => return outcome_response(outcome),
+    };
+    match tokio::time::timeout(reply_timeout, rx).await {
+        Ok(Ok(outcome)) => outcome_response(outcome),
+        Ok(Err(_)) => outcome_response(Outcome::Unavailable {
+            status: "stopping".into(),
+            reason: "the message was not handled: the plugin stopped".into(),
+            retry_after: None,
+        }),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "no outcome within reply-timeout ({reply_timeout:?}); the message stays queued and completes later"
+            ),
+        ),
+    }
+}
+
+/// The HTTP form of a message's outcome.
+pub fn outcome_response(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Reply(bytes) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Outcome::Rejected(reason) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            reason,
+        )
+            .into_response(),
+        Outcome::DeadLettered { id, causes } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "dead_letter": id, "causes": causes })),
+        )
+            .into_response(),
+        Outcome::Unavailable {
+            status,
+            reason,
+            retry_after,
+        } => {
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": status,
+                    "reason": reason,
+                    "retry_after_secs": retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+                })),
+            )
+                .into_response();
+            if let Some(d) = retry_after {
+                let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            r
+        }
+    }
+}

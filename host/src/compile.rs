@@ -1,0 +1,168 @@
+//! Compile: a `.wasm` file into a [`Compiled`] plugin, checked against the
+//! contract, ready to instantiate many times.
+//!
+//! Each plugin is compiled once and held as an `InstancePre`: a restart is a new
+//! `Store` and an instantiation, never a compile. The checks, in order, each
+//! give one line naming what is wrong: empty file, not wasm, a core module, an
+//! invalid or truncated component, no `handler` export (or one of the wrong
+//! type), imports the host cannot satisfy.
+
+use crate::bindings::exports;
+use crate::instance::HostState;
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::Digest;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::Engine;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
+
+/// A compiled, checked plugin.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// Pre-linked against the host's imports.
+    pub pre: InstancePre<HostState>,
+    /// `handler.handle`.
+    pub handle: ComponentExportIndex,
+    /// `lifecycle.init`, if exported.
+    pub init: Option<ComponentExportIndex>,
+    /// `lifecycle.shutdown`, if exported.
+    pub shutdown: Option<ComponentExportIndex>,
+    /// `health.check`, if exported.
+    pub check: Option<ComponentExportIndex>,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// Interface names the component imports.
+    pub imports: Vec<String>,
+    /// Interface names the component exports.
+    pub exports: Vec<String>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// The linker every plugin is instantiated with: full WASI 0.2 (capabilities
+/// denied by the context, see [`crate::instance::wasi`]) plus the plugin imports.
+pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("failed to link WASI")?;
+    crate::host_api::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
+
+/// Reads and compiles the plugin at `path`. The error is one line naming the
+/// file, what is wrong and how to fix it.
+pub fn compile_file(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    path: &Path,
+) -> Result<Arc<Compiled>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
+    compile(engine, linker, &bytes).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+}
+
+/// Compiles and checks a component from bytes.
+pub fn compile(engine: &Engine, linker: &Linker<HostState>, bytes: &[u8]) -> Result<Arc<Compiled>> {
+    if bytes.is_empty() {
+        bail!("the file is empty (0 bytes): build the plugin again, or remove the file");
+    }
+    if !bytes.starts_with(b"\0asm") {
+        bail!(
+            "not a WebAssembly file (no \\0asm header): a plugin is a component built for wasm32-wasip2"
+        );
+    }
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        bail!(
+            "is a core wasm module, not a component: build for wasm32-wasip2 (cargo build --target wasm32-wasip2) or wrap it with `wasm-tools component new`"
+        );
+    }
+    if !wasmparser::Parser::is_component(bytes) {
+        bail!("unsupported WebAssembly version or layer: a plugin is a WASI 0.2 component");
+    }
+    let component = Component::new(engine, bytes)
+        .map_err(anyhow::Error::from)
+        .context("is not a valid component (truncated or corrupt?)")?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports_list: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+
+    let handle = export_func(&component, engine, exports::HANDLER, "handle")?.ok_or_else(|| {
+        anyhow!(
+            "exports no `{}` interface: a plugin must export `handler` (world `worker` of wit/plugin.wit); it exports [{}]",
+            exports::HANDLER,
+            exports_list.join(", ")
+        )
+    })?;
+    check_handle_type(&handle.1).context("its `handler.handle` has the wrong type")?;
+    let init = export_func(&component, engine, exports::LIFECYCLE, "init")?;
+    let shutdown = export_func(&component, engine, exports::LIFECYCLE, "shutdown")?;
+    let check = export_func(&component, engine, exports::HEALTH, "check")?;
+
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        anyhow!(
+            "imports something the host does not provide ({:#}): a plugin may import WASI 0.2 and the interfaces of the `worker` world in wit/plugin.wit",
+            anyhow::Error::from(e)
+        )
+    })?;
+    Ok(Arc::new(Compiled {
+        handle: handle.0,
+        init: init.map(|f| f.0),
+        shutdown: shutdown.map(|f| f.0),
+        check: check.map(|f| f.0),
+        pre,
+        component,
+        sha256: sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        imports,
+        exports: exports_list,
+    }))
+}
+
+/// Finds function `func` in exported interface `iface`.
+fn export_func(
+    component: &Component,
+    engine: &Engine,
+    iface: &str,
+    func: &str,
+) -> Result<Option<(ComponentExportIndex, ComponentFunc)>> {
+    let Some((item, iface_idx)) = component.get_export(None, iface) else {
+        return Ok(None);
+    };
+    let ComponentItem::ComponentInstance(inst) = item else {
+        bail!("export `{iface}` is not an interface");
+    };
+    let Some(ComponentItem::ComponentFunc(fty)) = inst.get_export(engine, func).map(|e| e.ty)
+    else {
+        bail!("interface `{iface}` has no function `{func}`");
+    };
+    let (_, idx) = component
+        .get_export(Some(&iface_idx), func)
+        .ok_or_else(|| anyhow!("interface `{iface}` has no function `{func}`"))?;
+    Ok(Some((idx, fty)))
+}
+
+/// `handle: func(message: list<u8>) -> result<list<u8>, string>`.
+fn check_handle_type(f: &ComponentFunc) -> Result<()> {
+    let params: Vec<Type> = f.params().map(|(_, t)| t).collect();
+    let results: Vec<Type> = f.results().collect();
+    let is_bytes = |t: &Type| matches!(t, Type::List(l) if matches!(l.ty(), Type::U8));
+    let ok_params = params.len() == 1 && is_bytes(&params[0]);
+    let ok_results = results.len() == 1
+        && matches!(&results[0], Type::Result(r)
+            if r.ok().as_ref().is_some_and(is_bytes) && matches!(r.err(), Some(Type::String)));
+    if !ok_params || !ok_results {
+        bail!("expected func(message: list<u8>) -> result<list<u8>, string>");
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The raw, layered form of the configuration, exactly as the TOML files say it.
+//!
+//! Every plugin key is optional in a layer: `[defaults]`, `[plugins.NAME]` and
+//! `DIR/NAME.toml` are each a [`PluginLayer`], overlaid in that order (later
+//! wins, key by key; `config` and `env` tables merge by entry). Resolution into
+//! concrete values happens in [`super::PluginConfig::resolve`].
+
+use super::values::*;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
+
+/// `DIR/wasm-sup.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileLayer {
+    /// Host-wide settings.
+    #[serde(default)]
+    pub host: HostLayer,
+    /// Defaults for every plugin.
+    #[serde(default)]
+    pub defaults: PluginLayer,
+    /// Per-plugin settings.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginLayer>,
+    /// Supervision groups.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupLayer>,
+}
+
+/// `[host]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostLayer {
+    /// State location: a path (relative to DIR) or `"memory"`.
+    /// Example: `state = ".wasm-sup/state.redb"`
+    pub state: Option<String>,
+    /// Admin API address. Example: `admin = "127.0.0.1:9070"`
+    pub admin: Option<String>,
+    /// The root group's restart budget. Example: `max-restarts = 100`
+    pub max_restarts: Option<u32>,
+    /// The window of the root budget. Example: `window = "60s"`
+    pub window: Option<Dur>,
+    /// Interval of the epoch ticker. Example: `epoch-tick = "10ms"`
+    pub epoch_tick: Option<Dur>,
+    /// Crash reports kept per plugin. Example: `crash-reports = 100`
+    pub crash_reports: Option<NonZeroUsize>,
+    /// Dead letters kept per plugin. Example: `dead-letters = 1000`
+    pub dead_letters: Option<NonZeroUsize>,
+}
+
+/// One layer of plugin settings (`[defaults]`, `[plugins.NAME]`, `NAME.toml`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginLayer {
+    /// Max linear memory per instance. Example: `memory = "64MiB"`
+    pub memory: Option<Size>,
+    /// Fuel per call, 0 = unmetered. Example: `fuel = 1_000_000_000`
+    pub fuel: Option<u64>,
+    /// Wall clock per call. Example: `timeout = "5s"`
+    pub timeout: Option<Dur>,
+    /// How long a synchronous sender waits. Example: `reply-timeout = "30s"`
+    pub reply_timeout: Option<Dur>,
+    /// Largest message accepted. Example: `max-message = "1MiB"`
+    pub max_message: Option<Size>,
+    /// Largest reply accepted. Example: `max-reply = "1MiB"`
+    pub max_reply: Option<Size>,
+    /// Mailbox capacity. Example: `mailbox = 1024`
+    pub mailbox: Option<NonZeroUsize>,
+    /// Guest stdout/stderr bytes per second. Example: `output = "64KiB"`
+    pub output: Option<Size>,
+    /// Time for a graceful stop. Example: `shutdown-timeout = "5s"`
+    pub shutdown_timeout: Option<Dur>,
+    /// Served through wasi:config. Example: `config = { greeting = "hi" }`
+    pub config: Option<BTreeMap<String, toml::Value>>,
+    /// Environment granted. Example: `env = { LANG = "C" }`
+    pub env: Option<BTreeMap<String, String>>,
+    /// Preopened directories.
+    /// Example: `dirs = [{ host = "data/counter", guest = "/data", mode = "ro" }]`
+    pub dirs: Option<Vec<DirLayer>>,
+    /// Network access. Example: `network = ["127.0.0.1:6379"]`
+    pub network: Option<NetworkLayer>,
+    /// Periodic message. Example: `tick = "1s"`
+    pub tick: Option<OffOr>,
+    /// Rollback window after an upgrade. Example: `upgrade-probation = "30s"`
+    pub upgrade_probation: Option<Dur>,
+    /// `[restart]` keys.
+    pub restart: Option<RestartLayer>,
+    /// `[health]` keys.
+    pub health: Option<HealthLayer>,
+    /// `[state]` keys.
+    pub state: Option<StateLayer>,
+}
+
+/// A preopened directory grant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DirLayer {
+    /// Host path, relative to DIR.
+    pub host: String,
+    /// Path seen by the guest.
+    pub guest: String,
+    /// `ro` (default) or `rw`.
+    #[serde(default = "default_dir_mode")]
+    pub mode: DirMode,
+}
+
+fn default_dir_mode() -> DirMode {
+    DirMode::Ro
+}
+
+/// `network = false | true | ["host:port", …]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum NetworkLayer {
+    /// All or nothing.
+    All(bool),
+    /// Allowed `host:port` patterns.
+    Patterns(Vec<String>),
+}
+
+/// `[restart]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartLayer {
+    /// Example: `type = "transient"`
+    #[serde(rename = "type")]
+    pub kind: Option<RestartType>,
+    /// Example: `backoff = "fixed"`
+    pub backoff: Option<BackoffKind>,
+    /// Example: `initial = "100ms"`
+    pub initial: Option<Dur>,
+    /// Example: `max = "30s"`
+    pub max: Option<Dur>,
+    /// Example: `multiplier = 2.0`
+    pub multiplier: Option<Multiplier>,
+    /// Example: `jitter = 0.1`
+    pub jitter: Option<Fraction>,
+    /// Example: `max-restarts = 5`
+    pub max_restarts: Option<u32>,
+    /// Example: `window = "60s"`
+    pub window: Option<Dur>,
+    /// Example: `reset-after = "60s"`
+    pub reset_after: Option<Dur>,
+    /// Example: `max-attempts = 2`
+    pub max_attempts: Option<NonZeroU32>,
+    /// Example: `cooldown = "60s"` or `"off"`
+    pub cooldown: Option<OffOr>,
+    /// Example: `cooldown-max = "10m"`
+    pub cooldown_max: Option<Dur>,
+}
+
+/// `[health]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HealthLayer {
+    /// Example: `interval = "10s"`
+    pub interval: Option<Dur>,
+    /// Example: `timeout = "1s"`
+    pub timeout: Option<Dur>,
+    /// Example: `threshold = 3`
+    pub threshold: Option<NonZeroU32>,
+}
+
+/// `[state]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateLayer {
+    /// Example: `max-keys = 100_000`
+    pub max_keys: Option<u64>,
+    /// Example: `max-bytes = "64MiB"`
+    pub max_bytes: Option<Size>,
+}
+
+/// `[groups.NAME]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GroupLayer {
+    /// Example: `strategy = "one-for-all"`
+    pub strategy: Option<Strategy>,
+    /// Start order. Example: `members = ["db", "api"]`
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Example: `max-restarts = 3`
+    pub max_restarts: Option<u32>,
+    /// Example: `window = "60s"`
+    pub window: Option<Dur>,
+    /// Parent group; the root when absent. Example: `parent = "backend"`
+    pub parent: Option<String>,
+    /// Example: `auto-shutdown = "never"`
+    pub auto_shutdown: Option<AutoShutdown>,
+    /// Members whose normal exit counts for `auto-shutdown`.
+    #[serde(default)]
+    pub significant: Vec<String>,
+}
+
+macro_rules! overlay_fields {
+    ($base:ident, $top:ident; $($field:ident),*) => {
+        $( if $top.$field.is_some() { $base.$field = $top.$field; } )*
+    };
+}
+
+impl PluginLayer {
+    /// Lays `top` over `self`: every key `top` sets wins.
+    pub fn overlay(mut self, top: PluginLayer) -> PluginLayer {
+        let PluginLayer {
+            config,
+            env,
+            restart,
+            health,
+            state,
+            ..
+        } = top.clone();
+        overlay_fields!(self, top; memory, fuel, timeout, reply_timeout, max_message,
+            max_reply, mailbox, output, shutdown_timeout, dirs, network, tick,
+            upgrade_probation);
+        if let Some(c) = config {
+            self.config.get_or_insert_with(BTreeMap::new).extend(c);
+        }
+        if let Some(e) = env {
+            self.env.get_or_insert_with(BTreeMap::new).extend(e);
+        }
+        if let Some(r) = restart {
+            let base = self.restart.get_or_insert_with(RestartLayer::default);
+            overlay_fields!(base, r; kind, backoff, initial, max, multiplier, jitter,
+                max_restarts, window, reset_after, max_attempts, cooldown, cooldown_max);
+        }
+        if let Some(h) = health {
+            let base = self.health.get_or_insert_with(HealthLayer::default);
+            overlay_fields!(base, h; interval, timeout, threshold);
+        }
+        if let Some(s) = state {
+            let base = self.state.get_or_insert_with(StateLayer::default);
+            overlay_fields!(base, s; max_keys, max_bytes);
+        }
+        self
+    }
+}

@@ -1,0 +1,191 @@
+//! Crashes as the supervisor sees them: the closed list of causes, the facts an
+//! instance reports about a failed call, and the crash report kept for operators.
+//!
+//! Classification from wasmtime errors happens in [`crate::instance`]; nothing
+//! here depends on wasmtime.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an instance died (DESIGN.md, "Crash causes"). A closed list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// Fuel ran out.
+    OutOfFuel,
+    /// Guest code or a host call ran past the call's deadline.
+    Timeout,
+    /// A memory grew past the plugin's limit.
+    MemoryLimit,
+    /// The native stack was exhausted.
+    StackOverflow,
+    /// Out-of-bounds memory or table access.
+    OutOfBounds,
+    /// `unreachable` (includes guest panics).
+    Unreachable,
+    /// Any other wasm trap.
+    Trap,
+    /// `wasi:cli/exit` with an error.
+    Exit,
+    /// The reply was larger than `max-reply`.
+    ReplyTooLarge,
+    /// `init` returned Err.
+    InitFailed,
+    /// Health threshold reached, or a probe timed out.
+    Unhealthy,
+    /// The host failed while serving the call (including a contained panic).
+    HostError,
+}
+
+impl Cause {
+    /// Every cause, in documentation order.
+    pub const ALL: [Cause; 12] = [
+        Cause::OutOfFuel,
+        Cause::Timeout,
+        Cause::MemoryLimit,
+        Cause::StackOverflow,
+        Cause::OutOfBounds,
+        Cause::Unreachable,
+        Cause::Trap,
+        Cause::Exit,
+        Cause::ReplyTooLarge,
+        Cause::InitFailed,
+        Cause::Unhealthy,
+        Cause::HostError,
+    ];
+
+    /// The kebab-case name used in reports, metrics and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::OutOfFuel => "out-of-fuel",
+            Cause::Timeout => "timeout",
+            Cause::MemoryLimit => "memory-limit",
+            Cause::StackOverflow => "stack-overflow",
+            Cause::OutOfBounds => "out-of-bounds",
+            Cause::Unreachable => "unreachable",
+            Cause::Trap => "trap",
+            Cause::Exit => "exit",
+            Cause::ReplyTooLarge => "reply-too-large",
+            Cause::InitFailed => "init-failed",
+            Cause::Unhealthy => "unhealthy",
+            Cause::HostError => "host-error",
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an instance knows about a call that did not return.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Crash {
+    /// The cause.
+    pub cause: Cause,
+    /// The trap or error message.
+    pub message: String,
+    /// Wasm backtrace, innermost first, function names demangled.
+    pub backtrace: Vec<String>,
+    /// Fuel the call used.
+    pub fuel_used: u64,
+    /// Linear memory size at the crash, bytes.
+    pub memory_bytes: u64,
+}
+
+/// How a call into an instance ended when it did not return a value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Exit {
+    /// `wasi:cli/exit` with success: a normal exit, not a crash.
+    Normal,
+    /// A crash.
+    Crashed(Crash),
+}
+
+impl Exit {
+    /// The crash, unless the exit was normal.
+    pub fn crash(&self) -> Option<&Crash> {
+        match self {
+            Exit::Normal => None,
+            Exit::Crashed(c) => Some(c),
+        }
+    }
+}
+
+/// The part of a crash report about the message being handled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    /// Size in bytes.
+    pub size: usize,
+    /// SHA-256 of the message, hex.
+    pub sha256: String,
+    /// The bytes, lossily as UTF-8, when the message is at most [`REPORT_MESSAGE_BYTES`].
+    pub text: Option<String>,
+    /// Delivery number (1 = first).
+    pub attempt: u32,
+}
+
+/// Messages up to this size are kept whole in crash reports.
+pub const REPORT_MESSAGE_BYTES: usize = 1024;
+
+impl MessageInfo {
+    /// Describes a message for a report.
+    pub fn of(message: &[u8], attempt: u32) -> MessageInfo {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(message);
+        MessageInfo {
+            size: message.len(),
+            sha256: hash.iter().map(|b| format!("{b:02x}")).collect(),
+            text: (message.len() <= REPORT_MESSAGE_BYTES)
+                .then(|| String::from_utf8_lossy(message).into_owned()),
+            attempt,
+        }
+    }
+}
+
+/// A crash report (DESIGN.md, "Crash reports"), stored as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// Report id.
+    pub id: u64,
+    /// Plugin name.
+    pub plugin: String,
+    /// Instance generation that crashed.
+    pub generation: u64,
+    /// The cause.
+    pub cause: Cause,
+    /// Which call: `init`, `handle`, `check`, `shutdown`.
+    pub call: String,
+    /// Trap or error message.
+    pub message: String,
+    /// Wasm backtrace, innermost first.
+    pub backtrace: Vec<String>,
+    /// Fuel used by the call.
+    pub fuel_used: u64,
+    /// Linear memory size at the crash, bytes.
+    pub memory_bytes: u64,
+    /// The message being handled, if any.
+    pub handling: Option<MessageInfo>,
+    /// Unix time, milliseconds.
+    pub time_ms: u64,
+    /// What the supervisor decided: e.g. `restart in 200ms`, `failed`.
+    pub decision: String,
+}
+
+/// A dead letter, stored as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Dead-letter id.
+    pub id: u64,
+    /// Plugin name.
+    pub plugin: String,
+    /// The message, hex-free: raw bytes.
+    pub message: Vec<u8>,
+    /// Cause of each delivery.
+    pub causes: Vec<String>,
+    /// Crash report ids of each delivery.
+    pub reports: Vec<u64>,
+    /// Unix time, milliseconds.
+    pub time_ms: u64,
+}

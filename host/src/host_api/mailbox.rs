@@ -1,0 +1,49 @@
+//! `wasm-sup:plugin/mailbox`: `send`, `send-after` and `self-info`.
+//!
+//! `send` reserves a slot in the target's mailbox at once (so `mailbox-full` is
+//! answered during the call) and puts the message in the call's outbox;
+//! `send-after` adds a durable timer to the call's transaction. Both are
+//! released only if the call commits. A plugin that is failed, stopped or
+//! shutting down has a closed mailbox, which `send` reports as `mailbox-full`.
+
+use crate::bindings::mailbox::{Host, InstanceInfo, SendError};
+use crate::instance::HostState;
+use crate::instance::txn::Outgoing;
+use crate::state::now_ms;
+
+impl Host for HostState {
+    fn send(&mut self, to: String, message: Vec<u8>) -> wasmtime::Result<Result<(), SendError>> {
+        let Some(addr) = self.env.directory.get(&to) else {
+            return Ok(Err(SendError::NoSuchPlugin));
+        };
+        if message.len() as u64 > addr.max_message {
+            return Ok(Err(SendError::TooLarge));
+        }
+        let Ok(slot) = addr.mailbox.reserve() else {
+            return Ok(Err(SendError::MailboxFull));
+        };
+        self.txn.send(Outgoing::Send { to, slot, message });
+        Ok(Ok(()))
+    }
+
+    fn send_after(
+        &mut self,
+        delay_ms: u64,
+        message: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), SendError>> {
+        if message.len() as u64 > self.env.config.max_message {
+            return Ok(Err(SendError::TooLarge));
+        }
+        let due = now_ms().saturating_add(delay_ms);
+        self.txn.send_after(&self.env.name, due, message);
+        Ok(Ok(()))
+    }
+
+    fn self_info(&mut self) -> wasmtime::Result<InstanceInfo> {
+        Ok(InstanceInfo {
+            name: self.env.name.clone(),
+            generation: self.generation,
+            restarts: self.restarts,
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! [`HostState`]: the data of one plugin instance's `Store`.
+
+use super::limits::Limits;
+use super::txn::Txn;
+use crate::config::PluginConfig;
+use crate::mailbox::Directory;
+use crate::state::StateBackend;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// What every instance of one plugin shares: its name, settings, state backend
+/// and the directory of mailboxes.
+pub struct PluginEnv {
+    /// Plugin name.
+    pub name: String,
+    /// Resolved settings.
+    pub config: Arc<PluginConfig>,
+    /// Where its state lives.
+    pub backend: Arc<dyn StateBackend>,
+    /// Every plugin's mailbox, for `mailbox.send`.
+    pub directory: Arc<Directory>,
+}
+
+/// The data of one instance's `Store`.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: Limits,
+    /// When the current call must end.
+    pub(crate) deadline: Instant,
+    pub(crate) env: Arc<PluginEnv>,
+    /// The current call's transaction.
+    pub(crate) txn: Txn,
+    pub(crate) generation: u64,
+    pub(crate) restarts: u32,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

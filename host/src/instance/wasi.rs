@@ -1,0 +1,52 @@
+//! A plugin's WASI context from its configuration: deny by default.
+//!
+//! No preopened directory, no environment, no arguments, no network unless the
+//! plugin's config grants them; stdin is empty; stdout and stderr go to
+//! [`super::output::GuestOutput`]. The `inherit_*` builder methods are never used.
+
+use super::output::GuestOutput;
+use crate::config::{DirMode, NetworkGrant, PluginConfig};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+/// Builds the WASI context of one instance.
+pub fn wasi_ctx(config: &PluginConfig) -> Result<WasiCtx> {
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(GuestOutput::new("stdout", config.output));
+    b.stderr(GuestOutput::new("stderr", config.output));
+    for (k, v) in &config.env {
+        b.env(k, v);
+    }
+    for d in &config.dirs {
+        let perms = match d.mode {
+            DirMode::Ro => FsPerms::ReadOnly,
+            DirMode::Rw => FsPerms::ReadWrite,
+        };
+        b.preopened_dir(&d.host, &d.guest, perms)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "failed to open directory {} granted as {} (config key `dirs`): does it exist?",
+                    d.host.display(),
+                    d.guest
+                )
+            })?;
+    }
+    match &config.network {
+        NetworkGrant::Denied => {
+            b.allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false);
+        }
+        grant => {
+            let grant = Arc::new(grant.clone());
+            b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
+            b.socket_addr_check(move |addr, _use| {
+                let ok = grant.allows(&addr);
+                Box::pin(async move { ok })
+            });
+        }
+    }
+    Ok(b.build())
+}

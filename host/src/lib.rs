@@ -1,0 +1,31 @@
+//! wasm-sup: a WebAssembly component host that keeps sandboxed plugins alive.
+//!
+//! The code reads in the order data flows through the host:
+//!
+//! ```text
+//! plugin dir --discovery--> specs (file + config)
+//!    --compile--> component + InstancePre
+//!    --instance (Store: limits, WASI ctx, state txn)--> running worker (tokio task, mailbox)
+//!    --supervisor (policy, backoff)--> restart / give up
+//!    --state backend (redb | memory)
+//!    --admin (HTTP API) and CLI
+//! ```
+//!
+//! DESIGN.md (in the project's shared folder) is the contract these modules
+//! implement; README.md is the user's guide.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod bindings;
+pub mod compile;
+pub mod config;
+pub mod crash;
+pub mod discovery;
+pub mod engine;
+pub mod host;
+pub mod host_api;
+pub mod instance;
+pub mod mailbox;
+pub mod state;
+pub mod supervisor;

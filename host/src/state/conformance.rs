@@ -1,0 +1,155 @@
+//! One behaviour test run against every backend.
+
+use super::*;
+use std::sync::Arc;
+
+fn set(bucket: &str, key: &str, value: &str) -> Write {
+    Write {
+        bucket: bucket.into(),
+        key: key.into(),
+        value: Some(value.as_bytes().to_vec()),
+    }
+}
+
+async fn check(b: Arc<dyn StateBackend>) {
+    let mut c = Commit::new("a");
+    c.writes = vec![
+        set("default", "k1", "v1"),
+        set("default", "k2", "v22"),
+        set("other", "k", "x"),
+    ];
+    b.commit(c).await.unwrap();
+    let mut c = Commit::new("b");
+    c.writes = vec![set("default", "k1", "from-b")];
+    b.commit(c).await.unwrap();
+
+    // Plugins are namespaces.
+    assert_eq!(b.get("a", "default", "k1").unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(
+        b.get("b", "default", "k1").unwrap(),
+        Some(b"from-b".to_vec())
+    );
+    assert_eq!(b.get("a", "nope", "k1").unwrap(), None);
+    assert_eq!(b.list_keys("a", "default", None, 10).unwrap(), ["k1", "k2"]);
+    assert_eq!(b.list_keys("a", "default", Some("k1"), 10).unwrap(), ["k2"]);
+    assert_eq!(b.list_keys("a", "default", None, 1).unwrap(), ["k1"]);
+    assert_eq!(
+        b.usage("a").unwrap(),
+        Usage {
+            keys: 3,
+            bytes: 4 + 5 + 2
+        }
+    );
+
+    // Deletes and usage follow commits.
+    let mut c = Commit::new("a");
+    c.writes = vec![Write {
+        bucket: "default".into(),
+        key: "k2".into(),
+        value: None,
+    }];
+    b.commit(c).await.unwrap();
+    assert_eq!(
+        b.usage("a").unwrap(),
+        Usage {
+            keys: 2,
+            bytes: 4 + 2
+        }
+    );
+
+    // Timers.
+    let mut c = Commit::new("a");
+    c.add_timers = vec![TimerRecord {
+        id: 7,
+        plugin: "a".into(),
+        due_ms: 5,
+        message: b"m".to_vec(),
+    }];
+    b.commit(c).await.unwrap();
+    assert_eq!(b.timers().unwrap().len(), 1);
+    let mut c = Commit::new("a");
+    c.remove_timers = vec![7];
+    b.commit(c).await.unwrap();
+    assert!(b.timers().unwrap().is_empty());
+
+    // Bounded records, newest first.
+    for id in 1..=5u64 {
+        let mut c = Commit::new("a");
+        c.records = vec![Record {
+            kind: RecordKind::Crash,
+            id,
+            body: vec![id as u8],
+            keep: 3,
+        }];
+        b.commit(c).await.unwrap();
+    }
+    let ids: Vec<u64> = b
+        .records("a", RecordKind::Crash, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(ids, [5, 4, 3]);
+    assert!(b.records("b", RecordKind::Crash, 0, 10).unwrap().is_empty());
+
+    // Fencing: an older token is refused and changes nothing.
+    let mut c = Commit::new("a");
+    c.fence = Some(10);
+    b.commit(c).await.unwrap();
+    let mut c = Commit::new("a");
+    c.fence = Some(9);
+    c.writes = vec![set("default", "fenced", "no")];
+    assert!(
+        b.commit(c)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("fencing")
+    );
+    assert_eq!(b.get("a", "default", "fenced").unwrap(), None);
+
+    // Reset wipes one plugin only.
+    b.reset("a").await.unwrap();
+    assert!(b.list_all("a").unwrap().is_empty());
+    assert_eq!(b.usage("a").unwrap(), Usage::default());
+    assert_eq!(
+        b.get("b", "default", "k1").unwrap(),
+        Some(b"from-b".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn memory_backend() {
+    check(Arc::new(memory::MemoryBackend::new())).await;
+}
+
+#[tokio::test]
+async fn redb_backend_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s/state.redb");
+    check(Arc::new(redb::RedbBackend::open(&path).unwrap())).await;
+    let b = redb::RedbBackend::open(&path).unwrap();
+    assert_eq!(
+        b.get("b", "default", "k1").unwrap(),
+        Some(b"from-b".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn redb_group_commit_answers_every_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let b: Arc<dyn StateBackend> =
+        Arc::new(redb::RedbBackend::open(&dir.path().join("g.redb")).unwrap());
+    let commits = (0..200).map(|i| {
+        let mut c = Commit::new(&format!("p{}", i % 7));
+        c.writes = vec![set("default", &format!("k{i}"), "v")];
+        b.commit(c)
+    });
+    for r in futures::future::join_all(commits).await {
+        r.unwrap();
+    }
+    let total: usize = (0..7)
+        .map(|p| b.list_all(&format!("p{p}")).unwrap().len())
+        .sum();
+    assert_eq!(total, 200);
+}

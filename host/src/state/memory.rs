@@ -1,0 +1,170 @@
+//! The memory backend (`--state memory`): atomic, not durable. Everything is
+//! lost when the host exits; commits are applied under one lock.
+
+use super::*;
+use anyhow::bail;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+type Key = (String, String, String);
+
+#[derive(Default)]
+struct Inner {
+    kv: BTreeMap<Key, Vec<u8>>,
+    timers: BTreeMap<u64, TimerRecord>,
+    records: BTreeMap<(String, u8, u64), Vec<u8>>,
+    fence: u64,
+}
+
+/// See the module doc.
+#[derive(Default)]
+pub struct MemoryBackend {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryBackend {
+    /// An empty store.
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the maps consistent (each
+        // commit is checked before it mutates), so a poisoned lock is usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, c: Commit) -> Result<()> {
+        let mut g = self.lock();
+        if let Some(f) = c.fence {
+            if f < g.fence {
+                bail!(
+                    "commit refused: fencing token {f} is older than {}",
+                    g.fence
+                );
+            }
+            g.fence = f;
+        }
+        for w in c.writes {
+            let k = (c.plugin.clone(), w.bucket, w.key);
+            match w.value {
+                Some(v) => g.kv.insert(k, v),
+                None => g.kv.remove(&k),
+            };
+        }
+        for id in c.remove_timers {
+            g.timers.remove(&id);
+        }
+        for t in c.add_timers {
+            g.timers.insert(t.id, t);
+        }
+        for (kind, id) in c.remove_records {
+            g.records.remove(&(c.plugin.clone(), kind as u8, id));
+        }
+        for r in c.records {
+            let kind = r.kind as u8;
+            g.records.insert((c.plugin.clone(), kind, r.id), r.body);
+            let ids: Vec<u64> = g
+                .records
+                .range((c.plugin.clone(), kind, 0)..=(c.plugin.clone(), kind, u64::MAX))
+                .map(|((_, _, id), _)| *id)
+                .collect();
+            for id in ids.iter().take(ids.len().saturating_sub(r.keep)) {
+                g.records.remove(&(c.plugin.clone(), kind, *id));
+            }
+        }
+        Ok(())
+    }
+
+    fn plugin_range<'a>(
+        g: &'a Inner,
+        plugin: &str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Vec<u8>)> + 'a {
+        let plugin = plugin.to_string();
+        g.kv.range((plugin.clone(), String::new(), String::new())..)
+            .take_while(move |((p, _, _), _)| *p == plugin)
+    }
+}
+
+impl StateBackend for MemoryBackend {
+    fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let k = (plugin.to_string(), bucket.to_string(), key.to_string());
+        Ok(self.lock().kv.get(&k).cloned())
+    }
+
+    fn list_keys(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let g = self.lock();
+        let start = (
+            plugin.to_string(),
+            bucket.to_string(),
+            after.unwrap_or("").to_string(),
+        );
+        Ok(g.kv
+            .range(start..)
+            .take_while(|((p, b, _), _)| p == plugin && b == bucket)
+            .map(|((_, _, k), _)| k.clone())
+            .filter(|k| after.is_none_or(|a| k.as_str() > a))
+            .take(limit)
+            .collect())
+    }
+
+    fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
+        let g = self.lock();
+        Ok(Self::plugin_range(&g, plugin)
+            .map(|((_, b, k), v)| (b.clone(), k.clone(), v.len() as u64))
+            .collect())
+    }
+
+    fn usage(&self, plugin: &str) -> Result<Usage> {
+        let g = self.lock();
+        Ok(
+            Self::plugin_range(&g, plugin).fold(Usage::default(), |u, ((_, _, k), v)| Usage {
+                keys: u.keys + 1,
+                bytes: u.bytes + entry_size(k, v.len()),
+            }),
+        )
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>> {
+        let r = self.apply(commit);
+        Box::pin(async move { r })
+    }
+
+    fn timers(&self) -> Result<Vec<TimerRecord>> {
+        Ok(self.lock().timers.values().cloned().collect())
+    }
+
+    fn records(
+        &self,
+        plugin: &str,
+        kind: RecordKind,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let g = self.lock();
+        let (p, k) = (plugin.to_string(), kind as u8);
+        Ok(g.records
+            .range((p.clone(), k, 0)..=(p, k, u64::MAX))
+            .rev()
+            .skip(skip)
+            .take(limit)
+            .map(|((_, _, id), body)| (*id, body.clone()))
+            .collect())
+    }
+
+    fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
+        let mut g = self.lock();
+        g.kv.retain(|(p, _, _), _| p != plugin);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+}

@@ -1,0 +1,190 @@
+//! The state backend: where plugin key-value state, durable timers, crash
+//! reports and dead letters live.
+//!
+//! Invariants every backend keeps:
+//! - A [`Commit`] is applied all or nothing, and [`StateBackend::commit`]
+//!   resolves only once it is durable (redb: fsynced; memory: applied).
+//! - Commits may be grouped: many commits share one write transaction and one
+//!   fsync, and each waiter is released after its own commit is in.
+//! - Plugins are namespaces: nothing one plugin writes is visible under another
+//!   plugin's name.
+//! - A commit carries an optional fencing token: a backend shared by several
+//!   hosts refuses a commit whose token is older than the one it has seen, so a
+//!   host that lost ownership of a plugin cannot write. Single-host backends
+//!   record the highest token and enforce the same rule.
+
+pub mod memory;
+pub mod redb;
+
+use anyhow::Result;
+use futures::future::BoxFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A write to one key: `Some(value)` sets it, `None` deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// Bucket identifier.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// New value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A durable timer: `message` is delivered to `plugin` at `due_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerRecord {
+    /// Host-unique id.
+    pub id: u64,
+    /// Target plugin.
+    pub plugin: String,
+    /// Due time, milliseconds since the Unix epoch.
+    pub due_ms: u64,
+    /// The message.
+    pub message: Vec<u8>,
+}
+
+/// Kinds of per-plugin records kept in a bounded list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// Crash reports.
+    Crash = 1,
+    /// Dead letters.
+    DeadLetter = 2,
+}
+
+/// A record appended to a plugin's bounded list (the oldest are dropped past `keep`).
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Which list.
+    pub kind: RecordKind,
+    /// Host-unique id (see [`fresh_id`]); lists are ordered by id.
+    pub id: u64,
+    /// The record, serialized (JSON).
+    pub body: Vec<u8>,
+    /// How many records of this kind the plugin keeps.
+    pub keep: usize,
+}
+
+/// One transaction of one plugin: everything a call wrote, applied atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// The plugin.
+    pub plugin: String,
+    /// Key-value writes, in order.
+    pub writes: Vec<Write>,
+    /// Timers to add (`send-after` in the call's outbox).
+    pub add_timers: Vec<TimerRecord>,
+    /// Timers whose message this commit completes.
+    pub remove_timers: Vec<u64>,
+    /// Records to append.
+    pub records: Vec<Record>,
+    /// Records to remove (kind, id), e.g. a replayed dead letter.
+    pub remove_records: Vec<(RecordKind, u64)>,
+    /// Fencing token of the writer (see the module doc).
+    pub fence: Option<u64>,
+}
+
+impl Commit {
+    /// A commit for `plugin` with nothing in it.
+    pub fn new(plugin: &str) -> Commit {
+        Commit {
+            plugin: plugin.to_string(),
+            ..Commit::default()
+        }
+    }
+
+    /// Whether applying it would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+            && self.add_timers.is_empty()
+            && self.remove_timers.is_empty()
+            && self.records.is_empty()
+            && self.remove_records.is_empty()
+    }
+}
+
+/// What a plugin's committed state uses, for quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Keys across all buckets.
+    pub keys: u64,
+    /// Bytes of keys and values across all buckets.
+    pub bytes: u64,
+}
+
+/// A place to keep plugin state. See the module doc for the invariants.
+pub trait StateBackend: Send + Sync + 'static {
+    /// Reads one committed value.
+    fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Committed keys of a bucket in key order, starting after `after`, at most `limit`.
+    fn list_keys(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>>;
+    /// Every committed `(bucket, key, value size)` of a plugin.
+    fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>>;
+    /// What a plugin's committed state uses.
+    fn usage(&self, plugin: &str) -> Result<Usage>;
+    /// Applies a commit; resolves once it is durable.
+    fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>>;
+    /// Every pending timer (read at start).
+    fn timers(&self) -> Result<Vec<TimerRecord>>;
+    /// A plugin's records of one kind, newest first, at most `limit` after skipping `skip`.
+    fn records(
+        &self,
+        plugin: &str,
+        kind: RecordKind,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Deletes every key of a plugin (state reset).
+    fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>>;
+    /// A short name for logs: `redb:PATH` or `memory`.
+    fn describe(&self) -> String;
+}
+
+/// A host-unique, increasing id: microseconds since the Unix epoch, bumped past
+/// the last one handed out, so ids stay unique across host restarts as long as
+/// the clock does not go back.
+pub fn fresh_id() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now_ms().saturating_mul(1000);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The size a key-value pair counts for in quotas.
+pub(crate) fn entry_size(key: &str, value_len: usize) -> u64 {
+    (key.len() + value_len) as u64
+}
+
+/// Opens the backend a [`crate::config::StateLocation`] names.
+pub fn open(location: &crate::config::StateLocation) -> Result<std::sync::Arc<dyn StateBackend>> {
+    Ok(match location {
+        crate::config::StateLocation::Memory => std::sync::Arc::new(memory::MemoryBackend::new()),
+        crate::config::StateLocation::Redb(path) => {
+            std::sync::Arc::new(redb::RedbBackend::open(path)?)
+        }
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

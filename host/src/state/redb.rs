@@ -1,0 +1,362 @@
+//! The redb backend (the default): one file, fsynced on every commit, with group
+//! commit.
+//!
+//! Reads open their own read transaction. Writes go through one committer
+//! thread: it takes every operation waiting on its channel (up to
+//! [`MAX_GROUP`]), applies them in one write transaction, commits it with one
+//! fsync, and only then answers each waiter. A commit refused on its own (an
+//! old fencing token) is answered with its error and left out of the group.
+
+use super::*;
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use anyhow::{Context, anyhow, bail};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+const KV: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("kv");
+const TIMERS: TableDefinition<u64, (&str, u64, &[u8])> = TableDefinition::new("timers");
+const RECORDS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Most operations applied in one write transaction.
+const MAX_GROUP: usize = 256;
+
+enum Op {
+    Commit(Commit),
+    Reset(String),
+}
+
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// See the module doc.
+pub struct RedbBackend {
+    db: Arc<Database>,
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<(Op, Waiter)>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    usage: Arc<Mutex<HashMap<String, Usage>>>,
+}
+
+impl RedbBackend {
+    /// Opens (or creates) the state file at `path`, creating its folder.
+    pub fn open(path: &Path) -> Result<RedbBackend> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("failed to create state folder {}", parent.display()))?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            anyhow!(
+                "failed to open state file {}: {e} (is another wasm-sup using it? stop it or pass --state PATH)",
+                path.display()
+            )
+        })?;
+        let w = db.begin_write()?;
+        w.open_table(KV)?;
+        w.open_table(TIMERS)?;
+        w.open_table(RECORDS)?;
+        w.open_table(META)?;
+        w.commit()?;
+        let db = Arc::new(db);
+        let usage = Arc::new(Mutex::new(HashMap::new()));
+        let (tx, rx) = mpsc::channel();
+        let committer = {
+            let db = db.clone();
+            let usage = usage.clone();
+            std::thread::Builder::new()
+                .name("wasm-sup-commit".into())
+                .spawn(move || committer(&db, &usage, rx))
+                .context("failed to start the state committer thread")?
+        };
+        Ok(RedbBackend {
+            db,
+            path: path.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+            committer: Mutex::new(Some(committer)),
+            usage,
+        })
+    }
+
+    fn submit(&self, op: Op) -> BoxFuture<'static, Result<()>> {
+        let (wtx, wrx) = oneshot::channel();
+        let sent = lock(&self.tx)
+            .as_ref()
+            .map(|tx| tx.send((op, wtx)).is_ok())
+            .unwrap_or(false);
+        Box::pin(async move {
+            if !sent {
+                bail!("state backend is closed");
+            }
+            match wrx.await {
+                Ok(r) => r.map_err(anyhow::Error::msg),
+                Err(_) => bail!("state committer stopped"),
+            }
+        })
+    }
+
+    fn scan_usage(&self, plugin: &str) -> Result<Usage> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(KV)?;
+        let mut u = Usage::default();
+        for item in t.range((plugin, "", "")..)? {
+            let (k, v) = item?;
+            let (p, _, key) = k.value();
+            if p != plugin {
+                break;
+            }
+            u.keys += 1;
+            u.bytes += entry_size(key, v.value().len());
+        }
+        Ok(u)
+    }
+}
+
+impl Drop for RedbBackend {
+    fn drop(&mut self) {
+        // Closing the channel ends the committer after the operations queued.
+        lock(&self.tx).take();
+        if let Some(h) = lock(&self.committer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn committer(
+    db: &Database,
+    usage: &Mutex<HashMap<String, Usage>>,
+    rx: mpsc::Receiver<(Op, Waiter)>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => group.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut answers: Vec<(Waiter, Result<(), String>)> = Vec::with_capacity(group.len());
+        let mut accepted = Vec::with_capacity(group.len());
+        let result = (|| -> Result<()> {
+            let w = db.begin_write()?;
+            let mut fence = w.open_table(META)?.get("fence")?.map_or(0, |g| g.value());
+            let mut deltas: HashMap<String, (i64, i64)> = HashMap::new();
+            for (op, waiter) in group {
+                if let Op::Commit(c) = &op
+                    && let Some(f) = c.fence
+                {
+                    if f < fence {
+                        let msg =
+                            format!("commit refused: fencing token {f} is older than {fence}");
+                        answers.push((waiter, Err(msg)));
+                        continue;
+                    }
+                    fence = f;
+                }
+                apply(&w, op, &mut deltas)?;
+                accepted.push(waiter);
+            }
+            w.open_table(META)?.insert("fence", fence)?;
+            w.commit()?;
+            let mut cache = lock(usage);
+            for (plugin, (dk, db)) in deltas {
+                if dk == i64::MIN {
+                    cache.remove(&plugin);
+                } else if let Some(u) = cache.get_mut(&plugin) {
+                    u.keys = u.keys.saturating_add_signed(dk);
+                    u.bytes = u.bytes.saturating_add_signed(db);
+                }
+            }
+            Ok(())
+        })();
+        let outcome = result.map_err(|e| format!("state commit failed: {e:#}"));
+        for waiter in accepted {
+            let _ = waiter.send(outcome.clone());
+        }
+        for (waiter, r) in answers {
+            let _ = waiter.send(r);
+        }
+    }
+}
+
+/// Applies one operation inside the group's write transaction, adding its
+/// usage change to `deltas` (`i64::MIN` keys: forget the cached usage).
+fn apply(w: &WriteTransaction, op: Op, deltas: &mut HashMap<String, (i64, i64)>) -> Result<()> {
+    let c = match op {
+        Op::Reset(plugin) => {
+            let mut kv = w.open_table(KV)?;
+            let keys: Vec<(String, String)> = kv
+                .range((plugin.as_str(), "", "")..)?
+                .map_while(|item| {
+                    let (k, _) = item.ok()?;
+                    let (p, b, key) = k.value();
+                    (p == plugin).then(|| (b.to_string(), key.to_string()))
+                })
+                .collect();
+            for (b, k) in keys {
+                kv.remove((plugin.as_str(), b.as_str(), k.as_str()))?;
+            }
+            deltas.insert(plugin, (i64::MIN, 0));
+            return Ok(());
+        }
+        Op::Commit(c) => c,
+    };
+    let p = c.plugin.as_str();
+    {
+        let mut kv = w.open_table(KV)?;
+        let d = deltas.entry(c.plugin.clone()).or_default();
+        for wr in &c.writes {
+            let key = (p, wr.bucket.as_str(), wr.key.as_str());
+            let old = match &wr.value {
+                Some(v) => kv.insert(key, v.as_slice())?.map(|g| g.value().len()),
+                None => kv.remove(key)?.map(|g| g.value().len()),
+            };
+            if d.0 != i64::MIN {
+                let new = wr.value.as_ref().map(Vec::len);
+                d.0 += i64::from(new.is_some()) - i64::from(old.is_some());
+                d.1 += new.map_or(0, |n| entry_size(&wr.key, n) as i64)
+                    - old.map_or(0, |n| entry_size(&wr.key, n) as i64);
+            }
+        }
+    }
+    {
+        let mut timers = w.open_table(TIMERS)?;
+        for id in &c.remove_timers {
+            timers.remove(*id)?;
+        }
+        for t in &c.add_timers {
+            timers.insert(t.id, (t.plugin.as_str(), t.due_ms, t.message.as_slice()))?;
+        }
+    }
+    {
+        let mut records = w.open_table(RECORDS)?;
+        for (kind, id) in &c.remove_records {
+            records.remove((p, *kind as u8, *id))?;
+        }
+        for r in &c.records {
+            let kind = r.kind as u8;
+            records.insert((p, kind, r.id), r.body.as_slice())?;
+            let ids: Vec<u64> = records
+                .range((p, kind, 0)..=(p, kind, u64::MAX))?
+                .map(|item| item.map(|(k, _)| k.value().2))
+                .collect::<Result<_, _>>()?;
+            for id in ids.iter().take(ids.len().saturating_sub(r.keep)) {
+                records.remove((p, kind, *id))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl StateBackend for RedbBackend {
+    fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(KV)?;
+        Ok(t.get((plugin, bucket, key))?.map(|g| g.value().to_vec()))
+    }
+
+    fn list_keys(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(KV)?;
+        let mut out = Vec::new();
+        for item in t.range((plugin, bucket, after.unwrap_or(""))..)? {
+            let (k, _) = item?;
+            let (p, b, key) = k.value();
+            if p != plugin || b != bucket || out.len() >= limit {
+                break;
+            }
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            out.push(key.to_string());
+        }
+        Ok(out)
+    }
+
+    fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(KV)?;
+        let mut out = Vec::new();
+        for item in t.range((plugin, "", "")..)? {
+            let (k, v) = item?;
+            let (p, b, key) = k.value();
+            if p != plugin {
+                break;
+            }
+            out.push((b.to_string(), key.to_string(), v.value().len() as u64));
+        }
+        Ok(out)
+    }
+
+    fn usage(&self, plugin: &str) -> Result<Usage> {
+        if let Some(u) = lock(&self.usage).get(plugin) {
+            return Ok(*u);
+        }
+        // Scanned outside the cache lock; a commit racing with the scan makes
+        // the cached figure stale, so only the committer's deltas are trusted
+        // after this point (the worker commits one call at a time).
+        let u = self.scan_usage(plugin)?;
+        lock(&self.usage).insert(plugin.to_string(), u);
+        Ok(u)
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>> {
+        self.submit(Op::Commit(commit))
+    }
+
+    fn timers(&self) -> Result<Vec<TimerRecord>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(TIMERS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (id, v) = item?;
+            let (plugin, due_ms, message) = v.value();
+            out.push(TimerRecord {
+                id: id.value(),
+                plugin: plugin.to_string(),
+                due_ms,
+                message: message.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn records(
+        &self,
+        plugin: &str,
+        kind: RecordKind,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(RECORDS)?;
+        let k = kind as u8;
+        t.range((plugin, k, 0)..=(plugin, k, u64::MAX))?
+            .rev()
+            .skip(skip)
+            .take(limit)
+            .map(|item| {
+                let (key, v) = item?;
+                Ok((key.value().2, v.value().to_vec()))
+            })
+            .collect()
+    }
+
+    fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
+        self.submit(Op::Reset(plugin.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        format!("redb:{}", self.path.display())
+    }
+}

@@ -1,0 +1,359 @@
+//! The supervisor: owns one worker task per plugin, starts them in order, stops
+//! them in reverse order, and answers the admin API through [`SupervisorHandle`].
+//!
+//! Each worker ([`worker`]) owns its plugin's instance and applies the restart
+//! policy ([`policy`]); the supervisor never sees wasmtime types beyond the
+//! [`Compiled`] handle it passes along. Durable timers run on one task
+//! ([`timers`]); crash reports are written by spawned tasks, off the restart
+//! path.
+
+pub mod backoff;
+pub mod policy;
+pub mod timers;
+mod worker;
+
+use crate::compile::Compiled;
+use crate::config::{HostConfig, PluginConfig, RestartType};
+use crate::crash::Cause;
+use crate::discovery::PluginSpec;
+use crate::instance::PluginEnv;
+use crate::mailbox::{Address, Directory, Envelope, Mailbox, Outcome, PushError, Source};
+use crate::state::StateBackend;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+/// A plugin's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Instantiating and running `init`.
+    Starting,
+    /// Taking messages.
+    Running,
+    /// Waiting to restart after a crash; messages wait.
+    Backoff,
+    /// Over its restart intensity; messages are refused.
+    Failed,
+    /// Stopped (by its restart type, an operator, or shutdown).
+    Stopped,
+}
+
+impl Status {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Backoff => "backoff",
+            Status::Failed => "failed",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the admin API shows of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: Status,
+    /// Instance generation (1 = first start).
+    pub generation: u64,
+    /// Restarts since the host started.
+    pub restarts: u32,
+    /// Cause of the last crash.
+    pub last_crash: Option<Cause>,
+    /// Why it is failed or stopped, if it is.
+    pub reason: Option<String>,
+    /// Seconds the current instance has been running.
+    pub uptime_secs: Option<f64>,
+    /// Messages queued.
+    pub mailbox_depth: usize,
+    /// SHA-256 of the loaded component.
+    pub sha256: String,
+    /// Restart type.
+    pub restart_type: RestartType,
+    #[serde(skip)]
+    running_since: Option<Instant>,
+    #[serde(skip)]
+    retry_at: Option<Instant>,
+}
+
+/// Operator and host requests to a worker.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Graceful stop for host shutdown; answered when done.
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Slot {
+    info: Arc<Mutex<PluginInfo>>,
+    mailbox: Arc<Mailbox>,
+    config: Arc<PluginConfig>,
+    control: mpsc::UnboundedSender<Control>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Shared {
+    plugins: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// Names in start order.
+    order: RwLock<Vec<String>>,
+    directory: Arc<Directory>,
+    backend: Arc<dyn StateBackend>,
+    timers: timers::TimerHandle,
+    host: HostConfig,
+    shutting_down: AtomicBool,
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendRefused {
+    /// No plugin of that name (HTTP 404).
+    NoSuchPlugin,
+    /// Larger than the plugin's `max-message` (HTTP 413).
+    TooLarge {
+        /// The limit, bytes.
+        limit: u64,
+    },
+    /// Mailbox full (HTTP 429).
+    MailboxFull,
+    /// Failed, stopped or shutting down (HTTP 503).
+    Unavailable(Outcome),
+}
+
+/// A cheap, cloneable handle to the supervisor, for the admin API.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SupervisorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorHandle").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SupervisorHandle {
+    /// Starts the supervisor (and the timer task) with no plugins.
+    pub fn new(
+        host: HostConfig,
+        backend: Arc<dyn StateBackend>,
+    ) -> anyhow::Result<SupervisorHandle> {
+        let directory = Directory::new();
+        let (timers, _task) = timers::start(&backend, directory.clone())?;
+        Ok(SupervisorHandle {
+            shared: Arc::new(Shared {
+                plugins: RwLock::new(BTreeMap::new()),
+                order: RwLock::new(Vec::new()),
+                directory,
+                backend,
+                timers,
+                host,
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Adds a compiled plugin and starts its worker.
+    pub fn start_plugin(&self, spec: &PluginSpec, compiled: Arc<Compiled>) {
+        let name = spec.name.clone();
+        let config = Arc::new(spec.config.clone());
+        let mailbox = Mailbox::new(config.mailbox);
+        let info = Arc::new(Mutex::new(PluginInfo {
+            name: name.clone(),
+            status: Status::Starting,
+            generation: 0,
+            restarts: 0,
+            last_crash: None,
+            reason: None,
+            uptime_secs: None,
+            mailbox_depth: 0,
+            sha256: compiled.sha256.clone(),
+            restart_type: config.restart.kind,
+            running_since: None,
+            retry_at: None,
+        }));
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let env = Arc::new(PluginEnv {
+            name: name.clone(),
+            config: config.clone(),
+            backend: self.shared.backend.clone(),
+            directory: self.shared.directory.clone(),
+        });
+        self.shared.directory.insert(
+            &name,
+            Address {
+                mailbox: mailbox.clone(),
+                max_message: config.max_message,
+            },
+        );
+        let w = worker::Worker::new(
+            env,
+            compiled,
+            mailbox.clone(),
+            info.clone(),
+            crx,
+            self.shared.timers.clone(),
+            &self.shared.host,
+        );
+        let span = tracing::info_span!("plugin", plugin = %name);
+        let task = tokio::spawn(w.run().instrument(span));
+        let slot = Arc::new(Slot {
+            info,
+            mailbox,
+            config,
+            control: ctx,
+            task: Mutex::new(Some(task)),
+        });
+        self.shared
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), slot);
+        self.shared
+            .order
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name);
+    }
+
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.shared
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Queues a message for `name`; the receiver gets its outcome. Also returns
+    /// how long a synchronous sender should wait (`reply-timeout`).
+    pub fn send(
+        &self,
+        name: &str,
+        message: Vec<u8>,
+    ) -> Result<(oneshot::Receiver<Outcome>, Duration), SendRefused> {
+        let slot = self.slot(name).ok_or(SendRefused::NoSuchPlugin)?;
+        if message.len() as u64 > slot.config.max_message {
+            return Err(SendRefused::TooLarge {
+                limit: slot.config.max_message,
+            });
+        }
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return Err(SendRefused::Unavailable(Outcome::Unavailable {
+                status: "stopping".into(),
+                reason: "the host is shutting down".into(),
+                retry_after: None,
+            }));
+        }
+        let (tx, rx) = oneshot::channel();
+        match slot
+            .mailbox
+            .push(Envelope::new(message, Source::Admin, Some(tx)))
+        {
+            Ok(()) => Ok((rx, slot.config.reply_timeout)),
+            Err((PushError::Full, _)) => Err(SendRefused::MailboxFull),
+            Err((PushError::Closed { status, reason }, _)) => {
+                let retry_after = lock(&slot.info)
+                    .retry_at
+                    .map(|t| t.saturating_duration_since(Instant::now()));
+                Err(SendRefused::Unavailable(Outcome::Unavailable {
+                    status,
+                    reason,
+                    retry_after,
+                }))
+            }
+        }
+    }
+
+    /// Every plugin, in start order.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let order = self
+            .shared
+            .order
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        order.iter().filter_map(|n| self.get(n)).collect()
+    }
+
+    /// One plugin.
+    pub fn get(&self, name: &str) -> Option<PluginInfo> {
+        let slot = self.slot(name)?;
+        let mut info = lock(&slot.info).clone();
+        info.mailbox_depth = slot.mailbox.len();
+        info.uptime_secs = info.running_since.map(|t| t.elapsed().as_secs_f64());
+        Some(info)
+    }
+
+    /// Whether every permanent plugin is running.
+    pub fn ready(&self) -> bool {
+        !self.shared.shutting_down.load(Ordering::SeqCst)
+            && self
+                .list()
+                .iter()
+                .filter(|p| p.restart_type == RestartType::Permanent)
+                .all(|p| p.status == Status::Running)
+    }
+
+    /// The state backend.
+    pub fn backend(&self) -> &Arc<dyn StateBackend> {
+        &self.shared.backend
+    }
+
+    /// Graceful shutdown (DESIGN.md, "Shutdown"): stop taking messages, answer
+    /// what is queued with 503, let each worker finish its call in flight and
+    /// call `lifecycle.shutdown`, in reverse start order, each within its
+    /// `shutdown-timeout`; a worker that overruns is aborted (its call's writes
+    /// are discarded).
+    pub async fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        let order = self
+            .shared
+            .order
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for name in order.iter() {
+            if let Some(slot) = self.slot(name) {
+                for env in slot.mailbox.close("stopping", "the host is shutting down") {
+                    worker::answer_unavailable(
+                        env,
+                        "stopping",
+                        "the host is shutting down",
+                        None,
+                        &self.shared.timers,
+                        name,
+                    );
+                }
+            }
+        }
+        for name in order.iter().rev() {
+            let Some(slot) = self.slot(name) else {
+                continue;
+            };
+            let (tx, rx) = oneshot::channel();
+            let budget = slot.config.shutdown_timeout + slot.config.timeout;
+            if slot.control.send(Control::Shutdown(tx)).is_ok()
+                && tokio::time::timeout(budget, rx).await.is_err()
+            {
+                tracing::warn!(plugin = %name, "did not stop within its shutdown timeout; aborted");
+            }
+            if let Some(task) = lock(&slot.task).take() {
+                task.abort();
+                let _ = task.await;
+            }
+            lock(&slot.info).status = Status::Stopped;
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The worker: one tokio task per plugin that owns its instance, takes messages
+//! from its mailbox one at a time, commits each call's transaction, and applies
+//! the restart policy when the instance dies.
+//!
+//! Invariants:
+//! - One call at a time, in mailbox order; control requests are looked at
+//!   first between calls (`biased` select).
+//! - A reply is released only after its call's commit is durable; the outbox is
+//!   released after the commit too, and dropped with the instance otherwise.
+//! - After any exit the instance is dropped before anything else happens.
+//! - The message in flight at a crash goes back to the front of the mailbox
+//!   until it has been delivered `max-attempts` times; then it is dead-lettered
+//!   (durably) and its sender gets the dead-letter id and the causes.
+//! - Crash reports are committed by spawned tasks: a restart never waits for one.
+
+use super::policy::{Decision, Ending, RestartTracker};
+use super::timers::TimerHandle;
+use super::{Control, PluginInfo, Status, lock};
+use crate::compile::Compiled;
+use crate::config::HostConfig;
+use crate::crash::{Cause, Crash, CrashReport, DeadLetter, Exit, MessageInfo};
+use crate::instance::txn::Outgoing;
+use crate::instance::{PluginEnv, PluginInstance};
+use crate::mailbox::{Envelope, Mailbox, Outcome, Source};
+use crate::state::{Commit, Record, RecordKind, fresh_id, now_ms};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the worker loop does next.
+enum Flow {
+    /// Keep going.
+    Continue,
+    /// Leave the loop (shutdown done).
+    Exit,
+}
+
+pub(super) struct Worker {
+    env: Arc<PluginEnv>,
+    compiled: Arc<Compiled>,
+    mailbox: Arc<Mailbox>,
+    info: Arc<Mutex<PluginInfo>>,
+    control: mpsc::UnboundedReceiver<Control>,
+    timers: TimerHandle,
+    tracker: RestartTracker,
+    keep_reports: usize,
+    keep_dead_letters: usize,
+    generation: u64,
+    restarts: u32,
+    instance: Option<PluginInstance>,
+    running_since: Option<Instant>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        env: Arc<PluginEnv>,
+        compiled: Arc<Compiled>,
+        mailbox: Arc<Mailbox>,
+        info: Arc<Mutex<PluginInfo>>,
+        control: mpsc::UnboundedReceiver<Control>,
+        timers: TimerHandle,
+        host: &HostConfig,
+    ) -> Worker {
+        let tracker = RestartTracker::new(env.config.restart.clone());
+        Worker {
+            env,
+            compiled,
+            mailbox,
+            info,
+            control,
+            timers,
+            tracker,
+            keep_reports: host.crash_reports,
+            keep_dead_letters: host.dead_letters,
+            generation: 0,
+            restarts: 0,
+            instance: None,
+            running_since: None,
+        }
+    }
+
+    fn set_status(&self, status: Status, reason: Option<String>) {
+        let mut i = lock(&self.info);
+        i.status = status;
+        i.reason = reason;
+        i.generation = self.generation;
+        i.restarts = self.restarts;
+        i.running_since = if status == Status::Running {
+            self.running_since
+        } else {
+            None
+        };
+        if status != Status::Backoff {
+            i.retry_at = None;
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            let flow = if self.instance.is_none() {
+                self.start().await
+            } else {
+                tokio::select! {
+                    biased;
+                    c = self.control.recv() => self.on_control(c).await,
+                    env = self.mailbox.pop() => self.deliver(env).await,
+                }
+            };
+            if let Flow::Exit = flow {
+                return;
+            }
+        }
+    }
+
+    /// Waits for control only (plugin failed or stopped).
+    async fn idle(&mut self) -> Flow {
+        let c = self.control.recv().await;
+        self.on_control(c).await
+    }
+
+    async fn on_control(&mut self, c: Option<Control>) -> Flow {
+        match c {
+            None => Flow::Exit,
+            Some(Control::Shutdown(done)) => {
+                self.graceful_stop().await;
+                let _ = done.send(());
+                Flow::Exit
+            }
+        }
+    }
+
+    /// Calls `lifecycle.shutdown` (within `shutdown-timeout`) and commits it.
+    async fn graceful_stop(&mut self) {
+        if let Some(mut inst) = self.instance.take() {
+            match inst.shutdown(self.env.config.shutdown_timeout).await {
+                Ok(()) => {
+                    let (commit, outbox, _) = inst.take_txn().into_commit(&self.env.name);
+                    self.commit_and_release(commit, outbox).await.ok();
+                }
+                Err(exit) => {
+                    tracing::warn!(cause = ?exit.crash().map(|c| c.cause), "lifecycle.shutdown did not return; its writes are discarded");
+                }
+            }
+        }
+        self.running_since = None;
+        self.set_status(Status::Stopped, Some("the host is shutting down".into()));
+    }
+
+    /// Starts a new instance and runs `init`; on failure applies the policy.
+    async fn start(&mut self) -> Flow {
+        self.generation += 1;
+        self.set_status(Status::Starting, None);
+        let (compiled, env, generation, restarts) = (
+            self.compiled.clone(),
+            self.env.clone(),
+            self.generation,
+            self.restarts,
+        );
+        let started = async move {
+            let mut inst = PluginInstance::start(compiled, env, generation, restarts).await?;
+            match inst.init().await? {
+                Ok(()) => Ok(inst),
+                Err(reason) => Err(Exit::Crashed(Crash {
+                    cause: Cause::InitFailed,
+                    message: format!("init returned Err: {reason}"),
+                    backtrace: Vec::new(),
+                    fuel_used: 0,
+                    memory_bytes: inst.memory_bytes(),
+                })),
+            }
+        }
+        .await;
+        match started {
+            Ok(mut inst) => {
+                let (commit, outbox, _) = inst.take_txn().into_commit(&self.env.name);
+                if let Err(e) = self.commit_and_release(commit, outbox).await {
+                    return self.after_exit(host_error(e), "init", None).await;
+                }
+                self.instance = Some(inst);
+                self.running_since = Some(Instant::now());
+                self.set_status(Status::Running, None);
+                tracing::info!(generation = self.generation, "plugin running");
+                Flow::Continue
+            }
+            Err(exit) => self.after_exit(exit, "init", None).await,
+        }
+    }
+
+    /// Delivers one message to the running instance.
+    async fn deliver(&mut self, mut env: Envelope) -> Flow {
+        let Some(inst) = self.instance.as_mut() else {
+            // Cannot happen: `run` only delivers with an instance. Put it back.
+            let _ = self.mailbox.push_front(env);
+            return Flow::Continue;
+        };
+        env.attempts += 1;
+        let result = match inst.handle(&env.message).await {
+            Ok(Ok(reply)) if reply.len() as u64 > self.env.config.max_reply => {
+                Err(Exit::Crashed(Crash {
+                    cause: Cause::ReplyTooLarge,
+                    message: format!(
+                        "reply of {} bytes is larger than max-reply ({} bytes)",
+                        reply.len(),
+                        self.env.config.max_reply
+                    ),
+                    backtrace: Vec::new(),
+                    fuel_used: 0,
+                    memory_bytes: inst.memory_bytes(),
+                }))
+            }
+            other => other,
+        };
+        match result {
+            Ok(answer) => {
+                let inst = self.instance.as_mut().expect("checked above");
+                let (mut commit, outbox, _) = inst.take_txn().into_commit(&self.env.name);
+                if let Source::Timer(id) = env.source {
+                    commit.remove_timers.push(id);
+                }
+                match self.commit_and_release(commit, outbox).await {
+                    Ok(()) => {
+                        env.answer(match answer {
+                            Ok(reply) => Outcome::Reply(reply),
+                            Err(reason) => Outcome::Rejected(reason),
+                        });
+                        Flow::Continue
+                    }
+                    Err(e) => {
+                        self.instance = None;
+                        self.after_exit(host_error(e), "handle", Some(env)).await
+                    }
+                }
+            }
+            Err(exit) => {
+                self.instance = None;
+                self.after_exit(exit, "handle", Some(env)).await
+            }
+        }
+    }
+
+    /// Commits a call's transaction, then releases its outbox and timers.
+    async fn commit_and_release(
+        &mut self,
+        commit: Commit,
+        outbox: Vec<Outgoing>,
+    ) -> anyhow::Result<()> {
+        let timers = commit.add_timers.clone();
+        if !commit.is_empty() {
+            self.env.backend.commit(commit).await?;
+        }
+        for t in timers {
+            self.timers.schedule(t);
+        }
+        for out in outbox {
+            let Outgoing::Send { to, slot, message } = out;
+            let env = Envelope::new(message, Source::Plugin(self.env.name.clone()), None);
+            if slot.fill(env).is_err() {
+                tracing::warn!(to = %to, "message dropped: the target stopped taking messages after it was sent");
+            }
+        }
+        Ok(())
+    }
+
+    /// After an instance ended (the instance is already dropped): report,
+    /// settle the message in flight, and apply the restart policy.
+    async fn after_exit(&mut self, exit: Exit, call: &str, env: Option<Envelope>) -> Flow {
+        self.instance = None;
+        let now = Instant::now();
+        let up_since = self.running_since.take();
+        let ending = match &exit {
+            Exit::Normal => Ending::Normal,
+            Exit::Crashed(_) => Ending::Crash,
+        };
+        let decision = self
+            .tracker
+            .decide(ending, now, up_since, rand::random::<f64>());
+        let mut env = env;
+        let report_id = match &exit {
+            Exit::Normal => {
+                tracing::info!(call, decision = %decision.describe(), "plugin exited normally");
+                None
+            }
+            Exit::Crashed(crash) => Some(self.report(crash, call, env.as_ref(), &decision)),
+        };
+        if let Some(e) = env.as_mut() {
+            e.causes.push(match &exit {
+                Exit::Normal => "normal-exit".to_string(),
+                Exit::Crashed(c) => c.cause.to_string(),
+            });
+            e.reports.extend(report_id);
+        }
+        if let Exit::Crashed(c) = &exit {
+            lock(&self.info).last_crash = Some(c.cause);
+        }
+        let will_restart = matches!(decision, Decision::Restart(_));
+        if let Some(e) = env {
+            let max = self.tracker.policy().max_attempts.get();
+            if e.attempts >= max || (!will_restart && ending == Ending::Crash) {
+                self.dead_letter(e).await;
+            } else if let Err((_, e)) = self.mailbox.push_front(e) {
+                let (status, reason) = self.mailbox.closed().unwrap_or_default();
+                answer_unavailable(e, &status, &reason, None, &self.timers, &self.env.name);
+            }
+        }
+        match decision {
+            Decision::Restart(delay) => {
+                self.restarts += 1;
+                if !delay.is_zero() {
+                    {
+                        let mut i = lock(&self.info);
+                        i.retry_at = Some(now + delay);
+                    }
+                    self.set_status_keep_retry(Status::Backoff);
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            c = self.control.recv() => {
+                                if let Flow::Exit = self.on_control(c).await {
+                                    return Flow::Exit;
+                                }
+                            }
+                            _ = &mut sleep => break,
+                        }
+                    }
+                }
+                Flow::Continue
+            }
+            Decision::Stop => {
+                let reason = format!(
+                    "{} (restart type {:?})",
+                    ending_text(&exit),
+                    self.tracker.policy().kind
+                )
+                .to_lowercase();
+                self.close(Status::Stopped, reason);
+                self.idle().await
+            }
+            Decision::GiveUp { restarts, window } => {
+                let reason = format!(
+                    "{restarts} restarts within {window:?} exceed max-restarts ({}); last: {}",
+                    self.tracker.policy().max_restarts,
+                    ending_text(&exit)
+                );
+                tracing::error!(%reason, "plugin failed");
+                self.close(Status::Failed, reason);
+                self.idle().await
+            }
+        }
+    }
+
+    fn set_status_keep_retry(&self, status: Status) {
+        let mut i = lock(&self.info);
+        i.status = status;
+        i.generation = self.generation;
+        i.restarts = self.restarts;
+        i.running_since = None;
+    }
+
+    /// Closes the mailbox and answers everything queued with 503.
+    fn close(&self, status: Status, reason: String) {
+        self.set_status(status, Some(reason.clone()));
+        for e in self.mailbox.close(status.as_str(), &reason) {
+            answer_unavailable(
+                e,
+                status.as_str(),
+                &reason,
+                None,
+                &self.timers,
+                &self.env.name,
+            );
+        }
+    }
+
+    /// Writes a crash report off the restart path; returns its id.
+    fn report(
+        &self,
+        crash: &Crash,
+        call: &str,
+        env: Option<&Envelope>,
+        decision: &Decision,
+    ) -> u64 {
+        let id = fresh_id();
+        tracing::warn!(
+            cause = %crash.cause,
+            call,
+            generation = self.generation,
+            decision = %decision.describe(),
+            "plugin crashed: {}",
+            crash.message
+        );
+        let report = CrashReport {
+            id,
+            plugin: self.env.name.clone(),
+            generation: self.generation,
+            cause: crash.cause,
+            call: call.to_string(),
+            message: crash.message.clone(),
+            backtrace: crash.backtrace.clone(),
+            fuel_used: crash.fuel_used,
+            memory_bytes: crash.memory_bytes,
+            handling: env.map(|e| MessageInfo::of(&e.message, e.attempts)),
+            time_ms: now_ms(),
+            decision: decision.describe(),
+        };
+        let mut commit = Commit::new(&self.env.name);
+        commit.records.push(Record {
+            kind: RecordKind::Crash,
+            id,
+            body: serde_json::to_vec(&report).expect("a crash report serializes"),
+            keep: self.keep_reports,
+        });
+        let write = self.env.backend.commit(commit);
+        tokio::spawn(async move {
+            if let Err(e) = write.await {
+                tracing::error!("failed to store crash report {id}: {e:#}");
+            }
+        });
+        id
+    }
+
+    /// Stores a message that crashed on its last delivery and answers 500.
+    async fn dead_letter(&mut self, env: Envelope) {
+        let id = fresh_id();
+        let letter = DeadLetter {
+            id,
+            plugin: self.env.name.clone(),
+            message: env.message.clone(),
+            causes: env.causes.clone(),
+            reports: env.reports.clone(),
+            time_ms: now_ms(),
+        };
+        let mut commit = Commit::new(&self.env.name);
+        commit.records.push(Record {
+            kind: RecordKind::DeadLetter,
+            id,
+            body: serde_json::to_vec(&letter).expect("a dead letter serializes"),
+            keep: self.keep_dead_letters,
+        });
+        if let Source::Timer(t) = env.source {
+            commit.remove_timers.push(t);
+        }
+        tracing::warn!(dead_letter = id, attempts = env.attempts, causes = ?env.causes, "message dead-lettered");
+        if let Err(e) = self.env.backend.commit(commit).await {
+            tracing::error!("failed to store dead letter {id}: {e:#}");
+        }
+        let causes = env.causes.clone();
+        env.answer(Outcome::DeadLettered { id, causes });
+    }
+}
+
+fn ending_text(exit: &Exit) -> String {
+    match exit {
+        Exit::Normal => "normal exit".to_string(),
+        Exit::Crashed(c) => format!("{}: {}", c.cause, c.message),
+    }
+}
+
+fn host_error(e: anyhow::Error) -> Exit {
+    Exit::Crashed(Crash {
+        cause: Cause::HostError,
+        message: format!("{e:#}"),
+        backtrace: Vec::new(),
+        fuel_used: 0,
+        memory_bytes: 0,
+    })
+}
+
+/// Answers a message that will not be handled with 503. A timer's message is
+/// scheduled again instead: its record stays until a call handles it.
+pub(super) fn answer_unavailable(
+    env: Envelope,
+    status: &str,
+    reason: &str,
+    retry_after: Option<Duration>,
+    timers: &TimerHandle,
+    plugin: &str,
+) {
+    if let Source::Timer(id) = env.source {
+        timers.retry(id, plugin, env.message);
+        return;
+    }
+    env.answer(Outcome::Unavailable {
+        status: status.to_string(),
+        reason: reason.to_string(),
+        retry_after,
+    });
+}
