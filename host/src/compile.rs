@@ -95,6 +95,12 @@ pub fn compile(engine: &Engine, linker: &Linker<HostState>, bytes: &[u8]) -> Res
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports_list: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
 
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        anyhow!(
+            "imports something the host does not provide ({:#}): a plugin may import WASI 0.2 and the interfaces of the `worker` world in wit/plugin.wit",
+            anyhow::Error::from(e)
+        )
+    })?;
     let handle = export_func(&component, engine, exports::HANDLER, "handle")?.ok_or_else(|| {
         anyhow!(
             "exports no `{}` interface: a plugin must export `handler` (world `worker` of wit/plugin.wit); it exports [{}]",
@@ -107,12 +113,6 @@ pub fn compile(engine: &Engine, linker: &Linker<HostState>, bytes: &[u8]) -> Res
     let shutdown = export_func(&component, engine, exports::LIFECYCLE, "shutdown")?;
     let check = export_func(&component, engine, exports::HEALTH, "check")?;
 
-    let pre = linker.instantiate_pre(&component).map_err(|e| {
-        anyhow!(
-            "imports something the host does not provide ({:#}): a plugin may import WASI 0.2 and the interfaces of the `worker` world in wit/plugin.wit",
-            anyhow::Error::from(e)
-        )
-    })?;
     Ok(Arc::new(Compiled {
         handle: handle.0,
         init: init.map(|f| f.0),

@@ -50,10 +50,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 /// Scans `config.dir` for `*.wasm` files, in name order.
 ///
-/// Returns the specs to load and the files refused. Sub-directories and other
-/// files are ignored. A `NAME.toml` that is invalid refuses its plugin (the
-/// caller decides whether that stops the host).
-pub fn discover(config: &Config) -> std::io::Result<(Vec<PluginSpec>, Vec<Refused>)> {
+/// Returns the specs to load and the files refused (bad names, not regular
+/// files). Other files are ignored. An invalid `NAME.toml` is an error: at
+/// startup a bad configuration file stops the host.
+pub fn discover(config: &Config) -> anyhow::Result<(Vec<PluginSpec>, Vec<Refused>)> {
     let mut specs = Vec::new();
     let mut refused = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&config.dir)?
@@ -62,16 +62,20 @@ pub fn discover(config: &Config) -> std::io::Result<(Vec<PluginSpec>, Vec<Refuse
         .collect();
     entries.sort();
     for path in entries {
-        match spec_for(config, &path) {
-            Ok(spec) => specs.push(spec),
+        match plugin_name(&path) {
+            Ok(name) => specs.push(PluginSpec {
+                config: config.plugin(&name)?,
+                name,
+                path,
+            }),
             Err(reason) => refused.push(Refused { path, reason }),
         }
     }
     Ok((specs, refused))
 }
 
-/// The spec of one `.wasm` file, or why it is refused.
-pub fn spec_for(config: &Config, path: &Path) -> Result<PluginSpec, String> {
+/// The plugin name of a `.wasm` file, or why the file cannot be a plugin.
+pub fn plugin_name(path: &Path) -> Result<String, String> {
     if !path.is_file() {
         return Err("not a regular file".to_string());
     }
@@ -80,12 +84,7 @@ pub fn spec_for(config: &Config, path: &Path) -> Result<PluginSpec, String> {
         .and_then(|s| s.to_str())
         .ok_or_else(|| "the file name is not UTF-8".to_string())?;
     validate_name(name)?;
-    let plugin_config = config.plugin(name).map_err(|e| format!("{e:#}"))?;
-    Ok(PluginSpec {
-        name: name.to_string(),
-        path: path.to_path_buf(),
-        config: plugin_config,
-    })
+    Ok(name.to_string())
 }
 
 #[cfg(test)]

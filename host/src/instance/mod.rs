@@ -108,7 +108,12 @@ impl PluginInstance {
             if Instant::now() >= ctx.data().deadline {
                 Err(wasmtime::Error::new(DeadlinePassed(timeout)))
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                // tokio's yield_now, not a self-wake: a self-woken task can be
+                // polled again at once and starve the worker's other tasks.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
         let fuel = config.fuel.unwrap_or(u64::MAX);

@@ -8,6 +8,7 @@ use super::output::GuestOutput;
 use crate::config::{DirMode, NetworkGrant, PluginConfig};
 use anyhow::{Context, Result};
 use std::sync::Arc;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// Builds the WASI context of one instance.
@@ -42,8 +43,14 @@ pub fn wasi_ctx(config: &PluginConfig) -> Result<WasiCtx> {
         grant => {
             let grant = Arc::new(grant.clone());
             b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true);
-            b.socket_addr_check(move |addr, _use| {
-                let ok = grant.allows(&addr);
+            b.socket_addr_check(move |addr, use_| {
+                // Connecting binds the socket implicitly to the unspecified
+                // address and an ephemeral port first: that is always allowed
+                // once network is granted; every other address must match.
+                let implicit = matches!(use_, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind)
+                    && addr.ip().is_unspecified()
+                    && addr.port() == 0;
+                let ok = implicit || grant.allows(&addr);
                 Box::pin(async move { ok })
             });
         }

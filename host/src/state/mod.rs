@@ -146,6 +146,9 @@ pub trait StateBackend: Send + Sync + 'static {
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>>;
     /// A short name for logs: `redb:PATH` or `memory`.
     fn describe(&self) -> String;
+    /// Finishes queued commits and releases the store (the redb file lock);
+    /// later operations fail. Called at the end of a graceful shutdown.
+    fn close(&self) {}
 }
 
 /// A host-unique, increasing id: microseconds since the Unix epoch, bumped past

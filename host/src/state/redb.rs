@@ -32,7 +32,7 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 
 /// See the module doc.
 pub struct RedbBackend {
-    db: Arc<Database>,
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     tx: Mutex<Option<mpsc::Sender<(Op, Waiter)>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -70,7 +70,7 @@ impl RedbBackend {
                 .context("failed to start the state committer thread")?
         };
         Ok(RedbBackend {
-            db,
+            db: std::sync::RwLock::new(Some(db)),
             path: path.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
@@ -95,8 +95,17 @@ impl RedbBackend {
         })
     }
 
+    /// The open database, or an error once closed.
+    fn db(&self) -> Result<Arc<Database>> {
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| anyhow!("state backend is closed"))
+    }
+
     fn scan_usage(&self, plugin: &str) -> Result<Usage> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(KV)?;
         let mut u = Usage::default();
         for item in t.range((plugin, "", "")..)? {
@@ -112,13 +121,20 @@ impl RedbBackend {
     }
 }
 
-impl Drop for RedbBackend {
-    fn drop(&mut self) {
+impl RedbBackend {
+    fn shut(&self) {
         // Closing the channel ends the committer after the operations queued.
         lock(&self.tx).take();
         if let Some(h) = lock(&self.committer).take() {
             let _ = h.join();
         }
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+impl Drop for RedbBackend {
+    fn drop(&mut self) {
+        self.shut();
     }
 }
 
@@ -254,7 +270,7 @@ fn apply(w: &WriteTransaction, op: Op, deltas: &mut HashMap<String, (i64, i64)>)
 
 impl StateBackend for RedbBackend {
     fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(KV)?;
         Ok(t.get((plugin, bucket, key))?.map(|g| g.value().to_vec()))
     }
@@ -266,7 +282,7 @@ impl StateBackend for RedbBackend {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(KV)?;
         let mut out = Vec::new();
         for item in t.range((plugin, bucket, after.unwrap_or(""))..)? {
@@ -284,7 +300,7 @@ impl StateBackend for RedbBackend {
     }
 
     fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(KV)?;
         let mut out = Vec::new();
         for item in t.range((plugin, "", "")..)? {
@@ -315,7 +331,7 @@ impl StateBackend for RedbBackend {
     }
 
     fn timers(&self) -> Result<Vec<TimerRecord>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(TIMERS)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -338,7 +354,7 @@ impl StateBackend for RedbBackend {
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(RECORDS)?;
         let k = kind as u8;
         t.range((plugin, k, 0)..=(plugin, k, u64::MAX))?
@@ -358,5 +374,9 @@ impl StateBackend for RedbBackend {
 
     fn describe(&self) -> String {
         format!("redb:{}", self.path.display())
+    }
+
+    fn close(&self) {
+        self.shut();
     }
 }

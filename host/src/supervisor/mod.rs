@@ -355,5 +355,6 @@ impl SupervisorHandle {
             }
             lock(&slot.info).status = Status::Stopped;
         }
+        self.shared.backend.close();
     }
 }

@@ -1,0 +1,402 @@
+//! Test helpers: a plugin directory ([`PluginDir`]), the host run in-process
+//! with its admin API on a real loopback port ([`TestHost`]), and the real
+//! `wasm-sup` binary as a child process ([`HostProcess`]).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use wasm_sup::config::HostOverrides;
+use wasm_sup::host::{self, RunOptions};
+
+/// A temporary plugin directory.
+pub struct PluginDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    pub fn new() -> PluginDir {
+        PluginDir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies a guest component in as `NAME.wasm`.
+    pub fn plugin(&self, name: &str, guest: &str) -> &Self {
+        std::fs::copy(guest, self.path().join(format!("{name}.wasm"))).expect("copy guest");
+        self
+    }
+
+    /// Writes `NAME.wasm` from bytes.
+    pub fn bytes(&self, name: &str, bytes: &[u8]) -> &Self {
+        std::fs::write(self.path().join(format!("{name}.wasm")), bytes).expect("write wasm");
+        self
+    }
+
+    /// Writes a WAT component as `NAME.wasm`.
+    pub fn wat(&self, name: &str, wat: &str) -> &Self {
+        self.bytes(name, &::wat::parse_str(wat).expect("valid wat"))
+    }
+
+    /// Writes `wasm-sup.toml`.
+    pub fn config(&self, toml: &str) -> &Self {
+        std::fs::write(self.path().join("wasm-sup.toml"), toml).expect("write config");
+        self
+    }
+
+    /// Writes `NAME.toml`.
+    pub fn plugin_config(&self, name: &str, toml: &str) -> &Self {
+        std::fs::write(self.path().join(format!("{name}.toml")), toml).expect("write config");
+        self
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts a 200 and returns the reply text.
+    #[track_caller]
+    pub fn ok(&self) -> String {
+        assert_eq!(
+            self.status,
+            200,
+            "expected 200, got {}: {}",
+            self.status,
+            self.text()
+        );
+        self.text()
+    }
+}
+
+/// A client for an admin API at `addr`.
+#[derive(Clone)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    pub fn new(addr: SocketAddr) -> Admin {
+        Admin {
+            addr,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn answer(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.expect("body").to_vec();
+        Answer { status, body }
+    }
+
+    pub async fn send(&self, plugin: &str, message: impl Into<Vec<u8>>) -> Answer {
+        self.try_send(plugin, message)
+            .await
+            .expect("admin API reachable")
+    }
+
+    /// Like `send`, but a connection failure is an `Err`, not a panic.
+    pub async fn try_send(
+        &self,
+        plugin: &str,
+        message: impl Into<Vec<u8>>,
+    ) -> Result<Answer, reqwest::Error> {
+        let url = format!("http://{}/v1/plugins/{plugin}/messages", self.addr);
+        let resp = self.http.post(url).body(message.into()).send().await?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await?.to_vec();
+        Ok(Answer { status, body })
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let resp = self
+            .http
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .expect("admin API reachable");
+        Self::answer(resp).await
+    }
+
+    pub async fn info(&self, plugin: &str) -> serde_json::Value {
+        self.get(&format!("/v1/plugins/{plugin}")).await.json()
+    }
+
+    /// Waits until `plugin` reports `status`.
+    pub async fn wait_status(
+        &self,
+        plugin: &str,
+        status: &str,
+        within: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let info = self.info(plugin).await;
+            if info["status"] == status {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{plugin} never became {status}: {info}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The host run in this process, with its admin API on a loopback port.
+pub struct TestHost {
+    pub host: host::Host,
+    pub admin: Admin,
+    server: tokio::task::JoinHandle<()>,
+    pub dir: PluginDir,
+}
+
+impl TestHost {
+    /// Starts every plugin in `dir` with the memory backend.
+    pub async fn start(dir: PluginDir) -> TestHost {
+        Self::start_with(dir, Some("memory")).await
+    }
+
+    /// Starts with the given `--state` (`None`: the default redb file in DIR).
+    pub async fn start_with(dir: PluginDir, state: Option<&str>) -> TestHost {
+        let opts = RunOptions {
+            overrides: HostOverrides {
+                state: state.map(str::to_string),
+                admin: None,
+            },
+        };
+        let (host, _config) = host::start(dir.path(), &opts).await.expect("host starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = wasm_sup::admin::router(host.supervisor.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        TestHost {
+            host,
+            admin: Admin::new(addr),
+            server,
+            dir,
+        }
+    }
+
+    pub async fn send(&self, plugin: &str, message: impl Into<Vec<u8>>) -> Answer {
+        self.admin.send(plugin, message).await
+    }
+
+    /// Shuts down gracefully and returns the plugin directory.
+    pub async fn stop(self) -> PluginDir {
+        self.host.supervisor.shutdown().await;
+        self.server.abort();
+        // The server task holds a supervisor handle (and so the state file)
+        // until it is dropped.
+        let _ = self.server.await;
+        drop(self.host);
+        self.dir
+    }
+}
+
+/// The `wasm-sup` binary built beside this test.
+pub fn wasm_sup_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("wasm-sup");
+    let fix = "build it first: `cargo build --release --workspace --bins` (scripts/test.sh does)";
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {fix}", bin.display()));
+    // The binary must not be older than the library the tests link.
+    let lib = std::fs::read_dir(dir.join("deps"))
+        .expect("deps dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("libwasm_sup-"))
+        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .max();
+    if let Some(lib) = lib {
+        assert!(
+            built >= lib,
+            "{} is older than the library: {fix}",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// `wasm-sup run DIR` as a child process; its stderr goes to a file that is
+/// printed if the test fails.
+pub struct HostProcess {
+    pub child: Child,
+    pub admin: Admin,
+    pub log: PathBuf,
+}
+
+impl HostProcess {
+    pub async fn start(dir: &Path, extra: &[&str]) -> HostProcess {
+        let addr = free_port();
+        let log = dir.join(format!("host-{}.log", addr.port()));
+        let child = Command::new(wasm_sup_bin())
+            .arg("run")
+            .arg(dir)
+            .arg("--admin")
+            .arg(addr.to_string())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn wasm-sup");
+        let p = HostProcess {
+            child,
+            admin: Admin::new(addr),
+            log,
+        };
+        p.wait_healthy().await;
+        p
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::Client::new();
+        loop {
+            let url = format!("http://{}/healthz", self.admin.addr);
+            if let Ok(r) = client.get(url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host never became healthy:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host did not exit:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- wasm-sup log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// WAT components for fault cases no toolchain is needed for.
+pub mod wat {
+    /// A component exporting `handler` whose `handle` runs `body` (core wasm
+    /// instructions, leaving an i32 result pointer).
+    pub fn handler(body: &str) -> String {
+        format!(
+            r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func $recurse (call $recurse))
+    (func (export "handle") (param i32 i32) (result i32) {body})
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024))
+  (core instance $i (instantiate $m))
+  (func $handle (param "message" (list u8)) (result (result (list u8) (error string)))
+    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
+  (instance $h (export "handle" (func $handle)))
+  (export "wasm-sup:plugin/handler@0.1.0" (instance $h)))"#
+        )
+    }
+
+    /// Recurses until the native stack is exhausted.
+    pub fn stack_overflow() -> String {
+        handler("(call $recurse) i32.const 0")
+    }
+
+    /// Divides by zero: a trap that is none of the named causes.
+    pub fn divide_by_zero() -> String {
+        handler("i32.const 1 i32.const 0 i32.div_s drop i32.const 0")
+    }
+
+    /// Replies Ok with an empty list (a valid, minimal plugin).
+    pub fn ok_empty() -> String {
+        // result discriminant 0 (ok), list ptr 0, len 0 at address 16.
+        handler(
+            "i32.const 16 i32.const 0 i32.store i32.const 20 i32.const 0 i32.store i32.const 24 i32.const 0 i32.store i32.const 16",
+        )
+    }
+
+    /// A component that exports nothing.
+    pub const NO_HANDLER: &str = "(component)";
+
+    /// A component that imports an interface the host does not have.
+    pub const UNKNOWN_IMPORT: &str = r#"(component
+  (import "acme:nope/thing@1.0.0" (instance (export "f" (func))))
+)"#;
+
+    /// A core module.
+    pub const CORE_MODULE: &str = "(module (func (export \"handle\")))";
+}
