@@ -160,6 +160,10 @@ impl Mailbox {
     }
 
     /// Queues a message at the back, if there is room.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the envelope goes back to the caller by value; refusals are rare"
+    )]
     pub fn push(&self, env: Envelope) -> Result<(), (PushError, Envelope)> {
         {
             let mut g = self.lock();
@@ -177,6 +181,10 @@ impl Mailbox {
 
     /// Puts a message back at the front for redelivery (no slot needed).
     /// If the mailbox has closed meanwhile, the envelope is handed back.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the envelope goes back to the caller by value; refusals are rare"
+    )]
     pub fn push_front(&self, env: Envelope) -> Result<(), (PushError, Envelope)> {
         {
             let mut g = self.lock();
@@ -255,6 +263,10 @@ pub struct Reservation {
 impl Reservation {
     /// Fills the slot with `env`. If the mailbox closed since the reservation,
     /// the envelope is handed back.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the envelope goes back to the caller by value; refusals are rare"
+    )]
     pub fn fill(mut self, env: Envelope) -> Result<(), (PushError, Envelope)> {
         let mailbox = self.mailbox.take().expect("a reservation is filled once");
         {

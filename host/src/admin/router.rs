@@ -37,8 +37,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn check_name(name: &str) -> Result<(), Response> {
-    validate_name(name).map_err(|why| error(StatusCode::BAD_REQUEST, why))
+/// The 400 answer for a path name that is not a valid plugin name.
+fn bad_name(name: &str) -> Option<Response> {
+    validate_name(name)
+        .err()
+        .map(|why| error(StatusCode::BAD_REQUEST, why))
 }
 
 async fn readyz(State(sup): State<SupervisorHandle>) -> Response {
@@ -64,7 +67,7 @@ async fn list(State(sup): State<SupervisorHandle>) -> Response {
 }
 
 async fn one(State(sup): State<SupervisorHandle>, Path(name): Path<String>) -> Response {
-    if let Err(r) = check_name(&name) {
+    if let Some(r) = bad_name(&name) {
         return r;
     }
     match sup.get(&name) {
@@ -78,7 +81,7 @@ async fn send(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_name(&name) {
+    if let Some(r) = bad_name(&name) {
         return r;
     }
     let (rx, reply_timeout) = match sup.send(&name, body.to_vec()) {

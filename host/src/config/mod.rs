@@ -351,15 +351,82 @@ fn describe_toml_error(path: &Path, src: &str, e: &toml::de::Error) -> String {
         .split_once('=')
         .map(|(k, _)| k.trim())
         .filter(|k| !k.is_empty() && !k.starts_with('['))
-        .map(|k| format!(" key `{}`:", k.trim_matches('"')))
+        .map(|k| format!(" key `{}`", k.trim_matches('"')))
         .unwrap_or_default();
-    let table = current_table(src, line_no);
-    let table = table.map(|t| format!(" in [{t}]")).unwrap_or_default();
+    let table = current_table(src, line_no)
+        .map(|t| format!(" [{t}]"))
+        .unwrap_or_default();
     format!(
-        "{}:{line_no}:{key}{table} {}",
+        "{}:{line_no}:{table}{key}: {}",
         path.display(),
         e.message().trim()
     )
+}
+
+/// A value that parsed but is not valid, naming its key (`restart.initial`)
+/// so the error can point at the line.
+#[derive(Debug)]
+pub struct KeyError {
+    /// Dotted key below the plugin table, e.g. `restart.initial`.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+fn key_error(key: &'static str, message: impl Into<String>) -> anyhow::Error {
+    KeyError {
+        key,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Formats an error of resolving the plugin table `table` of `src`: a
+/// [`KeyError`] gets the line of its key.
+fn locate(path: &Path, src: &str, table: &str, e: anyhow::Error) -> anyhow::Error {
+    let Some(k) = e.downcast_ref::<KeyError>() else {
+        return anyhow::anyhow!("{}: [{table}]: {e:#}", path.display());
+    };
+    let (sub, leaf) = match k.key.rsplit_once('.') {
+        Some((sub, leaf)) => (format!("{table}.{sub}"), leaf),
+        None => (table.to_string(), k.key),
+    };
+    // The key is either under its own [table.sub] header, or inline.
+    let line = key_line(src, &sub, leaf)
+        .or_else(|| key_line(src, table, k.key.split('.').next().unwrap_or(leaf)));
+    match line {
+        Some(n) => anyhow::anyhow!(
+            "{}:{n}: [{sub}] key `{leaf}`: {}",
+            path.display(),
+            k.message
+        ),
+        None => anyhow::anyhow!("{}: [{table}] {k}", path.display()),
+    }
+}
+
+/// The 1-based line of `key = …` inside `[table]` (the top level when `table` is empty).
+fn key_line(src: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, l) in src.lines().enumerate() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        } else if current == table
+            && t.split_once('=')
+                .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
+        {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// The `[table]` header in force at `line_no` (1-based), if any.
@@ -425,7 +492,7 @@ impl Config {
             (Some(a), _) => a,
             (None, Some(a)) => a.parse().map_err(|_| {
                 anyhow::anyhow!(
-                    "{}:{}: key `admin` in [host]: invalid address {a:?}: write e.g. \"127.0.0.1:9070\"",
+                    "{}:{}: [host] key `admin`: invalid address {a:?}: write e.g. \"127.0.0.1:9070\"",
                     path.display(),
                     line_of(src, "admin")
                 )
@@ -447,7 +514,7 @@ impl Config {
         };
         if host.epoch_tick < Duration::from_millis(1) || host.epoch_tick > Duration::from_secs(1) {
             bail!(
-                "{}:{}: key `epoch-tick` in [host]: must be between 1ms and 1s",
+                "{}:{}: [host] key `epoch-tick`: must be between 1ms and 1s",
                 path.display(),
                 line_of(src, "epoch-tick")
             );
@@ -474,26 +541,25 @@ impl Config {
         for name in config.plugins.keys() {
             config
                 .resolve(name, None)
-                .with_context(|| format!("{}: [plugins.{name}]", path.display()))?;
+                .map_err(|e| locate(path, src, &format!("plugins.{name}"), e))?;
         }
-        config
-            .resolve("defaults", None)
-            .with_context(|| format!("{}: [defaults]", path.display()))?;
+        PluginConfig::resolve(config.defaults.clone(), dir)
+            .map_err(|e| locate(path, src, "defaults", e))?;
         Ok(config)
     }
 
     /// The resolved settings of plugin `name`, reading `DIR/NAME.toml` if present.
     pub fn plugin(&self, name: &str) -> Result<PluginConfig> {
         let path = self.dir.join(format!("{name}.toml"));
-        let own = match std::fs::read_to_string(&path) {
-            Ok(src) => Some(parse_file::<PluginLayer>(&path, &src)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(e).with_context(|| format!("failed to read {}", path.display()));
+        match std::fs::read_to_string(&path) {
+            Ok(src) => {
+                let own = parse_file::<PluginLayer>(&path, &src)?;
+                self.resolve(name, Some(own))
+                    .map_err(|e| locate(&path, &src, "", e))
             }
-        };
-        self.resolve(name, own)
-            .with_context(|| format!("invalid configuration for plugin {name:?}"))
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.resolve(name, None),
+            Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
+        }
     }
 
     fn resolve(&self, name: &str, own: Option<PluginLayer>) -> Result<PluginConfig> {
@@ -541,14 +607,16 @@ impl PluginConfig {
             }
         }
         if restart.initial > restart.max {
-            bail!(
-                "restart.initial ({:?}) is larger than restart.max ({:?})",
-                restart.initial,
-                restart.max
-            );
+            return Err(key_error(
+                "restart.initial",
+                format!(
+                    "{:?} is larger than restart.max ({:?})",
+                    restart.initial, restart.max
+                ),
+            ));
         }
         if restart.window.is_zero() {
-            bail!("restart.window must be more than zero");
+            return Err(key_error("restart.window", "must be more than zero"));
         }
         let mut health = default_health();
         if let Some(h) = l.health {
@@ -575,7 +643,11 @@ impl PluginConfig {
             .config
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, v)| config_value(&k, v).map(|v| (k, v)))
+            .map(|(k, v)| {
+                config_value(&k, v)
+                    .map(|v| (k, v))
+                    .map_err(|m| key_error("config", m))
+            })
             .collect::<Result<_>>()?;
         let network = match l.network {
             None | Some(NetworkLayer::All(false)) => NetworkGrant::Denied,
@@ -584,7 +656,7 @@ impl PluginConfig {
                 p.iter()
                     .map(|s| AddrPattern::parse(s))
                     .collect::<Result<_, _>>()
-                    .map_err(anyhow::Error::msg)?,
+                    .map_err(|m| key_error("network", m))?,
             ),
         };
         let dirs = l
@@ -593,10 +665,10 @@ impl PluginConfig {
             .into_iter()
             .map(|d| {
                 if !d.guest.starts_with('/') {
-                    bail!(
-                        "dirs: guest path {:?} must be absolute (start with /)",
-                        d.guest
-                    );
+                    return Err(key_error(
+                        "dirs",
+                        format!("guest path {:?} must be absolute (start with /)", d.guest),
+                    ));
                 }
                 Ok(DirGrant {
                     host: dir.join(&d.host),
@@ -607,11 +679,14 @@ impl PluginConfig {
             .collect::<Result<_>>()?;
         let timeout = l.timeout.map_or_else(default_timeout, |d| d.0);
         if timeout.is_zero() {
-            bail!("timeout must be more than zero");
+            return Err(key_error("timeout", "must be more than zero"));
         }
         let memory = l.memory.map_or_else(default_memory, |s| s.0);
         if memory < 64 << 10 {
-            bail!("memory must be at least 64KiB (one wasm page)");
+            return Err(key_error(
+                "memory",
+                "must be at least 64KiB (one wasm page)",
+            ));
         }
         Ok(PluginConfig {
             memory,
@@ -643,7 +718,7 @@ impl PluginConfig {
     }
 }
 
-fn config_value(key: &str, v: toml::Value) -> Result<String> {
+fn config_value(key: &str, v: toml::Value) -> Result<String, String> {
     Ok(match v {
         toml::Value::String(s) => s,
         toml::Value::Integer(i) => i.to_string(),
@@ -651,9 +726,9 @@ fn config_value(key: &str, v: toml::Value) -> Result<String> {
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
         toml::Value::Array(_) | toml::Value::Table(_) => {
-            bail!(
-                "config.{key}: values served through wasi:config must be strings, numbers or booleans"
-            )
+            return Err(format!(
+                "value of {key:?} must be a string, number or boolean (wasi:config serves strings)"
+            ));
         }
     })
 }

@@ -14,13 +14,11 @@ use wasmtime::{Trap, WasmBacktrace};
 const MAX_FRAMES: usize = 64;
 
 pub(super) fn classify(err: &wasmtime::Error, fuel_used: u64, memory_bytes: u64) -> Exit {
-    if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        if exit.0 == 0 {
-            return Exit::Normal;
-        }
+    let exit_code = err.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0);
+    if exit_code == Some(0) {
+        return Exit::Normal;
     }
-    let cause = if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        let _ = exit;
+    let cause = if exit_code.is_some() {
         Cause::Exit
     } else if err.downcast_ref::<DeadlinePassed>().is_some() {
         Cause::Timeout
@@ -40,8 +38,8 @@ pub(super) fn classify(err: &wasmtime::Error, fuel_used: u64, memory_bytes: u64)
     } else {
         Cause::Trap
     };
-    let message = match err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        Some(e) => format!("guest called exit with status {}", e.0),
+    let message = match exit_code {
+        Some(code) => format!("guest called exit with status {code}"),
         None => message_of(err),
     };
     Exit::Crashed(Crash {

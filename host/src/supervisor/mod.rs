@@ -349,7 +349,8 @@ impl SupervisorHandle {
             {
                 tracing::warn!(plugin = %name, "did not stop within its shutdown timeout; aborted");
             }
-            if let Some(task) = lock(&slot.task).take() {
+            let task = lock(&slot.task).take();
+            if let Some(task) = task {
                 task.abort();
                 let _ = task.await;
             }
