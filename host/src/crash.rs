@@ -120,8 +120,10 @@ pub struct MessageInfo {
     pub size: usize,
     /// SHA-256 of the message, hex.
     pub sha256: String,
-    /// The bytes, lossily as UTF-8, when the message is at most [`REPORT_MESSAGE_BYTES`].
+    /// The message as text, when it is valid UTF-8 of at most [`REPORT_MESSAGE_BYTES`].
     pub text: Option<String>,
+    /// The message as hex, when it is not UTF-8 and at most [`REPORT_MESSAGE_BYTES`].
+    pub hex: Option<String>,
     /// Delivery number (1 = first).
     pub attempt: u32,
 }
@@ -134,14 +136,22 @@ impl MessageInfo {
     pub fn of(message: &[u8], attempt: u32) -> MessageInfo {
         use sha2::Digest;
         let hash = sha2::Sha256::digest(message);
+        let small = message.len() <= REPORT_MESSAGE_BYTES;
+        let text = small
+            .then(|| std::str::from_utf8(message).ok().map(str::to_string))
+            .flatten();
         MessageInfo {
             size: message.len(),
-            sha256: hash.iter().map(|b| format!("{b:02x}")).collect(),
-            text: (message.len() <= REPORT_MESSAGE_BYTES)
-                .then(|| String::from_utf8_lossy(message).into_owned()),
+            sha256: hex(&hash),
+            hex: (small && text.is_none()).then(|| hex(message)),
+            text,
             attempt,
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A crash report (DESIGN.md, "Crash reports"), stored as JSON.
@@ -180,7 +190,7 @@ pub struct DeadLetter {
     pub id: u64,
     /// Plugin name.
     pub plugin: String,
-    /// The message, hex-free: raw bytes.
+    /// The message bytes.
     pub message: Vec<u8>,
     /// Cause of each delivery.
     pub causes: Vec<String>,

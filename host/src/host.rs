@@ -43,6 +43,12 @@ pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
         );
     }
     let config = Config::load(dir, &opts.overrides)?;
+    if !config.host.admin.ip().is_loopback() {
+        bail!(
+            "refusing to serve the admin API on {}: it has no authentication yet, so it listens on loopback only (pass --admin 127.0.0.1:PORT)",
+            config.host.admin
+        );
+    }
     let backend = crate::state::open(&config.host.state)?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
     let engine = engine::engine()?;

@@ -109,7 +109,8 @@ pub struct Config {
     pub dir: PathBuf,
     /// `[host]`, resolved.
     pub host: HostConfig,
-    /// Supervision groups by name, validated (members and parents exist, no cycles).
+    /// Supervision groups by name, validated: parents exist, no cycles, no plugin
+    /// in two groups. Members are names of plugins that may appear later.
     pub groups: BTreeMap<String, GroupConfig>,
     defaults: PluginLayer,
     plugins: BTreeMap<String, PluginLayer>,

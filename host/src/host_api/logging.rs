@@ -1,6 +1,6 @@
 //! `wasi:logging/logging`: guest log lines become tracing events (target
-//! `wasm_sup::guest`) at their own level, inside the plugin's span, so they
-//! carry the plugin name and generation. `critical` logs at error level with
+//! `wasm_sup::guest`) at their own level, inside the plugin's span (plugin
+//! name and instance generation). `critical` logs at error level with
 //! `critical = true`.
 
 use crate::bindings::logging::{Host, Level};

@@ -88,8 +88,8 @@ pub struct PluginInfo {
 /// Operator and host requests to a worker.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Graceful stop for host shutdown; answered when done.
-    Shutdown(oneshot::Sender<()>),
+    /// Graceful stop for host shutdown, to finish by the deadline; answered when done.
+    Shutdown(Instant, oneshot::Sender<()>),
 }
 
 struct Slot {
@@ -206,7 +206,8 @@ impl SupervisorHandle {
             self.shared.timers.clone(),
             &self.shared.host,
         );
-        let span = tracing::info_span!("plugin", plugin = %name);
+        let span =
+            tracing::info_span!("plugin", plugin = %name, generation = tracing::field::Empty);
         let task = tokio::spawn(w.run().instrument(span));
         let slot = Arc::new(Slot {
             info,
@@ -312,10 +313,11 @@ impl SupervisorHandle {
     }
 
     /// Graceful shutdown (DESIGN.md, "Shutdown"): stop taking messages, answer
-    /// what is queued with 503, let each worker finish its call in flight and
-    /// call `lifecycle.shutdown`, in reverse start order, each within its
-    /// `shutdown-timeout`; a worker that overruns is aborted (its call's writes
-    /// are discarded).
+    /// what is queued with 503, then in reverse start order let each worker
+    /// finish its call in flight and call `lifecycle.shutdown`, both within the
+    /// plugin's `shutdown-timeout`; a worker that overruns is aborted (the
+    /// writes of its unfinished call are discarded). Finally the state backend
+    /// is closed.
     pub async fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
         let order = self
@@ -343,9 +345,9 @@ impl SupervisorHandle {
                 continue;
             };
             let (tx, rx) = oneshot::channel();
-            let budget = slot.config.shutdown_timeout + slot.config.timeout;
-            if slot.control.send(Control::Shutdown(tx)).is_ok()
-                && tokio::time::timeout(budget, rx).await.is_err()
+            let deadline = Instant::now() + slot.config.shutdown_timeout;
+            if slot.control.send(Control::Shutdown(deadline, tx)).is_ok()
+                && tokio::time::timeout_at(deadline.into(), rx).await.is_err()
             {
                 tracing::warn!(plugin = %name, "did not stop within its shutdown timeout; aborted");
             }
@@ -359,3 +361,6 @@ impl SupervisorHandle {
         self.shared.backend.close();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -121,18 +121,21 @@ impl Worker {
     async fn on_control(&mut self, c: Option<Control>) -> Flow {
         match c {
             None => Flow::Exit,
-            Some(Control::Shutdown(done)) => {
-                self.graceful_stop().await;
+            Some(Control::Shutdown(deadline, done)) => {
+                self.graceful_stop(deadline).await;
                 let _ = done.send(());
                 Flow::Exit
             }
         }
     }
 
-    /// Calls `lifecycle.shutdown` (within `shutdown-timeout`) and commits it.
-    async fn graceful_stop(&mut self) {
-        if let Some(mut inst) = self.instance.take() {
-            match inst.shutdown(self.env.config.shutdown_timeout).await {
+    /// Calls `lifecycle.shutdown` (by `deadline`) and commits it.
+    async fn graceful_stop(&mut self, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(mut inst) = self.instance.take()
+            && !left.is_zero()
+        {
+            match inst.shutdown(left).await {
                 Ok(()) => {
                     let (commit, outbox, _) = inst.take_txn().into_commit(&self.env.name);
                     self.commit_and_release(commit, outbox).await.ok();
@@ -149,6 +152,8 @@ impl Worker {
     /// Starts a new instance and runs `init`; on failure applies the policy.
     async fn start(&mut self) -> Flow {
         self.generation += 1;
+        // Every event of this instance carries its generation.
+        tracing::Span::current().record("generation", self.generation);
         self.set_status(Status::Starting, None);
         let (compiled, env, generation, restarts) = (
             self.compiled.clone(),
@@ -179,7 +184,7 @@ impl Worker {
                 self.instance = Some(inst);
                 self.running_since = Some(Instant::now());
                 self.set_status(Status::Running, None);
-                tracing::info!(generation = self.generation, "plugin running");
+                tracing::info!("plugin running");
                 Flow::Continue
             }
             Err(exit) => self.after_exit(exit, "init", None).await,
