@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 pub struct RunOptions {
     /// Settings from the command line.
     pub overrides: HostOverrides,
+    /// Bearer token the admin API requires (needed for a non-loopback address).
+    pub admin_token: Option<String>,
 }
 
 /// A started host: the supervisor, plus what must live as long as it.
@@ -43,9 +45,9 @@ pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
         );
     }
     let config = Config::load(dir, &opts.overrides)?;
-    if !config.host.admin.ip().is_loopback() {
+    if !config.host.admin.ip().is_loopback() && opts.admin_token.is_none() {
         bail!(
-            "refusing to serve the admin API on {}: it has no authentication yet, so it listens on loopback only (pass --admin 127.0.0.1:PORT)",
+            "refusing to serve the admin API on {} without a token: pass --token-file FILE (or set WASM_SUP_ADMIN_TOKEN), or bind to loopback with --admin 127.0.0.1:PORT",
             config.host.admin
         );
     }
@@ -83,6 +85,10 @@ pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
             }),
         }
     }
+    supervisor
+        .metrics()
+        .plugins_refused
+        .set(refused.len() as i64);
     for r in &refused {
         tracing::error!(
             "refused {}: {}",
@@ -118,7 +124,10 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin API listening on http://{addr}");
-    let app = crate::admin::router(host.supervisor.clone());
+    let mut app = crate::admin::router(host.supervisor.clone());
+    if let Some(token) = opts.admin_token.clone() {
+        app = crate::admin::require_token(app, token);
+    }
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     wait_for_signal().await;

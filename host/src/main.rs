@@ -1,15 +1,16 @@
-//! The `wasm-sup` command: `run` a plugin directory, or talk to a running host.
+//! The `wasm-sup` command: `run` a plugin directory, talk to a running host,
+//! or `check` a plugin file offline.
 //!
 //! Exit codes: 0 ok; 1 the operation failed (e.g. the plugin crashed or
 //! rejected the message); 2 usage or connection error.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use std::io::Write;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wasm_sup::admin::client::Client;
+use wasm_sup::cli;
 use wasm_sup::config::{DEFAULT_ADMIN_ADDR, HostOverrides};
 use wasm_sup::host::RunOptions;
 
@@ -24,6 +25,41 @@ struct Cli {
     command: Command,
 }
 
+/// How to reach a running host.
+#[derive(Args, Debug)]
+struct Remote {
+    /// Admin API address.
+    #[arg(long, env = "WASM_SUP_ADMIN", default_value = DEFAULT_ADMIN_ADDR, global = true)]
+    admin: String,
+    /// File holding the admin API's bearer token (or set WASM_SUP_ADMIN_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Remote {
+    fn client(&self) -> Result<Client> {
+        let token = read_token(self.token_file.as_deref())?;
+        Client::new(&self.admin, token)
+    }
+}
+
+/// The admin token: from a file, else from WASM_SUP_ADMIN_TOKEN.
+fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f)
+            .with_context(|| format!("failed to read the token file {}", f.display()))?;
+        let t = t.trim().to_string();
+        anyhow::ensure!(!t.is_empty(), "the token file {} is empty", f.display());
+        return Ok(Some(t));
+    }
+    Ok(std::env::var("WASM_SUP_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run every plugin in DIR and serve the admin API.
@@ -31,9 +67,12 @@ enum Command {
         /// The plugin directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Admin API address (loopback by default).
+        /// Admin API address (loopback by default; any other address needs a token).
         #[arg(long, env = "WASM_SUP_ADMIN")]
         admin: Option<SocketAddr>,
+        /// File holding the bearer token the admin API requires (or set WASM_SUP_ADMIN_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// State location: a redb file path, or `memory` (not durable).
         /// Default: DIR/.wasm-sup/state.redb.
         #[arg(long)]
@@ -52,19 +91,86 @@ enum Command {
         /// Read the message from a file (`-` for stdin).
         #[arg(long, conflicts_with = "message")]
         file: Option<PathBuf>,
-        /// Admin API address.
-        #[arg(long, env = "WASM_SUP_ADMIN", default_value = DEFAULT_ADMIN_ADDR)]
-        admin: String,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Show every plugin's status.
     Status {
-        /// Admin API address.
-        #[arg(long, env = "WASM_SUP_ADMIN", default_value = DEFAULT_ADMIN_ADDR)]
-        admin: String,
-        /// Print the API's JSON.
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Restart a plugin (or --all), with a fresh restart history.
+    Restart(Target),
+    /// Stop a plugin (or --all) gracefully; it stays stopped.
+    Stop(Target),
+    /// Start a failed or stopped plugin (or --all).
+    Start(Target),
+    /// Show a plugin's crash reports, newest first.
+    Crashes {
+        /// The plugin.
+        name: String,
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a plugin's dead letters, or replay or drop one.
+    DeadLetters {
+        /// The plugin.
+        name: String,
+        /// `replay` or `drop`.
+        #[arg(value_parser = ["replay", "drop"], requires = "id")]
+        action: Option<String>,
+        /// The dead letter's id.
+        id: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a plugin's state, print one value, or reset it.
+    State {
+        /// The plugin.
+        name: String,
+        /// A key to print (its value's bytes).
+        key: Option<String>,
+        /// The bucket of KEY.
+        #[arg(long, default_value = "default")]
+        bucket: String,
+        /// Delete all of the plugin's state and start it fresh (asks first).
+        #[arg(long, conflicts_with = "key")]
+        reset: bool,
+        /// Do not ask before --reset.
+        #[arg(long, requires = "reset")]
+        yes: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check a plugin file offline: is it valid, which world, what it imports and exports.
+    Check {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// A plugin, or every plugin.
+#[derive(Args, Debug)]
+struct Target {
+    /// The plugin.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    name: Option<String>,
+    /// Every plugin.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -99,7 +205,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(code) => code,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -107,26 +213,28 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Run {
             dir,
             admin,
+            token_file,
             state,
             log_format,
         } => {
             init_tracing(log_format);
             let opts = RunOptions {
                 overrides: HostOverrides { state, admin },
+                admin_token: read_token(token_file.as_deref())?,
             };
             wasm_sup::host::run(&dir, opts).await?;
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Command::Send {
             name,
             message,
             file,
-            admin,
+            remote,
         } => {
             let body = match (message, file) {
                 (Some(m), _) => m.into_bytes(),
@@ -141,63 +249,55 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 (None, None) => unreachable!("clap requires a message or --file"),
             };
-            let client = Client::new(&admin)?;
-            let resp = client
-                .post(&format!("/v1/plugins/{name}/messages"), body)
-                .await?;
-            if resp.status == 200 {
-                let mut out = std::io::stdout();
-                out.write_all(&resp.body)?;
-                if !resp.body.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&out) {
-                    out.write_all(b"\n")?;
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let text = String::from_utf8_lossy(&resp.body);
-            let what = match resp.status {
-                422 => "the plugin rejected the message",
-                500 => "the plugin crashed on every delivery; the message was dead-lettered",
-                503 => "the plugin is not taking messages",
-                429 => "the plugin's mailbox is full",
-                404 => "no such plugin",
-                400 => "bad plugin name",
-                413 => "the message is too large",
-                504 => "no reply within reply-timeout; the message stays queued",
-                _ => "unexpected answer",
-            };
-            eprintln!("error: {what} (HTTP {}): {}", resp.status, text.trim());
-            Ok(ExitCode::from(1))
+            cli::send(&remote.client()?, &name, body).await
         }
-        Command::Status { admin, json } => {
-            let client = Client::new(&admin)?;
-            let resp = client.get("/v1/plugins").await?;
-            if json {
-                std::io::stdout().write_all(&resp.body)?;
-                println!();
-                return Ok(ExitCode::SUCCESS);
+        Command::Status { remote } => cli::status(&remote.client()?, remote.json).await,
+        Command::Restart(t) => operate("restart", t).await,
+        Command::Stop(t) => operate("stop", t).await,
+        Command::Start(t) => operate("start", t).await,
+        Command::Crashes {
+            name,
+            limit,
+            remote,
+        } => cli::crashes(&remote.client()?, &name, limit, remote.json).await,
+        Command::DeadLetters {
+            name,
+            action,
+            id,
+            remote,
+        } => {
+            let action = action.as_deref().zip(id);
+            cli::dead_letters(&remote.client()?, &name, action, remote.json).await
+        }
+        Command::State {
+            name,
+            key,
+            bucket,
+            reset,
+            yes,
+            remote,
+        } => {
+            let client = remote.client()?;
+            if reset {
+                cli::state_reset(&client, &name, yes, remote.json).await
+            } else {
+                cli::state(&client, &name, key.as_deref(), &bucket, remote.json).await
             }
-            let v: serde_json::Value =
-                serde_json::from_slice(&resp.body).context("the admin API sent bad JSON")?;
-            println!(
-                "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>10}",
-                "PLUGIN", "STATUS", "GENERATION", "RESTARTS", "LAST CRASH", "UPTIME"
+        }
+        Command::Check { file, json } => cli::check(&file, json),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "wasm-sup",
+                &mut std::io::stdout(),
             );
-            for p in v["plugins"].as_array().into_iter().flatten() {
-                let uptime = p["uptime_secs"]
-                    .as_f64()
-                    .map(|s| format!("{s:.0}s"))
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>10}",
-                    p["name"].as_str().unwrap_or("?"),
-                    p["status"].as_str().unwrap_or("?"),
-                    p["generation"],
-                    p["restarts"],
-                    p["last_crash"].as_str().unwrap_or("-"),
-                    uptime
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
     }
+}
+
+async fn operate(op: &str, t: Target) -> Result<u8> {
+    let name = if t.all { None } else { t.name.as_deref() };
+    cli::operate(&t.remote.client()?, op, name, t.remote.json).await
 }

@@ -78,23 +78,20 @@ async fn a_bad_config_stops_the_host_with_file_line_and_key() {
     let dir = PluginDir::new();
     dir.plugin("probe", PROBE)
         .config("[defaults]\nmemory = \"64MiB\"\nfuell = 5\n");
-    let out = std::process::Command::new(crate::util::wasm_sup_bin())
-        .args([
-            "run",
-            dir.path().to_str().unwrap(),
-            "--admin",
-            &crate::util::free_port().to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_expecting_exit_2(&dir);
     assert!(err.contains("wasm-sup.toml:3"), "{err}");
     assert!(err.contains("fuell"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     dir.config("")
         .plugin_config("probe", "[restart]\nbackoff = \"sometimes\"\n");
+    let err = run_expecting_exit_2(&dir);
+    assert!(err.contains("probe.toml:2"), "{err}");
+    assert!(err.contains("backoff"), "{err}");
+}
+
+/// Runs `wasm-sup run DIR`, expects exit code 2, and returns its stderr.
+fn run_expecting_exit_2(dir: &PluginDir) -> String {
     let out = std::process::Command::new(crate::util::wasm_sup_bin())
         .args([
             "run",
@@ -105,7 +102,5 @@ async fn a_bad_config_stops_the_host_with_file_line_and_key() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("probe.toml:2"), "{err}");
-    assert!(err.contains("backoff"), "{err}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

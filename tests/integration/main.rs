@@ -2,6 +2,7 @@
 //! with real guest components built from source by `tests/build.rs`, and small
 //! WAT components inline for fault cases.
 
+mod admin;
 mod bad_input;
 mod crashes;
 mod limits;
@@ -17,6 +18,7 @@ use wasm_sup_tests::*;
 #[test]
 fn every_guest_has_a_test() {
     let sources: String = [
+        "admin.rs",
         "crashes.rs",
         "limits.rs",
         "state.rs",

@@ -92,6 +92,7 @@ impl Answer {
 pub struct Admin {
     pub addr: SocketAddr,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Admin {
@@ -99,13 +100,27 @@ impl Admin {
         Admin {
             addr,
             http: reqwest::Client::new(),
+            token: None,
         }
     }
 
-    async fn answer(resp: reqwest::Response) -> Answer {
+    /// The same client, sending a bearer token.
+    pub fn with_token(&self, token: &str) -> Admin {
+        Admin {
+            token: Some(token.to_string()),
+            ..self.clone()
+        }
+    }
+
+    async fn request(&self, req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.expect("body").to_vec();
-        Answer { status, body }
+        let body = resp.bytes().await?.to_vec();
+        Ok(Answer { status, body })
     }
 
     pub async fn send(&self, plugin: &str, message: impl Into<Vec<u8>>) -> Answer {
@@ -121,20 +136,21 @@ impl Admin {
         message: impl Into<Vec<u8>>,
     ) -> Result<Answer, reqwest::Error> {
         let url = format!("http://{}/v1/plugins/{plugin}/messages", self.addr);
-        let resp = self.http.post(url).body(message.into()).send().await?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await?.to_vec();
-        Ok(Answer { status, body })
+        self.request(self.http.post(url).body(message.into())).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        let resp = self
-            .http
-            .get(format!("http://{}{path}", self.addr))
-            .send()
+        let url = format!("http://{}{path}", self.addr);
+        self.request(self.http.get(url))
             .await
-            .expect("admin API reachable");
-        Self::answer(resp).await
+            .expect("admin API reachable")
+    }
+
+    pub async fn post(&self, path: &str, body: Vec<u8>) -> Answer {
+        let url = format!("http://{}{path}", self.addr);
+        self.request(self.http.post(url).body(body))
+            .await
+            .expect("admin API reachable")
     }
 
     pub async fn info(&self, plugin: &str) -> serde_json::Value {
@@ -184,6 +200,7 @@ impl TestHost {
                 state: state.map(str::to_string),
                 admin: None,
             },
+            admin_token: None,
         };
         let (host, _config) = host::start(dir.path(), &opts).await.expect("host starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

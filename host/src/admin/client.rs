@@ -17,11 +17,12 @@ pub struct Response {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
-    /// A client for `addr` (`host:port`).
-    pub fn new(addr: &str) -> Result<Client> {
+    /// A client for `addr` (`host:port`), sending `token` as a bearer token.
+    pub fn new(addr: &str, token: Option<String>) -> Result<Client> {
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
         } else {
@@ -31,10 +32,14 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("failed to build the HTTP client")?;
-        Ok(Client { base, http })
+        Ok(Client { base, http, token })
     }
 
     async fn finish(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Response> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let resp = req.send().await.with_context(|| {
             format!(
                 "cannot reach the admin API at {} to {what}: is `wasm-sup run` running? pass --admin ADDR if it listens elsewhere",
@@ -52,7 +57,7 @@ impl Client {
 
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Result<Response> {
-        self.finish(self.http.get(format!("{}{path}", self.base)), "read status")
+        self.finish(self.http.get(format!("{}{path}", self.base)), "read")
             .await
     }
 

@@ -6,9 +6,10 @@
 //! full, 404 unknown plugin, 400 bad name, 413 too large, 504 no outcome within
 //! `reply-timeout` (the message stays queued and completes later).
 
+use super::ops;
 use crate::discovery::validate_name;
 use crate::mailbox::Outcome;
-use crate::supervisor::{SendRefused, SupervisorHandle};
+use crate::supervisor::{Operation, SendRefused, SupervisorHandle};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -21,24 +22,103 @@ use serde_json::json;
 /// against the body after it is read (answer 413).
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
+/// Requires `Authorization: Bearer TOKEN` on every request but `/healthz`.
+pub fn require_token(router: Router, token: String) -> Router {
+    let token: std::sync::Arc<str> = token.into();
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                if req.uri().path() == "/healthz"
+                    || given.is_some_and(|g| same(g.as_bytes(), token.as_bytes()))
+                {
+                    next.run(req).await
+                } else {
+                    error(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or wrong bearer token: send Authorization: Bearer TOKEN",
+                    )
+                }
+            }
+        },
+    ))
+}
+
+/// Compares without an early exit, so timing does not tell how much matched.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The admin API.
 pub fn router(sup: SupervisorHandle) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/plugins", get(list))
         .route("/v1/plugins/{name}", get(one))
         .route("/v1/plugins/{name}/messages", post(send))
+        .route(
+            "/v1/plugins/restart",
+            post(|State(s): State<SupervisorHandle>| ops::operate_all(s, Operation::Restart)),
+        )
+        .route(
+            "/v1/plugins/stop",
+            post(|State(s): State<SupervisorHandle>| ops::operate_all(s, Operation::Stop)),
+        )
+        .route(
+            "/v1/plugins/start",
+            post(|State(s): State<SupervisorHandle>| ops::operate_all(s, Operation::Start)),
+        )
+        .route(
+            "/v1/plugins/{name}/restart",
+            post(|State(s): State<SupervisorHandle>, Path(n): Path<String>| {
+                ops::operate(s, n, Operation::Restart)
+            }),
+        )
+        .route(
+            "/v1/plugins/{name}/stop",
+            post(|State(s): State<SupervisorHandle>, Path(n): Path<String>| {
+                ops::operate(s, n, Operation::Stop)
+            }),
+        )
+        .route(
+            "/v1/plugins/{name}/start",
+            post(|State(s): State<SupervisorHandle>, Path(n): Path<String>| {
+                ops::operate(s, n, Operation::Start)
+            }),
+        )
+        .route("/v1/plugins/{name}/crashes", get(ops::crashes))
+        .route("/v1/plugins/{name}/dead-letters", get(ops::dead_letters))
+        .route(
+            "/v1/plugins/{name}/dead-letters/{id}/replay",
+            post(ops::replay),
+        )
+        .route(
+            "/v1/plugins/{name}/dead-letters/{id}/drop",
+            post(ops::drop_letter),
+        )
+        .route("/v1/plugins/{name}/state", get(ops::state_list))
+        .route("/v1/plugins/{name}/state/reset", post(ops::state_reset))
+        .route(
+            "/v1/plugins/{name}/state/{bucket}/{key}",
+            get(ops::state_get),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(sup)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// The 400 answer for a path name that is not a valid plugin name.
-fn bad_name(name: &str) -> Option<Response> {
+pub(super) fn bad_name(name: &str) -> Option<Response> {
     validate_name(name)
         .err()
         .map(|why| error(StatusCode::BAD_REQUEST, why))
@@ -60,6 +140,17 @@ async fn readyz(State(sup): State<SupervisorHandle>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn metrics(State(sup): State<SupervisorHandle>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        sup.metrics().encode(),
+    )
+        .into_response()
 }
 
 async fn list(State(sup): State<SupervisorHandle>) -> Response {

@@ -20,6 +20,8 @@ pub const LIST_PAGE: usize = 1000;
 pub const MAX_BATCH: usize = 10_000;
 /// Longest key accepted, bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
+/// Buckets one instance may hold open at once (each is a host-side resource).
+pub const MAX_OPEN_BUCKETS: usize = 1024;
 
 /// An open bucket (the `bucket` resource).
 #[derive(Debug)]
@@ -109,7 +111,14 @@ impl store::Host for HostState {
                 "invalid bucket identifier {identifier:?}: use 1-64 characters of a-z, 0-9, '.', '_' and '-'"
             )));
         }
-        Ok(self.table.push(Bucket { name: identifier })?)
+        if self.open_buckets >= MAX_OPEN_BUCKETS {
+            return Err(KvError::Other(format!(
+                "too many open buckets ({MAX_OPEN_BUCKETS}): drop the ones no longer used"
+            )));
+        }
+        let b = self.table.push(Bucket { name: identifier })?;
+        self.open_buckets += 1;
+        Ok(b)
     }
 
     fn convert_error(&mut self, err: KvError) -> wasmtime::Result<store::Error> {
@@ -156,6 +165,7 @@ impl HostBucket for HostState {
 
     fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(b)?;
+        self.open_buckets -= 1;
         Ok(())
     }
 }

@@ -76,6 +76,7 @@ pub struct PluginInstance {
     store: Store<HostState>,
     instance: Instance,
     compiled: Arc<Compiled>,
+    last_fuel_used: u64,
 }
 
 impl PluginInstance {
@@ -100,6 +101,7 @@ impl PluginInstance {
                 txn: Txn::default(),
                 generation,
                 restarts,
+                open_buckets: 0,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -142,6 +144,7 @@ impl PluginInstance {
             store,
             instance,
             compiled,
+            last_fuel_used: 0,
         })
     }
 
@@ -170,6 +173,7 @@ impl PluginInstance {
         let fut = AssertUnwindSafe(func.call_async(&mut self.store, params)).catch_unwind();
         let result = tokio::time::timeout(timeout + TIMEOUT_GRACE, fut).await;
         let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        self.last_fuel_used = used;
         let mem = self.store.data().limits.memory_bytes;
         match result {
             Ok(Ok(Ok(r))) => Ok(r),
@@ -223,6 +227,11 @@ impl PluginInstance {
     /// Takes the transaction of the call that just returned.
     pub fn take_txn(&mut self) -> Txn {
         std::mem::take(&mut self.store.data_mut().txn)
+    }
+
+    /// Fuel the last call used.
+    pub fn last_fuel_used(&self) -> u64 {
+        self.last_fuel_used
     }
 
     /// Current linear memory, bytes.

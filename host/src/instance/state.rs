@@ -35,6 +35,8 @@ pub struct HostState {
     pub(crate) txn: Txn,
     pub(crate) generation: u64,
     pub(crate) restarts: u32,
+    /// Buckets the guest holds open (capped by `host_api::keyvalue::MAX_OPEN_BUCKETS`).
+    pub(crate) open_buckets: usize,
 }
 
 impl WasiView for HostState {

@@ -90,6 +90,9 @@ async fn check(b: Arc<dyn StateBackend>) {
         .map(|r| r.0)
         .collect();
     assert_eq!(ids, [5, 4, 3]);
+    assert_eq!(b.record("a", RecordKind::Crash, 4).unwrap(), Some(vec![4]));
+    assert_eq!(b.record("a", RecordKind::Crash, 1).unwrap(), None, "pruned");
+    assert_eq!(b.record("a", RecordKind::DeadLetter, 4).unwrap(), None);
     assert!(b.records("b", RecordKind::Crash, 0, 10).unwrap().is_empty());
 
     // Fencing: an older token is refused and changes nothing.

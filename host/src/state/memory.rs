@@ -158,6 +158,14 @@ impl StateBackend for MemoryBackend {
             .collect())
     }
 
+    fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .records
+            .get(&(plugin.to_string(), kind as u8, id))
+            .cloned())
+    }
+
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
         let mut g = self.lock();
         g.kv.retain(|(p, _, _), _| p != plugin);

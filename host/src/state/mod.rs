@@ -142,6 +142,8 @@ pub trait StateBackend: Send + Sync + 'static {
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// One record of a plugin by id.
+    fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>>;
     /// Deletes every key of a plugin (state reset).
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>>;
     /// A short name for logs: `redb:PATH` or `memory`.

@@ -368,6 +368,12 @@ impl StateBackend for RedbBackend {
             .collect()
     }
 
+    fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
+        let r = self.db()?.begin_read()?;
+        let t = r.open_table(RECORDS)?;
+        Ok(t.get((plugin, kind as u8, id))?.map(|g| g.value().to_vec()))
+    }
+
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
         self.submit(Op::Reset(plugin.to_string()))
     }

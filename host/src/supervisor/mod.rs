@@ -12,6 +12,7 @@ pub mod policy;
 pub mod timers;
 mod worker;
 
+use crate::admin::metrics::Metrics;
 use crate::compile::Compiled;
 use crate::config::{HostConfig, PluginConfig, RestartType};
 use crate::crash::Cause;
@@ -79,17 +80,73 @@ pub struct PluginInfo {
     pub sha256: String,
     /// Restart type.
     pub restart_type: RestartType,
+    /// The limits it runs under.
+    pub limits: LimitsInfo,
     #[serde(skip)]
     running_since: Option<Instant>,
     #[serde(skip)]
     retry_at: Option<Instant>,
 }
 
-/// Operator and host requests to a worker.
+/// The answer to an operator's request.
+pub(crate) type Ack = oneshot::Sender<Result<(), String>>;
+
+/// A plugin's limits, as the admin API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsInfo {
+    /// Max linear memory, bytes.
+    pub memory: u64,
+    /// Fuel per call (`null`: unmetered).
+    pub fuel: Option<u64>,
+    /// Wall clock per call, milliseconds.
+    pub timeout_ms: u64,
+    /// Largest message, bytes.
+    pub max_message: u64,
+    /// Largest reply, bytes.
+    pub max_reply: u64,
+    /// Mailbox capacity.
+    pub mailbox: usize,
+}
+
+impl LimitsInfo {
+    fn of(c: &PluginConfig) -> LimitsInfo {
+        LimitsInfo {
+            memory: c.memory,
+            fuel: c.fuel,
+            timeout_ms: c.timeout.as_millis() as u64,
+            max_message: c.max_message,
+            max_reply: c.max_reply,
+            mailbox: c.mailbox,
+        }
+    }
+}
+
+/// Operator and host requests to a worker, handled between calls.
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Graceful stop for host shutdown, to finish by the deadline; answered when done.
     Shutdown(Instant, oneshot::Sender<()>),
+    /// Stop gracefully and stay `stopped`.
+    Stop(Ack),
+    /// Start a `failed` or `stopped` plugin (a no-op when it runs).
+    Start(Ack),
+    /// Stop gracefully and start a new instance, with a fresh restart history.
+    Restart(Ack),
+    /// Drop the instance, delete all of the plugin's state, start it fresh.
+    ResetState(Ack),
+}
+
+/// An operator's request to one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `stop`.
+    Stop,
+    /// `start`.
+    Start,
+    /// `restart`.
+    Restart,
+    /// `state/reset`.
+    ResetState,
 }
 
 struct Slot {
@@ -109,6 +166,7 @@ struct Shared {
     timers: timers::TimerHandle,
     host: HostConfig,
     shutting_down: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a message was not accepted.
@@ -125,6 +183,24 @@ pub enum SendRefused {
     MailboxFull,
     /// Failed, stopped or shutting down (HTTP 503).
     Unavailable(Outcome),
+}
+
+/// Why an operator's request was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperateError {
+    /// No plugin of that name.
+    NoSuchPlugin,
+    /// It could not be done; why.
+    Failed(String),
+}
+
+impl std::fmt::Display for OperateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperateError::NoSuchPlugin => f.write_str("no such plugin"),
+            OperateError::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 /// A cheap, cloneable handle to the supervisor, for the admin API.
@@ -160,6 +236,7 @@ impl SupervisorHandle {
                 timers,
                 host,
                 shutting_down: AtomicBool::new(false),
+                metrics: Arc::new(Metrics::new()),
             }),
         })
     }
@@ -180,6 +257,7 @@ impl SupervisorHandle {
             mailbox_depth: 0,
             sha256: compiled.sha256.clone(),
             restart_type: config.restart.kind,
+            limits: LimitsInfo::of(&config),
             running_since: None,
             retry_at: None,
         }));
@@ -203,8 +281,7 @@ impl SupervisorHandle {
             mailbox.clone(),
             info.clone(),
             crx,
-            self.shared.timers.clone(),
-            &self.shared.host,
+            &self.shared,
         );
         let span =
             tracing::info_span!("plugin", plugin = %name, generation = tracing::field::Empty);
@@ -277,14 +354,78 @@ impl SupervisorHandle {
         }
     }
 
-    /// Every plugin, in start order.
-    pub fn list(&self) -> Vec<PluginInfo> {
-        let order = self
-            .shared
+    /// Plugin names in start order.
+    fn start_order(&self) -> Vec<String> {
+        self.shared
             .order
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .clone()
+    }
+
+    /// Carries out an operator's request on one plugin; resolves once the
+    /// worker has done it (a start resolves when the new instance is starting).
+    pub async fn operate(&self, name: &str, op: Operation) -> Result<(), OperateError> {
+        let slot = self.slot(name).ok_or(OperateError::NoSuchPlugin)?;
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return Err(OperateError::Failed("the host is shutting down".into()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let c = match op {
+            Operation::Stop => Control::Stop(tx),
+            Operation::Start => Control::Start(tx),
+            Operation::Restart => Control::Restart(tx),
+            Operation::ResetState => Control::ResetState(tx),
+        };
+        slot.control
+            .send(c)
+            .map_err(|_| OperateError::Failed("the plugin's worker has stopped".into()))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(OperateError::Failed(e)),
+            Err(_) => Err(OperateError::Failed(
+                "the plugin's worker has stopped".into(),
+            )),
+        }
+    }
+
+    /// Carries out an operator's request on every plugin (in start order; in
+    /// reverse for stop), returning each plugin's result.
+    pub async fn operate_all(&self, op: Operation) -> Vec<(String, Result<(), OperateError>)> {
+        let mut order = self.start_order();
+        if op == Operation::Stop {
+            order.reverse();
+        }
+        let mut out = Vec::with_capacity(order.len());
+        for name in order {
+            let r = self.operate(&name, op).await;
+            out.push((name, r));
+        }
+        out
+    }
+
+    /// Queues a message nobody waits for (a replayed dead letter).
+    pub fn enqueue(&self, name: &str, message: Vec<u8>) -> Result<(), SendRefused> {
+        let slot = self.slot(name).ok_or(SendRefused::NoSuchPlugin)?;
+        match slot
+            .mailbox
+            .push(Envelope::new(message, Source::Admin, None))
+        {
+            Ok(()) => Ok(()),
+            Err((PushError::Full, _)) => Err(SendRefused::MailboxFull),
+            Err((PushError::Closed { status, reason }, _)) => {
+                Err(SendRefused::Unavailable(Outcome::Unavailable {
+                    status,
+                    reason,
+                    retry_after: None,
+                }))
+            }
+        }
+    }
+
+    /// Every plugin, in start order.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let order = self.start_order();
         order.iter().filter_map(|n| self.get(n)).collect()
     }
 
@@ -307,6 +448,36 @@ impl SupervisorHandle {
                 .all(|p| p.status == Status::Running)
     }
 
+    /// The host's metrics, with the gauges of the present brought up to date.
+    pub fn metrics(&self) -> &Metrics {
+        let m = &self.shared.metrics;
+        let list = self.list();
+        for p in &list {
+            for s in [
+                Status::Starting,
+                Status::Running,
+                Status::Backoff,
+                Status::Failed,
+                Status::Stopped,
+            ] {
+                let labels = crate::admin::metrics::StatusLabels {
+                    plugin: p.name.clone(),
+                    status: s.as_str(),
+                };
+                m.status
+                    .get_or_create(&labels)
+                    .set(i64::from(p.status == s));
+            }
+            m.mailbox_depth
+                .get_or_create(&Metrics::plugin(&p.name))
+                .set(p.mailbox_depth as i64);
+        }
+        m.plugins_loaded.set(list.len() as i64);
+        m.plugins_failed
+            .set(list.iter().filter(|p| p.status == Status::Failed).count() as i64);
+        m
+    }
+
     /// The state backend.
     pub fn backend(&self) -> &Arc<dyn StateBackend> {
         &self.shared.backend
@@ -320,12 +491,7 @@ impl SupervisorHandle {
     /// is closed.
     pub async fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);
-        let order = self
-            .shared
-            .order
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let order = self.start_order();
         for name in order.iter() {
             if let Some(slot) = self.slot(name) {
                 for env in slot.mailbox.close("stopping", "the host is shutting down") {

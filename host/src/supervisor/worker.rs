@@ -15,9 +15,9 @@
 
 use super::policy::{Decision, Ending, RestartTracker};
 use super::timers::TimerHandle;
-use super::{Control, PluginInfo, Status, lock};
+use super::{Control, PluginInfo, Shared, Status, lock};
+use crate::admin::metrics::{CauseLabels, Metrics, OutcomeLabels, PluginLabel};
 use crate::compile::Compiled;
-use crate::config::HostConfig;
 use crate::crash::{Cause, Crash, CrashReport, DeadLetter, Exit, MessageInfo};
 use crate::instance::txn::Outgoing;
 use crate::instance::{PluginEnv, PluginInstance};
@@ -49,6 +49,10 @@ pub(super) struct Worker {
     restarts: u32,
     instance: Option<PluginInstance>,
     running_since: Option<Instant>,
+    /// Failed or stopped: only control requests are taken.
+    parked: bool,
+    metrics: Arc<Metrics>,
+    labels: PluginLabel,
 }
 
 impl Worker {
@@ -58,9 +62,18 @@ impl Worker {
         mailbox: Arc<Mailbox>,
         info: Arc<Mutex<PluginInfo>>,
         control: mpsc::UnboundedReceiver<Control>,
-        timers: TimerHandle,
-        host: &HostConfig,
+        shared: &Shared,
     ) -> Worker {
+        let (host, metrics) = (&shared.host, shared.metrics.clone());
+        let labels = Metrics::plugin(&env.name);
+        let pending = env
+            .backend
+            .records(&env.name, RecordKind::DeadLetter, 0, host.dead_letters)
+            .map_or(0, |r| r.len());
+        metrics
+            .dead_letters
+            .get_or_create(&labels)
+            .set(pending as i64);
         let tracker = RestartTracker::new(env.config.restart.clone());
         Worker {
             env,
@@ -68,7 +81,7 @@ impl Worker {
             mailbox,
             info,
             control,
-            timers,
+            timers: shared.timers.clone(),
             tracker,
             keep_reports: host.crash_reports,
             keep_dead_letters: host.dead_letters,
@@ -76,6 +89,9 @@ impl Worker {
             restarts: 0,
             instance: None,
             running_since: None,
+            parked: false,
+            metrics,
+            labels,
         }
     }
 
@@ -97,7 +113,10 @@ impl Worker {
 
     pub(super) async fn run(mut self) {
         loop {
-            let flow = if self.instance.is_none() {
+            let flow = if self.parked {
+                let c = self.control.recv().await;
+                self.on_control(c).await
+            } else if self.instance.is_none() {
                 self.start().await
             } else {
                 tokio::select! {
@@ -112,25 +131,63 @@ impl Worker {
         }
     }
 
-    /// Waits for control only (plugin failed or stopped).
-    async fn idle(&mut self) -> Flow {
-        let c = self.control.recv().await;
-        self.on_control(c).await
-    }
-
     async fn on_control(&mut self, c: Option<Control>) -> Flow {
+        let Some(c) = c else { return Flow::Exit };
         match c {
-            None => Flow::Exit,
-            Some(Control::Shutdown(deadline, done)) => {
-                self.graceful_stop(deadline).await;
+            Control::Shutdown(deadline, done) => {
+                self.stop_instance(deadline).await;
+                self.set_status(Status::Stopped, Some("the host is shutting down".into()));
                 let _ = done.send(());
-                Flow::Exit
+                return Flow::Exit;
+            }
+            Control::Stop(done) => {
+                let deadline = Instant::now() + self.env.config.shutdown_timeout;
+                self.stop_instance(deadline).await;
+                self.close(Status::Stopped, "stopped by an operator".into());
+                tracing::info!("plugin stopped by an operator");
+                let _ = done.send(Ok(()));
+            }
+            Control::Start(done) => {
+                if self.parked {
+                    self.unpark();
+                    tracing::info!("plugin started by an operator");
+                }
+                let _ = done.send(Ok(()));
+            }
+            Control::Restart(done) => {
+                let deadline = Instant::now() + self.env.config.shutdown_timeout;
+                self.stop_instance(deadline).await;
+                self.unpark();
+                tracing::info!("plugin restarted by an operator");
+                let _ = done.send(Ok(()));
+            }
+            Control::ResetState(done) => {
+                // The state may be what makes the plugin crash: drop the
+                // instance without calling it again, then wipe and start.
+                self.instance = None;
+                self.running_since = None;
+                let r = self.env.backend.reset(&self.env.name).await;
+                if r.is_ok() {
+                    tracing::warn!("plugin state reset by an operator");
+                    self.unpark();
+                }
+                let _ = done.send(r.map_err(|e| format!("{e:#}")));
             }
         }
+        Flow::Continue
     }
 
-    /// Calls `lifecycle.shutdown` (by `deadline`) and commits it.
-    async fn graceful_stop(&mut self, deadline: Instant) {
+    /// Leaves `failed`/`stopped` with a fresh restart history; the run loop
+    /// starts a new instance.
+    fn unpark(&mut self) {
+        self.parked = false;
+        self.tracker.reset();
+        self.mailbox.reopen();
+        self.set_status(Status::Starting, None);
+    }
+
+    /// Calls `lifecycle.shutdown` (by `deadline`), commits it, drops the instance.
+    async fn stop_instance(&mut self, deadline: Instant) {
         let left = deadline.saturating_duration_since(Instant::now());
         if let Some(mut inst) = self.instance.take()
             && !left.is_zero()
@@ -145,8 +202,8 @@ impl Worker {
                 }
             }
         }
+        self.instance = None;
         self.running_since = None;
-        self.set_status(Status::Stopped, Some("the host is shutting down".into()));
     }
 
     /// Starts a new instance and runs `init`; on failure applies the policy.
@@ -199,7 +256,21 @@ impl Worker {
             return Flow::Continue;
         };
         env.attempts += 1;
-        let result = match inst.handle(&env.message).await {
+        let started = Instant::now();
+        let handled = inst.handle(&env.message).await;
+        self.metrics
+            .handle_seconds
+            .get_or_create(&self.labels)
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .fuel
+            .get_or_create(&self.labels)
+            .inc_by(inst.last_fuel_used());
+        self.metrics
+            .memory
+            .get_or_create(&self.labels)
+            .set(inst.memory_bytes() as i64);
+        let result = match handled {
             Ok(Ok(reply)) if reply.len() as u64 > self.env.config.max_reply => {
                 Err(Exit::Crashed(Crash {
                     cause: Cause::ReplyTooLarge,
@@ -224,6 +295,7 @@ impl Worker {
                 }
                 match self.commit_and_release(commit, outbox).await {
                     Ok(()) => {
+                        self.count(if answer.is_ok() { "ok" } else { "err" });
                         env.answer(match answer {
                             Ok(reply) => Outcome::Reply(reply),
                             Err(reason) => Outcome::Rejected(reason),
@@ -243,6 +315,14 @@ impl Worker {
         }
     }
 
+    fn count(&self, outcome: &'static str) {
+        let labels = OutcomeLabels {
+            plugin: self.env.name.clone(),
+            outcome,
+        };
+        self.metrics.messages.get_or_create(&labels).inc();
+    }
+
     /// Commits a call's transaction, then releases its outbox and timers.
     async fn commit_and_release(
         &mut self,
@@ -251,7 +331,11 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let timers = commit.add_timers.clone();
         if !commit.is_empty() {
+            let started = Instant::now();
             self.env.backend.commit(commit).await?;
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         for t in timers {
             self.timers.schedule(t);
@@ -296,6 +380,14 @@ impl Worker {
         }
         if let Exit::Crashed(c) = &exit {
             lock(&self.info).last_crash = Some(c.cause);
+            let labels = CauseLabels {
+                plugin: self.env.name.clone(),
+                cause: c.cause.as_str(),
+            };
+            self.metrics.crashes.get_or_create(&labels).inc();
+            if env.is_some() {
+                self.count("crashed");
+            }
         }
         let will_restart = matches!(decision, Decision::Restart(_));
         if let Some(e) = env {
@@ -310,6 +402,8 @@ impl Worker {
         match decision {
             Decision::Restart(delay) => {
                 self.restarts += 1;
+                self.metrics.restarts.get_or_create(&self.labels).inc();
+                tracing::info!(delay = ?delay, restarts = self.restarts, "restarting plugin");
                 if !delay.is_zero() {
                     {
                         let mut i = lock(&self.info);
@@ -318,16 +412,12 @@ impl Worker {
                     self.set_status_keep_retry(Status::Backoff);
                     let sleep = tokio::time::sleep(delay);
                     tokio::pin!(sleep);
-                    loop {
-                        tokio::select! {
-                            biased;
-                            c = self.control.recv() => {
-                                if let Flow::Exit = self.on_control(c).await {
-                                    return Flow::Exit;
-                                }
-                            }
-                            _ = &mut sleep => break,
-                        }
+                    // An operator's request ends the wait: stop parks the
+                    // plugin, start/restart/reset start it now.
+                    tokio::select! {
+                        biased;
+                        c = self.control.recv() => return self.on_control(c).await,
+                        _ = &mut sleep => {}
                     }
                 }
                 Flow::Continue
@@ -340,7 +430,7 @@ impl Worker {
                 )
                 .to_lowercase();
                 self.close(Status::Stopped, reason);
-                self.idle().await
+                Flow::Continue
             }
             Decision::GiveUp { restarts, window } => {
                 let reason = format!(
@@ -350,7 +440,7 @@ impl Worker {
                 );
                 tracing::error!(%reason, "plugin failed");
                 self.close(Status::Failed, reason);
-                self.idle().await
+                Flow::Continue
             }
         }
     }
@@ -363,8 +453,9 @@ impl Worker {
         i.running_since = None;
     }
 
-    /// Closes the mailbox and answers everything queued with 503.
-    fn close(&self, status: Status, reason: String) {
+    /// Parks the plugin: closes the mailbox and answers everything queued with 503.
+    fn close(&mut self, status: Status, reason: String) {
+        self.parked = true;
         self.set_status(status, Some(reason.clone()));
         for e in self.mailbox.close(status.as_str(), &reason) {
             answer_unavailable(
@@ -450,6 +541,8 @@ impl Worker {
         if let Err(e) = self.env.backend.commit(commit).await {
             tracing::error!("failed to store dead letter {id}: {e:#}");
         }
+        self.count("dead-lettered");
+        self.metrics.dead_letters.get_or_create(&self.labels).inc();
         let causes = env.causes.clone();
         env.answer(Outcome::DeadLettered { id, causes });
     }

@@ -1,0 +1,180 @@
+//! Every Prometheus metric of the host, declared in one place and served at
+//! `GET /metrics` (OpenMetrics text, which Prometheus scrapes).
+//!
+//! Counters and histograms are updated where things happen (the worker);
+//! gauges that describe the present (status, mailbox depth, plugins loaded and
+//! failed) are set from the supervisor's view when a scrape comes in.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `{plugin}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    /// Plugin name.
+    pub plugin: String,
+}
+
+/// `{plugin, outcome}`: `ok`, `err`, `crashed` (a delivery that crashed),
+/// `dead-lettered`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// Outcome.
+    pub outcome: &'static str,
+}
+
+/// `{plugin, cause}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// Crash cause.
+    pub cause: &'static str,
+}
+
+/// `{plugin, status}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// Status.
+    pub status: &'static str,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 10 µs .. ~2.6 min
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 13))
+}
+
+/// The host's metrics. See the module doc.
+pub struct Metrics {
+    registry: Registry,
+    /// `wasm_sup_messages_total{plugin,outcome}`.
+    pub messages: Family<OutcomeLabels, Counter>,
+    /// `wasm_sup_handle_duration_seconds{plugin}`.
+    pub handle_seconds: Family<PluginLabel, Histogram, fn() -> Histogram>,
+    /// `wasm_sup_crashes_total{plugin,cause}`.
+    pub crashes: Family<CauseLabels, Counter>,
+    /// `wasm_sup_restarts_total{plugin}`.
+    pub restarts: Family<PluginLabel, Counter>,
+    /// `wasm_sup_fuel_consumed_total{plugin}`.
+    pub fuel: Family<PluginLabel, Counter>,
+    /// `wasm_sup_memory_bytes{plugin}`: linear memory after the last call.
+    pub memory: Family<PluginLabel, Gauge>,
+    /// `wasm_sup_state_commit_duration_seconds`.
+    pub commit_seconds: Histogram,
+    /// `wasm_sup_dead_letters_pending{plugin}`.
+    pub dead_letters: Family<PluginLabel, Gauge>,
+    /// `wasm_sup_plugin_status{plugin,status}`: 1 for the current status.
+    pub status: Family<StatusLabels, Gauge>,
+    /// `wasm_sup_mailbox_depth{plugin}`.
+    pub mailbox_depth: Family<PluginLabel, Gauge>,
+    /// `wasm_sup_plugins_loaded`.
+    pub plugins_loaded: Gauge,
+    /// `wasm_sup_plugins_failed`: plugins `failed` now.
+    pub plugins_failed: Gauge,
+    /// `wasm_sup_plugins_refused`: files refused at load.
+    pub plugins_refused: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Declares and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wasm_sup");
+        let m = Metrics {
+            messages: Family::default(),
+            handle_seconds: Family::new_with_constructor(seconds_histogram),
+            crashes: Family::default(),
+            restarts: Family::default(),
+            fuel: Family::default(),
+            memory: Family::default(),
+            commit_seconds: seconds_histogram(),
+            dead_letters: Family::default(),
+            status: Family::default(),
+            mailbox_depth: Family::default(),
+            plugins_loaded: Gauge::default(),
+            plugins_failed: Gauge::default(),
+            plugins_refused: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "messages",
+            "Messages handled, by outcome",
+            m.messages.clone(),
+        );
+        registry.register(
+            "handle_duration_seconds",
+            "Duration of handle calls",
+            m.handle_seconds.clone(),
+        );
+        registry.register("crashes", "Crashes, by cause", m.crashes.clone());
+        registry.register("restarts", "Instance restarts", m.restarts.clone());
+        registry.register("fuel_consumed", "Fuel consumed by calls", m.fuel.clone());
+        registry.register(
+            "memory_bytes",
+            "Linear memory of the instance after its last call",
+            m.memory.clone(),
+        );
+        registry.register(
+            "state_commit_duration_seconds",
+            "Duration of state commits (until durable)",
+            m.commit_seconds.clone(),
+        );
+        registry.register(
+            "dead_letters_pending",
+            "Dead letters stored and not yet replayed or dropped",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "plugin_status",
+            "1 for the plugin's current status",
+            m.status.clone(),
+        );
+        registry.register("mailbox_depth", "Messages queued", m.mailbox_depth.clone());
+        registry.register("plugins_loaded", "Plugins loaded", m.plugins_loaded.clone());
+        registry.register(
+            "plugins_failed",
+            "Plugins failed now",
+            m.plugins_failed.clone(),
+        );
+        registry.register(
+            "plugins_refused",
+            "Plugin files refused at load",
+            m.plugins_refused.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String does not fail");
+        out
+    }
+
+    /// Labels for `plugin`.
+    pub fn plugin(plugin: &str) -> PluginLabel {
+        PluginLabel {
+            plugin: plugin.to_string(),
+        }
+    }
+}
