@@ -269,6 +269,9 @@ async fn metrics_move_with_messages_crashes_and_restarts() {
     let dir = PluginDir::new();
     dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
     let h = TestHost::start(dir).await;
+    h.admin
+        .wait_status("probe", "running", Duration::from_secs(10))
+        .await;
     let a = h.admin.get("/metrics").await;
     assert_eq!(a.status, 200);
     let m0 = scrape(&a.text());

@@ -8,7 +8,6 @@ mod crashes;
 mod limits;
 mod process;
 mod sandbox;
-mod soak;
 mod state;
 mod util;
 

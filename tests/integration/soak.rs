@@ -3,7 +3,14 @@
 //! Crashes: `WASM_SUP_SOAK_CRASHES` (default 10,000; CI runs the default, a
 //! longer run is `WASM_SUP_SOAK_CRASHES=200000 scripts/test.sh soak`).
 
-use crate::util::{PluginDir, TestHost};
+#[allow(
+    dead_code,
+    reason = "helpers shared with the integration binary; the soak uses a few"
+)]
+#[path = "util.rs"]
+mod util;
+
+use util::{PluginDir, TestHost};
 use wasm_sup::mailbox::Outcome;
 use wasm_sup_tests::PROBE;
 
@@ -62,7 +69,12 @@ max-attempts = 1
     let started = std::time::Instant::now();
     crash_n(&h, crashes).await;
     let elapsed = started.elapsed();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Crash reports are written by short-lived tasks: give the ones still in
+    // flight a moment (a leak does not go away by waiting).
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while metrics.num_alive_tasks() > tasks0 + 2 && std::time::Instant::now() < settle {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (tasks1, fds1, rss1) = (metrics.num_alive_tasks(), open_fds(), rss_bytes());
     eprintln!(
         "soak: {crashes} crashes+restarts in {elapsed:?} ({:.0} µs each); tasks {tasks0} -> {tasks1}, fds {fds0} -> {fds1}, rss {} -> {} KiB",

@@ -390,6 +390,43 @@ impl Worker {
             }
         }
         let will_restart = matches!(decision, Decision::Restart(_));
+        // The new status and restart count are set before the sender of the
+        // message in flight is answered, so whoever sees the answer sees them.
+        let parked = match decision {
+            Decision::Restart(delay) => {
+                self.restarts += 1;
+                self.metrics.restarts.get_or_create(&self.labels).inc();
+                tracing::info!(delay = ?delay, restarts = self.restarts, "restarting plugin");
+                if !delay.is_zero() {
+                    lock(&self.info).retry_at = Some(now + delay);
+                    self.set_status_keep_retry(Status::Backoff);
+                } else {
+                    lock(&self.info).restarts = self.restarts;
+                }
+                None
+            }
+            Decision::Stop => {
+                let reason = format!(
+                    "{} (restart type {:?})",
+                    ending_text(&exit),
+                    self.tracker.policy().kind
+                )
+                .to_lowercase();
+                Some((Status::Stopped, reason))
+            }
+            Decision::GiveUp { restarts, window } => {
+                let reason = format!(
+                    "{restarts} restarts within {window:?} exceed max-restarts ({}); last: {}",
+                    self.tracker.policy().max_restarts,
+                    ending_text(&exit)
+                );
+                tracing::error!(%reason, "plugin failed");
+                Some((Status::Failed, reason))
+            }
+        };
+        if let Some((status, reason)) = &parked {
+            self.set_status(*status, Some(reason.clone()));
+        }
         if let Some(e) = env {
             let max = self.tracker.policy().max_attempts.get();
             if e.attempts >= max || (!will_restart && ending == Ending::Crash) {
@@ -399,50 +436,26 @@ impl Worker {
                 answer_unavailable(e, &status, &reason, None, &self.timers, &self.env.name);
             }
         }
-        match decision {
-            Decision::Restart(delay) => {
-                self.restarts += 1;
-                self.metrics.restarts.get_or_create(&self.labels).inc();
-                tracing::info!(delay = ?delay, restarts = self.restarts, "restarting plugin");
-                if !delay.is_zero() {
-                    {
-                        let mut i = lock(&self.info);
-                        i.retry_at = Some(now + delay);
-                    }
-                    self.set_status_keep_retry(Status::Backoff);
-                    let sleep = tokio::time::sleep(delay);
-                    tokio::pin!(sleep);
-                    // An operator's request ends the wait: stop parks the
-                    // plugin, start/restart/reset start it now.
-                    tokio::select! {
-                        biased;
-                        c = self.control.recv() => return self.on_control(c).await,
-                        _ = &mut sleep => {}
-                    }
-                }
-                Flow::Continue
-            }
-            Decision::Stop => {
-                let reason = format!(
-                    "{} (restart type {:?})",
-                    ending_text(&exit),
-                    self.tracker.policy().kind
-                )
-                .to_lowercase();
-                self.close(Status::Stopped, reason);
-                Flow::Continue
-            }
-            Decision::GiveUp { restarts, window } => {
-                let reason = format!(
-                    "{restarts} restarts within {window:?} exceed max-restarts ({}); last: {}",
-                    self.tracker.policy().max_restarts,
-                    ending_text(&exit)
-                );
-                tracing::error!(%reason, "plugin failed");
-                self.close(Status::Failed, reason);
-                Flow::Continue
+        if let Some((status, reason)) = parked {
+            // Closing answers everything queued (the message in flight too,
+            // when it was put back) with 503.
+            self.close(status, reason);
+            return Flow::Continue;
+        }
+        if let Decision::Restart(delay) = decision
+            && !delay.is_zero()
+        {
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            // An operator's request ends the wait: stop parks the plugin,
+            // start/restart/reset start it now.
+            tokio::select! {
+                biased;
+                c = self.control.recv() => return self.on_control(c).await,
+                _ = &mut sleep => {}
             }
         }
+        Flow::Continue
     }
 
     fn set_status_keep_retry(&self, status: Status) {
