@@ -396,7 +396,8 @@ impl Worker {
             Decision::Restart(delay) => {
                 self.restarts += 1;
                 self.metrics.restarts.get_or_create(&self.labels).inc();
-                tracing::info!(delay = ?delay, restarts = self.restarts, "restarting plugin");
+                let cause = exit.crash().map_or("normal-exit", |c| c.cause.as_str());
+                tracing::info!(cause, delay = ?delay, restarts = self.restarts, "restarting plugin");
                 if !delay.is_zero() {
                     lock(&self.info).retry_at = Some(now + delay);
                     self.set_status_keep_retry(Status::Backoff);
