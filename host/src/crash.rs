@@ -92,6 +92,8 @@ pub struct Crash {
     pub fuel_used: u64,
     /// Linear memory size at the crash, bytes.
     pub memory_bytes: u64,
+    /// The wasm coredump, when coredumps are on and the crash was a trap.
+    pub coredump: Option<Vec<u8>>,
 }
 
 /// How a call into an instance ended when it did not return a value.
@@ -150,7 +152,8 @@ impl MessageInfo {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -181,6 +184,8 @@ pub struct CrashReport {
     pub time_ms: u64,
     /// What the supervisor decided: e.g. `restart in 200ms`, `failed`.
     pub decision: String,
+    /// The coredump file, when one was written.
+    pub coredump: Option<String>,
 }
 
 /// A dead letter, stored as JSON.

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::{Config, Engine};
 
-/// Builds the host's engine.
-pub fn engine() -> Result<Engine> {
+/// Builds the host's engine; `coredumps` captures a wasm coredump at each trap.
+pub fn engine(coredumps: bool) -> Result<Engine> {
     let mut config = Config::new();
+    config.coredump_on_trap(coredumps);
     config.consume_fuel(true);
     config.epoch_interruption(true);
     config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);

@@ -53,7 +53,7 @@ pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
     }
     let backend = crate::state::open(&config.host.state)?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
-    let engine = engine::engine()?;
+    let engine = engine::engine(config.host.coredumps.is_some())?;
     let ticker = EpochTicker::start(&engine, config.host.epoch_tick)?;
     let linker = compile::linker(&engine)?;
     let (specs, mut refused) = discovery::discover(&config)

@@ -202,6 +202,28 @@ async fn state_list_get_and_reset_with_confirmation() {
         "{keys:?}"
     );
     assert!(keys.contains(&("notes".into(), "n1".into(), 1)), "{keys:?}");
+    assert!(
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["text"] == "hello"),
+        "{v}"
+    );
+    assert_eq!(
+        h.admin
+            .get("/v1/plugins/probe/state?key=greeting")
+            .await
+            .ok(),
+        "hello"
+    );
+    assert_eq!(
+        h.admin
+            .get("/v1/plugins/probe/state?bucket=notes&key=n1")
+            .await
+            .ok(),
+        "x"
+    );
     assert_eq!(
         h.admin
             .get("/v1/plugins/probe/state/default/greeting")
@@ -226,7 +248,11 @@ async fn state_list_get_and_reset_with_confirmation() {
             .status,
         400
     );
-    post(&h.admin, "/v1/plugins/probe/state/reset?confirm=probe")
+    h.admin
+        .post(
+            "/v1/plugins/probe/state/reset",
+            br#"{"confirm": "probe"}"#.to_vec(),
+        )
         .await
         .ok();
     assert_eq!(h.send("probe", "get greeting").await.text(), "missing");
@@ -531,4 +557,40 @@ fn check_says_what_a_file_is() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("wasm-sup"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coredumps_when_switched_on_are_kept_within_their_budget() {
+    let dir = PluginDir::new();
+    dir.plugin("probe", PROBE)
+        .config(&format!("[host]\ncoredumps = \"64MiB\"\n{ONE_ATTEMPT}"));
+    let h = TestHost::start(dir).await;
+    assert_eq!(h.send("probe", "crash").await.status, 500);
+    let mut path = serde_json::Value::Null;
+    for _ in 0..100 {
+        let v = h.admin.get("/v1/plugins/probe/crashes").await.json();
+        path = v["crashes"][0]["coredump"].clone();
+        if path.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let path = std::path::PathBuf::from(path.as_str().expect("the report names its coredump"));
+    assert!(
+        path.starts_with(h.dir.path().join(".wasm-sup/coredumps")),
+        "{}",
+        path.display()
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with(b"\0asm"), "a coredump is a wasm file");
+    // Off by default: no coredump.
+    let dir = PluginDir::new();
+    dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
+    let h2 = TestHost::start(dir).await;
+    assert_eq!(h2.send("probe", "crash").await.status, 500);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let v = h2.admin.get("/v1/plugins/probe/crashes").await.json();
+    assert!(v["crashes"][0]["coredump"].is_null(), "{v}");
+    h.stop().await;
+    h2.stop().await;
 }

@@ -275,17 +275,48 @@ pub async fn drop_letter(
     Json(json!({ "name": name, "dropped": id })).into_response()
 }
 
-/// `GET /v1/plugins/{name}/state`: every key with its size.
-pub async fn state_list(State(sup): State<SupervisorHandle>, Path(name): Path<String>) -> Response {
+/// Values up to this size are shown in the state listing.
+pub const LISTED_VALUE_BYTES: u64 = 4096;
+
+/// `?bucket=&key=` of the state listing.
+#[derive(Debug, Deserialize)]
+pub struct KeyQuery {
+    bucket: Option<String>,
+    key: Option<String>,
+}
+
+/// `GET /v1/plugins/{name}/state`: every key with its size, and its value
+/// when it is small (`text` if UTF-8, else `hex`). With `?key=K[&bucket=B]`,
+/// one value as bytes (bucket `default` unless named).
+pub async fn state_list(
+    State(sup): State<SupervisorHandle>,
+    Path(name): Path<String>,
+    Query(q): Query<KeyQuery>,
+) -> Response {
     if let Some(r) = unknown(&sup, &name) {
         return r;
+    }
+    if let Some(key) = q.key {
+        let bucket = q.bucket.unwrap_or_else(|| "default".to_string());
+        return value(&sup, &name, &bucket, &key);
     }
     let b = sup.backend();
     match (b.list_all(&name), b.usage(&name)) {
         (Ok(keys), Ok(usage)) => {
             let keys: Vec<_> = keys
                 .into_iter()
-                .map(|(bucket, key, size)| json!({ "bucket": bucket, "key": key, "size": size }))
+                .map(|(bucket, key, size)| {
+                    let mut entry = json!({ "bucket": bucket, "key": key, "size": size });
+                    if size <= LISTED_VALUE_BYTES
+                        && let Ok(Some(v)) = b.get(&name, &bucket, &key)
+                    {
+                        match String::from_utf8(v) {
+                            Ok(text) => entry["text"] = json!(text),
+                            Err(e) => entry["hex"] = json!(crate::crash::hex(e.as_bytes())),
+                        }
+                    }
+                    entry
+                })
                 .collect();
             Json(json!({ "name": name, "keys": keys, "usage": { "keys": usage.keys, "bytes": usage.bytes } }))
                 .into_response()
@@ -297,15 +328,8 @@ pub async fn state_list(State(sup): State<SupervisorHandle>, Path(name): Path<St
     }
 }
 
-/// `GET /v1/plugins/{name}/state/{bucket}/{key}`: one value, as bytes.
-pub async fn state_get(
-    State(sup): State<SupervisorHandle>,
-    Path((name, bucket, key)): Path<(String, String, String)>,
-) -> Response {
-    if let Some(r) = unknown(&sup, &name) {
-        return r;
-    }
-    match sup.backend().get(&name, &bucket, &key) {
+fn value(sup: &SupervisorHandle, name: &str, bucket: &str, key: &str) -> Response {
+    match sup.backend().get(name, bucket, key) {
         Ok(Some(v)) => (
             [(header::CONTENT_TYPE, "application/octet-stream")],
             Body::from(v),
@@ -322,10 +346,30 @@ pub async fn state_get(
     }
 }
 
-/// `?confirm=NAME` of a state reset.
+/// `GET /v1/plugins/{name}/state/{bucket}/{key}`: one value, as bytes.
+pub async fn state_get(
+    State(sup): State<SupervisorHandle>,
+    Path((name, bucket, key)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(r) = unknown(&sup, &name) {
+        return r;
+    }
+    value(&sup, &name, &bucket, &key)
+}
+
+/// `?confirm=NAME` (or `true`) of a state reset; the same may come as a JSON
+/// body `{"confirm": "NAME"}` or `{"confirm": true}`.
 #[derive(Debug, Deserialize)]
 pub struct Confirm {
-    confirm: Option<String>,
+    confirm: Option<serde_json::Value>,
+}
+
+fn confirmed(c: Option<&serde_json::Value>, name: &str) -> bool {
+    match c {
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) => s == name || s == "true" || s == "yes",
+        _ => false,
+    }
 }
 
 /// `POST /v1/plugins/{name}/state/reset?confirm=NAME`: deletes every key of
@@ -334,11 +378,15 @@ pub async fn state_reset(
     State(sup): State<SupervisorHandle>,
     Path(name): Path<String>,
     Query(c): Query<Confirm>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Some(r) = unknown(&sup, &name) {
         return r;
     }
-    if c.confirm.as_deref() != Some(name.as_str()) {
+    let in_body = serde_json::from_slice::<Confirm>(&body)
+        .ok()
+        .and_then(|c| c.confirm);
+    if !confirmed(c.confirm.as_ref().or(in_body.as_ref()), &name) {
         return error(
             StatusCode::BAD_REQUEST,
             format!("resetting deletes all of {name:?}'s state: confirm with ?confirm={name}"),

@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -102,6 +102,10 @@ pub fn router(sup: SupervisorHandle) -> Router {
         .route(
             "/v1/plugins/{name}/dead-letters/{id}/drop",
             post(ops::drop_letter),
+        )
+        .route(
+            "/v1/plugins/{name}/dead-letters/{id}",
+            delete(ops::drop_letter),
         )
         .route("/v1/plugins/{name}/state", get(ops::state_list))
         .route("/v1/plugins/{name}/state/reset", post(ops::state_reset))

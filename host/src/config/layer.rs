@@ -47,6 +47,9 @@ pub struct HostLayer {
     pub crash_reports: Option<NonZeroUsize>,
     /// Dead letters kept per plugin. Example: `dead-letters = 1000`
     pub dead_letters: Option<NonZeroUsize>,
+    /// Wasm coredumps of crashed instances: a disk budget, or "off".
+    /// Example: `coredumps = "256MiB"`
+    pub coredumps: Option<SizeOrOff>,
 }
 
 /// One layer of plugin settings (`[defaults]`, `[plugins.NAME]`, `NAME.toml`).

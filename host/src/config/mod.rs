@@ -133,6 +133,11 @@ pub struct HostConfig {
     pub crash_reports: usize,
     /// Dead letters kept per plugin.
     pub dead_letters: usize,
+    /// Disk budget for wasm coredumps of crashed instances; `None`: off.
+    pub coredumps: Option<u64>,
+    /// Where coredumps are written: `coredumps/` beside the state file
+    /// (`DIR/.wasm-sup/coredumps` with the memory backend).
+    pub coredump_dir: PathBuf,
 }
 
 /// Where plugin state lives.
@@ -501,7 +506,7 @@ impl Config {
             (None, None) => DEFAULT_ADMIN_ADDR.parse().expect("the default address parses"),
         };
         let host = HostConfig {
-            state,
+            state: state.clone(),
             admin,
             max_restarts: h.max_restarts.unwrap_or_else(default_root_max_restarts),
             window: h.window.map_or_else(default_root_window, |d| d.0),
@@ -512,6 +517,11 @@ impl Config {
             dead_letters: h
                 .dead_letters
                 .map_or_else(default_dead_letters, |n| n.get()),
+            coredumps: h.coredumps.and_then(|c| c.0),
+            coredump_dir: match &state {
+                StateLocation::Redb(p) => p.parent().unwrap_or(dir).join("coredumps"),
+                StateLocation::Memory => dir.join(".wasm-sup").join("coredumps"),
+            },
         };
         if host.epoch_tick < Duration::from_millis(1) || host.epoch_tick > Duration::from_secs(1) {
             bail!(

@@ -28,6 +28,7 @@ fn empty_directory_gives_the_defaults() {
     assert!(p.dirs.is_empty() && p.env.is_empty() && p.config.is_empty());
     assert_eq!(p.restart, default_restart());
     assert_eq!(c.host.admin.to_string(), DEFAULT_ADMIN_ADDR);
+    assert_eq!(c.host.coredumps, None, "coredumps are off by default");
     assert_eq!(
         c.host.state,
         StateLocation::Redb(dir.path().join(".wasm-sup/state.redb"))
@@ -69,6 +70,8 @@ fn every_key_parses_and_layers_win_in_order() {
         (50, Duration::from_secs(120))
     );
     assert_eq!((c.host.crash_reports, c.host.dead_letters), (20, 30));
+    assert_eq!(c.host.coredumps, Some(64 << 20));
+    assert_eq!(c.host.coredump_dir, dir.path().join("state/coredumps"));
     let p = c.plugin("counter").unwrap();
     // NAME.toml > [plugins.NAME] > [defaults].
     assert_eq!(p.timeout, Duration::from_secs(7));
@@ -189,5 +192,5 @@ fn invalid_configs_match_their_snapshots() {
         }
         checked += 1;
     }
-    assert!(checked >= 19, "only {checked} invalid configs found");
+    assert!(checked >= 20, "only {checked} invalid configs found");
 }

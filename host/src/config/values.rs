@@ -116,6 +116,26 @@ fn bad_size(s: &str) -> String {
     format!("invalid size {s:?}: write e.g. \"64MiB\", \"512KiB\", \"1GB\" or a number of bytes")
 }
 
+/// A size that may be switched off: `"off"` or a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeOrOff(pub Option<u64>);
+
+impl<'de> Deserialize<'de> for SizeOrOff {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = toml::Value::deserialize(d)?;
+        match v {
+            toml::Value::String(s) if s.trim() == "off" => Ok(SizeOrOff(None)),
+            toml::Value::String(s) => parse_size(&s)
+                .map(|n| SizeOrOff(Some(n)))
+                .map_err(|e| de::Error::custom(format!("{e}, or \"off\""))),
+            toml::Value::Integer(n) if n >= 0 => Ok(SizeOrOff(Some(n as u64))),
+            other => Err(de::Error::custom(format!(
+                "invalid size {other}: write e.g. \"256MiB\", or \"off\""
+            ))),
+        }
+    }
+}
+
 /// A fraction in `0.0..=1.0` (restart jitter).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fraction(pub f64);

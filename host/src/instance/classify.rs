@@ -48,6 +48,7 @@ pub(super) fn classify(err: &wasmtime::Error, fuel_used: u64, memory_bytes: u64)
         backtrace: backtrace_of(err),
         fuel_used,
         memory_bytes,
+        coredump: None,
     })
 }
 

@@ -133,7 +133,9 @@ impl PluginInstance {
                 let used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
                 let mem = store.data().limits.memory_bytes;
                 return Err(match other {
-                    Ok(Ok(Err(e))) => classify::classify(&e, used, mem),
+                    Ok(Ok(Err(e))) => {
+                        with_coredump(classify::classify(&e, used, mem), &e, &mut store)
+                    }
                     Ok(Err(panic)) => host_panic(&panic),
                     Err(_) => blocked_timeout(timeout, used, mem),
                     Ok(Ok(Ok(_))) => unreachable!("handled above"),
@@ -177,7 +179,11 @@ impl PluginInstance {
         let mem = self.store.data().limits.memory_bytes;
         match result {
             Ok(Ok(Ok(r))) => Ok(r),
-            Ok(Ok(Err(e))) => Err(classify::classify(&e, used, mem)),
+            Ok(Ok(Err(e))) => Err(with_coredump(
+                classify::classify(&e, used, mem),
+                &e,
+                &mut self.store,
+            )),
             Ok(Err(panic)) => Err(host_panic(&panic)),
             Err(_) => Err(blocked_timeout(timeout, used, mem)),
         }
@@ -245,6 +251,18 @@ impl PluginInstance {
     }
 }
 
+/// Attaches the wasm coredump the engine captured at the trap, if any
+/// (`[host] coredumps` on).
+fn with_coredump(mut exit: Exit, err: &wasmtime::Error, store: &mut Store<HostState>) -> Exit {
+    if let (Exit::Crashed(c), Some(dump)) =
+        (&mut exit, err.downcast_ref::<wasmtime::WasmCoreDump>())
+    {
+        let name = store.data().env.name.clone();
+        c.coredump = Some(dump.serialize(&mut *store, &name));
+    }
+    exit
+}
+
 fn host_error(message: String) -> Exit {
     Exit::Crashed(Crash {
         cause: Cause::HostError,
@@ -252,6 +270,7 @@ fn host_error(message: String) -> Exit {
         backtrace: Vec::new(),
         fuel_used: 0,
         memory_bytes: 0,
+        coredump: None,
     })
 }
 
@@ -274,5 +293,6 @@ fn blocked_timeout(timeout: Duration, fuel_used: u64, memory_bytes: u64) -> Exit
         backtrace: Vec::new(),
         fuel_used,
         memory_bytes,
+        coredump: None,
     })
 }

@@ -8,6 +8,7 @@
 //! path.
 
 pub mod backoff;
+mod coredumps;
 pub mod policy;
 pub mod timers;
 mod worker;
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
 
 /// A plugin's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -283,9 +283,7 @@ impl SupervisorHandle {
             crx,
             &self.shared,
         );
-        let span =
-            tracing::info_span!("plugin", plugin = %name, generation = tracing::field::Empty);
-        let task = tokio::spawn(w.run().instrument(span));
+        let task = tokio::spawn(w.run());
         let slot = Arc::new(Slot {
             info,
             mailbox,

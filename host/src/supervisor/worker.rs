@@ -26,6 +26,7 @@ use crate::state::{Commit, Record, RecordKind, fresh_id, now_ms};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// What the worker loop does next.
 enum Flow {
@@ -53,6 +54,14 @@ pub(super) struct Worker {
     parked: bool,
     metrics: Arc<Metrics>,
     labels: PluginLabel,
+    /// Coredump folder and budget, when coredumps are on.
+    coredumps: Option<(std::path::PathBuf, u64)>,
+    /// The span of the current instance (`plugin`, `generation`).
+    span: tracing::Span,
+}
+
+fn instance_span(plugin: &str, generation: u64) -> tracing::Span {
+    tracing::info_span!(parent: None, "plugin", plugin, generation)
 }
 
 impl Worker {
@@ -66,6 +75,7 @@ impl Worker {
     ) -> Worker {
         let (host, metrics) = (&shared.host, shared.metrics.clone());
         let labels = Metrics::plugin(&env.name);
+        let name = env.name.clone();
         let pending = env
             .backend
             .records(&env.name, RecordKind::DeadLetter, 0, host.dead_letters)
@@ -92,6 +102,8 @@ impl Worker {
             parked: false,
             metrics,
             labels,
+            coredumps: host.coredumps.map(|b| (host.coredump_dir.clone(), b)),
+            span: instance_span(&name, 0),
         }
     }
 
@@ -113,20 +125,25 @@ impl Worker {
 
     pub(super) async fn run(mut self) {
         loop {
-            let flow = if self.parked {
-                let c = self.control.recv().await;
-                self.on_control(c).await
-            } else if self.instance.is_none() {
-                self.start().await
-            } else {
-                tokio::select! {
-                    biased;
-                    c = self.control.recv() => self.on_control(c).await,
-                    env = self.mailbox.pop() => self.deliver(env).await,
-                }
-            };
-            if let Flow::Exit = flow {
+            // Each step runs in the span of the current instance.
+            let span = self.span.clone();
+            if let Flow::Exit = self.step().instrument(span).await {
                 return;
+            }
+        }
+    }
+
+    async fn step(&mut self) -> Flow {
+        if self.parked {
+            let c = self.control.recv().await;
+            self.on_control(c).await
+        } else if self.instance.is_none() {
+            self.start().await
+        } else {
+            tokio::select! {
+                biased;
+                c = self.control.recv() => self.on_control(c).await,
+                env = self.mailbox.pop() => self.deliver(env).await,
             }
         }
     }
@@ -209,8 +226,8 @@ impl Worker {
     /// Starts a new instance and runs `init`; on failure applies the policy.
     async fn start(&mut self) -> Flow {
         self.generation += 1;
-        // Every event of this instance carries its generation.
-        tracing::Span::current().record("generation", self.generation);
+        // One span per instance: every event of it carries its generation.
+        self.span = instance_span(&self.env.name, self.generation);
         self.set_status(Status::Starting, None);
         let (compiled, env, generation, restarts) = (
             self.compiled.clone(),
@@ -228,9 +245,11 @@ impl Worker {
                     backtrace: Vec::new(),
                     fuel_used: 0,
                     memory_bytes: inst.memory_bytes(),
+                    coredump: None,
                 })),
             }
         }
+        .instrument(self.span.clone())
         .await;
         match started {
             Ok(mut inst) => {
@@ -282,6 +301,7 @@ impl Worker {
                     backtrace: Vec::new(),
                     fuel_used: 0,
                     memory_bytes: inst.memory_bytes(),
+                    coredump: None,
                 }))
             }
             other => other,
@@ -500,7 +520,7 @@ impl Worker {
             "plugin crashed: {}",
             crash.message
         );
-        let report = CrashReport {
+        let mut report = CrashReport {
             id,
             plugin: self.env.name.clone(),
             generation: self.generation,
@@ -513,17 +533,32 @@ impl Worker {
             handling: env.map(|e| MessageInfo::of(&e.message, e.attempts)),
             time_ms: now_ms(),
             decision: decision.describe(),
+            coredump: None,
         };
-        let mut commit = Commit::new(&self.env.name);
-        commit.records.push(Record {
-            kind: RecordKind::Crash,
-            id,
-            body: serde_json::to_vec(&report).expect("a crash report serializes"),
-            keep: self.keep_reports,
-        });
-        let write = self.env.backend.commit(commit);
+        let dump = self.coredumps.clone().zip(crash.coredump.clone());
+        let backend = self.env.backend.clone();
+        let keep = self.keep_reports;
         tokio::spawn(async move {
-            if let Err(e) = write.await {
+            if let Some(((dir, budget), bytes)) = dump {
+                let plugin = report.plugin.clone();
+                let stored = tokio::task::spawn_blocking(move || {
+                    super::coredumps::store(&dir, budget, &plugin, id, &bytes)
+                })
+                .await;
+                match stored {
+                    Ok(Ok(path)) => report.coredump = path.map(|p| p.display().to_string()),
+                    Ok(Err(e)) => tracing::error!("failed to store coredump of crash {id}: {e:#}"),
+                    Err(e) => tracing::error!("coredump task of crash {id} failed: {e}"),
+                }
+            }
+            let mut commit = Commit::new(&report.plugin);
+            commit.records.push(Record {
+                kind: RecordKind::Crash,
+                id,
+                body: serde_json::to_vec(&report).expect("a crash report serializes"),
+                keep,
+            });
+            if let Err(e) = backend.commit(commit).await {
                 tracing::error!("failed to store crash report {id}: {e:#}");
             }
         });
@@ -576,6 +611,7 @@ fn host_error(e: anyhow::Error) -> Exit {
         backtrace: Vec::new(),
         fuel_used: 0,
         memory_bytes: 0,
+        coredump: None,
     })
 }
 
