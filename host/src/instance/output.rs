@@ -1,5 +1,6 @@
 //! Guest stdout and stderr as log lines: each complete line becomes a tracing
-//! event (target `wasm_sup::guest`) inside the plugin's span. At most the
+//! event (target `wasm_sup::guest`) inside the plugin's span; blank lines are
+//! skipped. At most the
 //! plugin's `output` bytes per second are logged; the rest is dropped and
 //! counted, and the count is logged once the next second begins.
 
@@ -62,6 +63,9 @@ impl GuestOutput {
     }
 
     fn emit(&self, b: &mut Budget, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return; // blank lines carry nothing worth a log event
+        }
         let now = Instant::now();
         if now.duration_since(b.window_start) >= Duration::from_secs(1) {
             if b.dropped > 0 {

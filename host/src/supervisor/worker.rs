@@ -260,7 +260,7 @@ impl Worker {
                 self.instance = Some(inst);
                 self.running_since = Some(Instant::now());
                 self.set_status(Status::Running, None);
-                tracing::info!("plugin running");
+                tracing::info!(parent: &self.span, "plugin running");
                 Flow::Continue
             }
             Err(exit) => self.after_exit(exit, "init", None).await,
