@@ -2,18 +2,11 @@
 //! endpoint with its errors, metrics parsed as Prometheus text, the bearer
 //! token, and the CLI subcommands run as processes.
 
-use crate::util::{Admin, HostProcess, PluginDir, TestHost, free_port, wasm_sup_bin};
+use crate::util::{Admin, HostProcess, ONE_ATTEMPT, PluginDir, TestHost, free_port, wasm_sup_bin};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 use wasm_sup_tests::{MINIMAL, PROBE};
-
-const ONE_ATTEMPT: &str = r#"
-[defaults.restart]
-backoff = "immediate"
-max-restarts = 100
-max-attempts = 1
-"#;
 
 async fn post(a: &Admin, path: &str) -> crate::util::Answer {
     a.post(path, Vec::new()).await
@@ -419,84 +412,72 @@ async fn a_non_loopback_admin_address_needs_a_token_and_the_token_is_checked() {
     );
 }
 
-fn cli(host: &HostProcess, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(wasm_sup_bin())
-        .args(args)
-        .arg("--admin")
-        .arg(host.admin.addr.to_string())
-        .output()
-        .expect("run wasm-sup");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_subcommands_against_a_running_host() {
     let dir = PluginDir::new();
     dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
     let host = HostProcess::start(dir.path(), &[]).await;
-    assert_eq!(cli(&host, &["send", "probe", "set k v"]).0, 0);
-    assert_eq!(cli(&host, &["send", "probe", "crash"]).0, 1);
-    let (code, out, _) = cli(&host, &["status"]);
+    assert_eq!(host.cli(&["send", "probe", "set k v"]).0, 0);
+    assert_eq!(host.cli(&["send", "probe", "crash"]).0, 1);
+    let (code, out, _) = host.cli(&["status"]);
     assert_eq!(code, 0);
     assert!(
         out.starts_with("PLUGIN") && out.contains("probe") && out.contains("unreachable"),
         "{out}"
     );
-    let (_, out, _) = cli(&host, &["status", "--json"]);
+    let (_, out, _) = host.cli(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["plugins"][0]["restarts"], 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (code, out, _) = cli(&host, &["crashes", "probe"]);
+    let (code, out, _) = host.cli(&["crashes", "probe"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("unreachable in handle") && out.contains("backtrace:"),
         "{out}"
     );
-    let (_, out, _) = cli(&host, &["crashes", "probe", "--json"]);
+    let (_, out, _) = host.cli(&["crashes", "probe", "--json"]);
     assert!(
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["crashes"][0]["backtrace"]
             .is_array()
     );
-    let (code, out, _) = cli(&host, &["dead-letters", "probe"]);
+    let (code, out, _) = host.cli(&["dead-letters", "probe"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("\"crash\"") && out.contains("unreachable"),
         "{out}"
     );
-    let (_, out, _) = cli(&host, &["dead-letters", "probe", "--json"]);
+    let (_, out, _) = host.cli(&["dead-letters", "probe", "--json"]);
     let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["dead_letters"][0]["id"]
         .as_u64()
         .unwrap();
     assert_eq!(
-        cli(&host, &["dead-letters", "probe", "drop", &id.to_string()]).0,
+        host.cli(&["dead-letters", "probe", "drop", &id.to_string()])
+            .0,
         0
     );
     assert_eq!(
-        cli(&host, &["dead-letters", "probe", "drop", &id.to_string()]).0,
+        host.cli(&["dead-letters", "probe", "drop", &id.to_string()])
+            .0,
         1,
         "already dropped"
     );
-    let (code, out, _) = cli(&host, &["state", "probe"]);
+    let (code, out, _) = host.cli(&["state", "probe"]);
     assert_eq!(code, 0);
     assert!(out.contains("default") && out.contains(" k "), "{out}");
-    assert_eq!(cli(&host, &["state", "probe", "k"]).1, "v");
-    let (code, _, err) = cli(&host, &["state", "probe", "--reset"]);
+    assert_eq!(host.cli(&["state", "probe", "k"]).1, "v");
+    let (code, _, err) = host.cli(&["state", "probe", "--reset"]);
     assert_eq!(code, 2, "no terminal, no --yes: refused");
     assert!(err.contains("--yes"), "{err}");
-    assert_eq!(cli(&host, &["state", "probe", "--reset", "--yes"]).0, 0);
-    assert_eq!(cli(&host, &["state", "probe", "k"]).0, 1);
-    let (code, out, _) = cli(&host, &["restart", "--all"]);
+    assert_eq!(host.cli(&["state", "probe", "--reset", "--yes"]).0, 0);
+    assert_eq!(host.cli(&["state", "probe", "k"]).0, 1);
+    let (code, out, _) = host.cli(&["restart", "--all"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("probe: restart ok"), "{out}");
-    assert_eq!(cli(&host, &["stop", "probe"]).0, 0);
-    assert_eq!(cli(&host, &["send", "probe", "count"]).0, 1);
-    assert_eq!(cli(&host, &["start", "probe"]).0, 0);
-    assert_eq!(cli(&host, &["send", "probe", "count"]).0, 0);
-    assert_eq!(cli(&host, &["restart", "ghost"]).0, 1);
+    assert_eq!(host.cli(&["stop", "probe"]).0, 0);
+    assert_eq!(host.cli(&["send", "probe", "count"]).0, 1);
+    assert_eq!(host.cli(&["start", "probe"]).0, 0);
+    assert_eq!(host.cli(&["send", "probe", "count"]).0, 0);
+    assert_eq!(host.cli(&["restart", "ghost"]).0, 1);
     // Usage and connection errors are exit 2.
     let out = Command::new(wasm_sup_bin())
         .args(["restart"])

@@ -1,16 +1,9 @@
 //! Each limit as an obeyed/violated pair, and the isolation of one plugin's
 //! spinning from another's replies.
 
-use crate::util::{PluginDir, TestHost};
+use crate::util::{ONE_ATTEMPT, PluginDir, TestHost};
 use std::time::{Duration, Instant};
 use wasm_sup_tests::{MINIMAL, PROBE};
-
-const ONE_ATTEMPT: &str = r#"
-[defaults.restart]
-backoff = "immediate"
-max-restarts = 100
-max-attempts = 1
-"#;
 
 async fn host(extra: &str) -> TestHost {
     let dir = PluginDir::new();

@@ -9,20 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use wasm_sup_tests::{COUNTER, MINIMAL, PROBE};
 
-fn cli(host: &HostProcess, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(wasm_sup_bin())
-        .args(args)
-        .arg("--admin")
-        .arg(host.admin.addr.to_string())
-        .output()
-        .expect("run wasm-sup");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_send_prints_the_reply_and_exit_codes_say_what_happened() {
     let dir = PluginDir::new();
@@ -31,7 +17,7 @@ async fn cli_send_prints_the_reply_and_exit_codes_say_what_happened() {
         .plugin("echo", MINIMAL);
     let host = HostProcess::start(dir.path(), &[]).await;
     assert_eq!(
-        cli(&host, &["send", "counter", "hi"]),
+        host.cli(&["send", "counter", "hi"]),
         (0, "1".into(), String::new())
     );
     // --file sends bytes as they are, and the reply is printed as it is.
@@ -49,16 +35,16 @@ async fn cli_send_prints_the_reply_and_exit_codes_say_what_happened() {
         .output()
         .unwrap();
     assert_eq!(out.stdout, b"\x00\x01\xff\n");
-    let (code, _, err) = cli(&host, &["send", "probe", "err nope"]);
+    let (code, _, err) = host.cli(&["send", "probe", "err nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("422") && err.contains("nope"), "{err}");
-    let (code, _, err) = cli(&host, &["send", "counter", "crash"]);
+    let (code, _, err) = host.cli(&["send", "counter", "crash"]);
     assert_eq!(code, 1);
     assert!(err.contains("dead-lettered"), "{err}");
-    let (code, _, err) = cli(&host, &["send", "ghost", "hi"]);
+    let (code, _, err) = host.cli(&["send", "ghost", "hi"]);
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
-    let (code, out, _) = cli(&host, &["status"]);
+    let (code, out, _) = host.cli(&["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("counter") && out.contains("running"), "{out}");
     // Connection errors are exit 2 with a hint.

@@ -1,16 +1,9 @@
 //! State: transactions per call, isolation, keyvalue semantics, quotas,
 //! durability across host restarts, the mailbox interface and timers.
 
-use crate::util::{PluginDir, TestHost};
+use crate::util::{ONE_ATTEMPT, PluginDir, TestHost};
 use std::time::{Duration, Instant};
 use wasm_sup_tests::{COUNTER, PROBE};
-
-const ONE_ATTEMPT: &str = r#"
-[defaults.restart]
-backoff = "immediate"
-max-restarts = 100
-max-attempts = 1
-"#;
 
 fn two_probes() -> PluginDir {
     let dir = PluginDir::new();

@@ -10,6 +10,15 @@ use std::time::{Duration, Instant};
 use wasm_sup::config::HostOverrides;
 use wasm_sup::host::{self, RunOptions};
 
+/// Restart settings for tests that want every crash answered at once:
+/// no backoff, one delivery per message, a generous intensity.
+pub const ONE_ATTEMPT: &str = r#"
+[defaults.restart]
+backoff = "immediate"
+max-restarts = 100
+max-attempts = 1
+"#;
+
 /// A temporary plugin directory.
 pub struct PluginDir {
     pub dir: tempfile::TempDir,
@@ -248,7 +257,11 @@ pub fn wasm_sup_bin() -> PathBuf {
     let lib = std::fs::read_dir(dir.join("deps"))
         .expect("deps dir")
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("libwasm_sup-"))
+        .filter(|e| {
+            // Only the compiled library: `cargo clippy` writes .rmeta files here too.
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("libwasm_sup-") && name.ends_with(".rlib")
+        })
         .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
         .max();
     if let Some(lib) = lib {
@@ -316,6 +329,21 @@ impl HostProcess {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Runs `wasm-sup ARGS --admin ADDR`; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(wasm_sup_bin())
+            .args(args)
+            .arg("--admin")
+            .arg(self.admin.addr.to_string())
+            .output()
+            .expect("run wasm-sup");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn log_text(&self) -> String {

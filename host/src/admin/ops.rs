@@ -98,30 +98,28 @@ pub async fn operate_all(sup: SupervisorHandle, op: Operation) -> Response {
         .into_response()
 }
 
-/// `GET /v1/plugins/{name}/crashes?offset=&limit=`: newest first.
-pub async fn crashes(
-    State(sup): State<SupervisorHandle>,
-    Path(name): Path<String>,
-    Query(page): Query<Page>,
+/// One page of a plugin's records of `kind`, newest first, each turned into
+/// its JSON view by `view`: `{"name", FIELD: [...], "offset", "next_offset"}`.
+fn records_page<T: Serialize>(
+    sup: &SupervisorHandle,
+    name: &str,
+    kind: RecordKind,
+    page: &Page,
+    field: &str,
+    view: impl Fn(&[u8]) -> Option<T>,
 ) -> Response {
-    if let Some(r) = unknown(&sup, &name) {
+    if let Some(r) = unknown(sup, name) {
         return r;
     }
     let limit = page.limit();
-    match sup
-        .backend()
-        .records(&name, RecordKind::Crash, page.offset, limit + 1)
-    {
+    match sup.backend().records(name, kind, page.offset, limit + 1) {
         Ok(mut rows) => {
             let more = rows.len() > limit;
             rows.truncate(limit);
-            let reports: Vec<CrashReport> = rows
-                .iter()
-                .filter_map(|(_, b)| serde_json::from_slice(b).ok())
-                .collect();
+            let items: Vec<T> = rows.iter().filter_map(|(_, body)| view(body)).collect();
             Json(json!({
                 "name": name,
-                "crashes": reports,
+                field: items,
                 "offset": page.offset,
                 "next_offset": more.then_some(page.offset + limit),
             }))
@@ -129,9 +127,20 @@ pub async fn crashes(
         }
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to read crash reports: {e:#}"),
+            format!("failed to read {field}: {e:#}"),
         ),
     }
+}
+
+/// `GET /v1/plugins/{name}/crashes?offset=&limit=`: newest first.
+pub async fn crashes(
+    State(sup): State<SupervisorHandle>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> Response {
+    records_page(&sup, &name, RecordKind::Crash, &page, "crashes", |body| {
+        serde_json::from_slice::<CrashReport>(body).ok()
+    })
 }
 
 /// A dead letter as the API lists it.
@@ -150,41 +159,23 @@ pub async fn dead_letters(
     Path(name): Path<String>,
     Query(page): Query<Page>,
 ) -> Response {
-    if let Some(r) = unknown(&sup, &name) {
-        return r;
-    }
-    let limit = page.limit();
-    match sup
-        .backend()
-        .records(&name, RecordKind::DeadLetter, page.offset, limit + 1)
-    {
-        Ok(mut rows) => {
-            let more = rows.len() > limit;
-            rows.truncate(limit);
-            let letters: Vec<DeadLetterView> = rows
-                .iter()
-                .filter_map(|(_, b)| serde_json::from_slice::<DeadLetter>(b).ok())
-                .map(|d| DeadLetterView {
-                    id: d.id,
-                    time_ms: d.time_ms,
-                    message: MessageInfo::of(&d.message, d.causes.len() as u32),
-                    causes: d.causes,
-                    reports: d.reports,
-                })
-                .collect();
-            Json(json!({
-                "name": name,
-                "dead_letters": letters,
-                "offset": page.offset,
-                "next_offset": more.then_some(page.offset + limit),
-            }))
-            .into_response()
-        }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to read dead letters: {e:#}"),
-        ),
-    }
+    records_page(
+        &sup,
+        &name,
+        RecordKind::DeadLetter,
+        &page,
+        "dead_letters",
+        |body| {
+            let d = serde_json::from_slice::<DeadLetter>(body).ok()?;
+            Some(DeadLetterView {
+                id: d.id,
+                time_ms: d.time_ms,
+                message: MessageInfo::of(&d.message, d.causes.len() as u32),
+                causes: d.causes,
+                reports: d.reports,
+            })
+        },
+    )
 }
 
 async fn take_dead_letter(
