@@ -115,13 +115,15 @@ pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
 
 /// Runs the host until a signal: the whole of `wasm-sup run`.
 pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
-    let (host, config) = start(dir, &opts).await?;
-    let listener = TcpListener::bind(config.host.admin).await.with_context(|| {
+    // The admin address is taken before any plugin starts, so a port in use
+    // stops the host before it has run anything.
+    let admin = Config::load(dir, &opts.overrides)?.host.admin;
+    let listener = TcpListener::bind(admin).await.with_context(|| {
         format!(
-            "failed to listen on {} for the admin API: is another wasm-sup running? pass --admin ADDR",
-            config.host.admin
+            "failed to listen on {admin} for the admin API: is another wasm-sup running? pass --admin ADDR"
         )
     })?;
+    let (host, _config) = start(dir, &opts).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin API listening on http://{addr}");
     let mut app = crate::admin::router(host.supervisor.clone());

@@ -139,15 +139,16 @@ impl Txn {
         });
     }
 
-    /// The commit of this call and the messages to release once it is durable.
-    pub fn into_commit(self, plugin: &str) -> (Commit, Vec<Outgoing>, Vec<TimerRecord>) {
+    /// The commit of this call (its writes and timers) and the messages to
+    /// release once it is durable.
+    pub fn into_commit(self, plugin: &str) -> (Commit, Vec<Outgoing>) {
         let mut commit = Commit::new(plugin);
         commit.writes = self
             .writes
             .into_iter()
             .map(|((bucket, key), value)| Write { bucket, key, value })
             .collect();
-        commit.add_timers = self.timers.clone();
-        (commit, self.outbox, self.timers)
+        commit.add_timers = self.timers;
+        (commit, self.outbox)
     }
 }

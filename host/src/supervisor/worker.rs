@@ -211,7 +211,7 @@ impl Worker {
         {
             match inst.shutdown(left).await {
                 Ok(()) => {
-                    let (commit, outbox, _) = inst.take_txn().into_commit(&self.env.name);
+                    let (commit, outbox) = inst.take_txn().into_commit(&self.env.name);
                     self.commit_and_release(commit, outbox).await.ok();
                 }
                 Err(exit) => {
@@ -253,7 +253,7 @@ impl Worker {
         .await;
         match started {
             Ok(mut inst) => {
-                let (commit, outbox, _) = inst.take_txn().into_commit(&self.env.name);
+                let (commit, outbox) = inst.take_txn().into_commit(&self.env.name);
                 if let Err(e) = self.commit_and_release(commit, outbox).await {
                     return self.after_exit(host_error(e), "init", None).await;
                 }
@@ -309,7 +309,7 @@ impl Worker {
         match result {
             Ok(answer) => {
                 let inst = self.instance.as_mut().expect("checked above");
-                let (mut commit, outbox, _) = inst.take_txn().into_commit(&self.env.name);
+                let (mut commit, outbox) = inst.take_txn().into_commit(&self.env.name);
                 if let Source::Timer(id) = env.source {
                     commit.remove_timers.push(id);
                 }
