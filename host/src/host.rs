@@ -38,6 +38,13 @@ impl std::fmt::Debug for Host {
 
 /// Loads DIR and starts every plugin in it. Must run inside a tokio runtime.
 pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
+    let config = load(dir, opts)?;
+    let host = start_loaded(&config).await?;
+    Ok((host, config))
+}
+
+/// Reads DIR's configuration and checks what must hold before anything starts.
+fn load(dir: &Path, opts: &RunOptions) -> Result<Config> {
     if !dir.is_dir() {
         bail!(
             "{} is not a directory: pass the plugin directory, e.g. `wasm-sup run ./plugins`",
@@ -51,12 +58,18 @@ pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
             config.host.admin
         );
     }
+    Ok(config)
+}
+
+/// Starts every plugin of a loaded configuration.
+async fn start_loaded(config: &Config) -> Result<Host> {
+    let dir = config.dir.as_path();
     let backend = crate::state::open(&config.host.state)?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
     let engine = engine::engine(config.host.coredumps.is_some())?;
     let ticker = EpochTicker::start(&engine, config.host.epoch_tick)?;
     let linker = compile::linker(&engine)?;
-    let (specs, mut refused) = discovery::discover(&config)
+    let (specs, mut refused) = discovery::discover(config)
         .with_context(|| format!("failed to read plugin directory {}", dir.display()))?;
     for name in config.configured_plugins() {
         if !specs.iter().any(|s| s.name == name) {
@@ -103,27 +116,25 @@ pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
             dir.display()
         );
     }
-    Ok((
-        Host {
-            supervisor,
-            refused,
-            _ticker: ticker,
-        },
-        config,
-    ))
+    Ok(Host {
+        supervisor,
+        refused,
+        _ticker: ticker,
+    })
 }
 
 /// Runs the host until a signal: the whole of `wasm-sup run`.
 pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     // The admin address is taken before any plugin starts, so a port in use
     // stops the host before it has run anything.
-    let admin = Config::load(dir, &opts.overrides)?.host.admin;
+    let config = load(dir, &opts)?;
+    let admin = config.host.admin;
     let listener = TcpListener::bind(admin).await.with_context(|| {
         format!(
             "failed to listen on {admin} for the admin API: is another wasm-sup running? pass --admin ADDR"
         )
     })?;
-    let (host, _config) = start(dir, &opts).await?;
+    let host = start_loaded(&config).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin API listening on http://{addr}");
     let mut app = crate::admin::router(host.supervisor.clone());

@@ -152,7 +152,7 @@ async fn metrics(State(sup): State<SupervisorHandle>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        sup.metrics().encode(),
+        sup.scrape(),
     )
         .into_response()
 }

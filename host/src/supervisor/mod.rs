@@ -446,8 +446,14 @@ impl SupervisorHandle {
                 .all(|p| p.status == Status::Running)
     }
 
-    /// The host's metrics, with the gauges of the present brought up to date.
+    /// The host's metrics.
     pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The metrics' text for a scrape, with the gauges of the present
+    /// (status, mailbox depth, plugins loaded and failed) brought up to date.
+    pub fn scrape(&self) -> String {
         let m = &self.shared.metrics;
         let list = self.list();
         for p in &list {
@@ -473,7 +479,7 @@ impl SupervisorHandle {
         m.plugins_loaded.set(list.len() as i64);
         m.plugins_failed
             .set(list.iter().filter(|p| p.status == Status::Failed).count() as i64);
-        m
+        m.encode()
     }
 
     /// The state backend.
@@ -497,7 +503,6 @@ impl SupervisorHandle {
                         env,
                         "stopping",
                         "the host is shutting down",
-                        None,
                         &self.shared.timers,
                         name,
                     );

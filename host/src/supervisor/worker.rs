@@ -24,7 +24,7 @@ use crate::instance::{PluginEnv, PluginInstance};
 use crate::mailbox::{Envelope, Mailbox, Outcome, Source};
 use crate::state::{Commit, Record, RecordKind, fresh_id, now_ms};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -454,7 +454,7 @@ impl Worker {
                 self.dead_letter(e).await;
             } else if let Err((_, e)) = self.mailbox.push_front(e) {
                 let (status, reason) = self.mailbox.closed().unwrap_or_default();
-                answer_unavailable(e, &status, &reason, None, &self.timers, &self.env.name);
+                answer_unavailable(e, &status, &reason, &self.timers, &self.env.name);
             }
         }
         if let Some((status, reason)) = parked {
@@ -492,14 +492,7 @@ impl Worker {
         self.parked = true;
         self.set_status(status, Some(reason.clone()));
         for e in self.mailbox.close(status.as_str(), &reason) {
-            answer_unavailable(
-                e,
-                status.as_str(),
-                &reason,
-                None,
-                &self.timers,
-                &self.env.name,
-            );
+            answer_unavailable(e, status.as_str(), &reason, &self.timers, &self.env.name);
         }
     }
 
@@ -621,7 +614,6 @@ pub(super) fn answer_unavailable(
     env: Envelope,
     status: &str,
     reason: &str,
-    retry_after: Option<Duration>,
     timers: &TimerHandle,
     plugin: &str,
 ) {
@@ -632,6 +624,6 @@ pub(super) fn answer_unavailable(
     env.answer(Outcome::Unavailable {
         status: status.to_string(),
         reason: reason.to_string(),
-        retry_after,
+        retry_after: None,
     });
 }
