@@ -1,12 +1,24 @@
 //! Discovery: the plugin directory into a list of [`PluginSpec`]s.
 //!
-//! Owns plugin naming: a plugin's name is its file stem, 1–64 characters of
-//! `[a-z0-9_-]` starting with a letter or digit, and `wasm-sup` is reserved. A
-//! file that cannot be a plugin is not an error of the directory: it comes back
-//! as a [`Refused`] entry with one line saying why, and the others load.
+//! Owns plugin naming and what counts as a plugin file. A plugin's name is its
+//! file stem, 1–64 characters of `[a-z0-9_-]` starting with a letter or digit,
+//! and `wasm-sup` is reserved. The folder is read through a cap-std [`Dir`]
+//! handle, so a symlink is followed only while it stays inside DIR. What is in
+//! the folder, and what happens to it:
+//!
+//! - `NAME.wasm`, a regular file or a symlink to one inside DIR: a plugin.
+//! - A file whose name starts with `.` (editors' and `rsync`'s temporary
+//!   files, the state folder `.wasm-sup`), other extensions, and
+//!   sub-folders: ignored.
+//! - Refused, with one line saying why: a `.wasm` name that is not a valid
+//!   plugin name, an extension in another case (`NAME.WASM`), a symlink that
+//!   leads outside DIR or nowhere, a `NAME.wasm` that is not a regular file,
+//!   and a file that cannot be read.
 
 use crate::config::{Config, PluginConfig};
+use cap_std::fs::{Dir, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// One plugin to load: its file and its resolved configuration.
 #[derive(Debug, Clone)]
@@ -20,12 +32,183 @@ pub struct PluginSpec {
 }
 
 /// A file that was not loaded, and why.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// The file.
     pub path: PathBuf,
     /// One line: what is wrong and how to fix it.
     pub reason: String,
+}
+
+/// What identifies one state of a file without reading it: when any of these
+/// change, the file is read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    /// Size in bytes.
+    pub len: u64,
+    /// Last modification.
+    pub modified: Option<SystemTime>,
+    /// Inode (changes when a file is replaced by `mv`).
+    pub ino: u64,
+}
+
+/// A plugin file found in DIR.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The plugin's name.
+    pub name: String,
+    /// DIR/NAME.wasm.
+    pub path: PathBuf,
+    /// Its signature when scanned.
+    pub signature: Signature,
+}
+
+/// One look at the plugin directory.
+#[derive(Debug)]
+pub struct Scan {
+    /// Plugin files, in name order.
+    pub found: Vec<Found>,
+    /// Files that look like plugins but cannot be, with why.
+    pub refused: Vec<Refused>,
+}
+
+/// The plugin directory, opened as a capability: nothing outside it is read.
+#[derive(Debug)]
+pub struct PluginDir {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl PluginDir {
+    /// Opens `path`.
+    pub fn open(path: &Path) -> std::io::Result<PluginDir> {
+        Ok(PluginDir {
+            path: path.to_path_buf(),
+            dir: Dir::open_ambient_dir(path, cap_std::ambient_authority())?,
+        })
+    }
+
+    /// Lists the plugin files, and refuses what cannot be one.
+    pub fn scan(&self) -> std::io::Result<Scan> {
+        let mut found = Vec::new();
+        let mut refused = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for entry in self.dir.entries()? {
+            let Ok(entry) = entry else { continue };
+            match entry.file_name().into_string() {
+                Ok(n) => names.push(n),
+                Err(raw) => {
+                    if Path::new(&raw)
+                        .extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("wasm"))
+                    {
+                        refused.push(Refused {
+                            path: self.path.join(&raw),
+                            reason: "the file name is not UTF-8: rename it to NAME.wasm".into(),
+                        });
+                    }
+                }
+            }
+        }
+        names.sort();
+        for file_name in names {
+            let path = self.path.join(&file_name);
+            match self.classify(&file_name) {
+                Some(Ok((name, signature))) => found.push(Found {
+                    name,
+                    path,
+                    signature,
+                }),
+                Some(Err(reason)) => refused.push(Refused { path, reason }),
+                None => {}
+            }
+        }
+        Ok(Scan { found, refused })
+    }
+
+    /// A plugin (name and signature), a refusal, or `None` for a file that
+    /// is not meant to be a plugin.
+    fn classify(&self, file_name: &str) -> Option<Result<(String, Signature), String>> {
+        if file_name.starts_with('.') {
+            return None;
+        }
+        let stem = match name_of(file_name)? {
+            Ok(stem) => stem,
+            Err(why) => return Some(Err(why)),
+        };
+        let link = self
+            .dir
+            .symlink_metadata(file_name)
+            .is_ok_and(|m| m.file_type().is_symlink());
+        let meta = match self.dir.metadata(file_name) {
+            Ok(m) => m,
+            Err(e) if link && e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(Err(
+                    "is a broken symlink: point it at a component inside the folder".into(),
+                ));
+            }
+            Err(e) if link => {
+                return Some(Err(format!(
+                    "is a symlink that leads outside the plugin folder ({e}): wasm-sup follows only relative symlinks that stay inside it; copy the file in instead"
+                )));
+            }
+            Err(e) => return Some(Err(format!("cannot read it: {e}"))),
+        };
+        if !meta.is_file() {
+            return Some(Err("not a regular file".to_string()));
+        }
+        Some(Ok((
+            stem.to_string(),
+            Signature {
+                len: meta.len(),
+                modified: meta.modified().ok().map(|t| t.into_std()),
+                ino: meta.ino(),
+            },
+        )))
+    }
+
+    /// Reads a plugin file (through the capability: a symlink that leads
+    /// outside DIR is not followed).
+    pub fn read(&self, found: &Found) -> anyhow::Result<Vec<u8>> {
+        let file_name = format!("{}.wasm", found.name);
+        self.dir.read(&file_name).map_err(|e| {
+            let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                ": make it readable by the user running wasm-sup"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{}: cannot read the file: {e}{fix}", found.path.display())
+        })
+    }
+
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The plugin name of a file called `file_name`: `None` if it is not a
+/// `.wasm` file, else the name or why the file cannot be a plugin.
+fn name_of(file_name: &str) -> Option<Result<String, String>> {
+    let (stem, ext) = file_name.rsplit_once('.')?;
+    if !ext.eq_ignore_ascii_case("wasm") {
+        return None;
+    }
+    if ext != "wasm" {
+        return Some(Err(format!(
+            "the extension must be `.wasm` in lower case: rename it to {stem}.wasm"
+        )));
+    }
+    Some(validate_name(stem).map(|()| stem.to_string()))
+}
+
+/// The plugin name a file at `path` would have, or why it cannot be one.
+pub fn plugin_name(path: &Path) -> Result<String, String> {
+    let file_name = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| "the file name is not UTF-8".to_string())?;
+    name_of(file_name).unwrap_or_else(|| Err("a plugin file is named NAME.wasm".to_string()))
 }
 
 /// Checks a plugin (or group) name.
@@ -48,43 +231,36 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Scans `config.dir` for `*.wasm` files, in name order.
-///
-/// Returns the specs to load and the files refused (bad names, not regular
-/// files). Other files are ignored. An invalid `NAME.toml` is an error: at
-/// startup a bad configuration file stops the host.
-pub fn discover(config: &Config) -> anyhow::Result<(Vec<PluginSpec>, Vec<Refused>)> {
-    let mut specs = Vec::new();
-    let mut refused = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&config.dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        match plugin_name(&path) {
-            Ok(name) => specs.push(PluginSpec {
-                config: config.plugin(&name)?,
-                name,
-                path,
-            }),
-            Err(reason) => refused.push(Refused { path, reason }),
-        }
-    }
-    Ok((specs, refused))
+/// What [`discover`] found: plugins to load, each with its file, and refusals.
+#[derive(Debug)]
+pub struct Discovered {
+    /// Plugins to load, in name order.
+    pub specs: Vec<(PluginSpec, Found)>,
+    /// Files that cannot be plugins, with why.
+    pub refused: Vec<Refused>,
 }
 
-/// The plugin name of a `.wasm` file, or why the file cannot be a plugin.
-pub fn plugin_name(path: &Path) -> Result<String, String> {
-    if !path.is_file() {
-        return Err("not a regular file".to_string());
+/// Scans `config.dir` for plugins, in name order, with their configuration.
+///
+/// An invalid `NAME.toml` is an error: at startup a bad configuration file
+/// stops the host.
+pub fn discover(config: &Config, dir: &PluginDir) -> anyhow::Result<Discovered> {
+    let scan = dir.scan()?;
+    let mut specs = Vec::new();
+    for found in scan.found {
+        specs.push((
+            PluginSpec {
+                config: config.plugin(&found.name)?,
+                name: found.name.clone(),
+                path: found.path.clone(),
+            },
+            found,
+        ));
     }
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| "the file name is not UTF-8".to_string())?;
-    validate_name(name)?;
-    Ok(name.to_string())
+    Ok(Discovered {
+        specs,
+        refused: scan.refused,
+    })
 }
 
 #[cfg(test)]
@@ -112,27 +288,44 @@ mod tests {
     }
 
     #[test]
-    fn discovers_wasm_files_and_refuses_bad_names() {
+    fn discovers_wasm_files_and_refuses_what_cannot_be_one() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("b.wasm"), b"").unwrap();
-        std::fs::write(dir.path().join("a.wasm"), b"").unwrap();
-        std::fs::write(dir.path().join("Bad Name.wasm"), b"").unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
-        std::fs::create_dir(dir.path().join("sub.wasm")).unwrap();
-        let config = Config::load(dir.path(), &HostOverrides::default()).unwrap();
-        let (specs, refused) = discover(&config).unwrap();
-        let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["a", "b"]);
-        assert_eq!(refused.len(), 2);
-        assert!(
+        let outside = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("b.wasm"), b"").unwrap();
+        std::fs::write(p.join("a.wasm"), b"").unwrap();
+        std::fs::write(p.join("Bad Name.wasm"), b"").unwrap();
+        std::fs::write(p.join("shout.WASM"), b"").unwrap();
+        std::fs::write(p.join("notes.txt"), b"").unwrap();
+        std::fs::write(p.join(".hidden.wasm"), b"").unwrap();
+        std::fs::write(outside.path().join("x.wasm"), b"").unwrap();
+        std::fs::create_dir(p.join("sub.wasm")).unwrap();
+        std::fs::create_dir(p.join("folder")).unwrap();
+        std::os::unix::fs::symlink("a.wasm", p.join("link.wasm")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x.wasm"), p.join("escape.wasm")).unwrap();
+        std::os::unix::fs::symlink("../x.wasm", p.join("up.wasm")).unwrap();
+        std::os::unix::fs::symlink("gone.wasm", p.join("broken.wasm")).unwrap();
+        let config = Config::load(p, &HostOverrides::default()).unwrap();
+        let plugin_dir = PluginDir::open(p).unwrap();
+        let Discovered { specs, refused } = discover(&config, &plugin_dir).unwrap();
+        let names: Vec<_> = specs.iter().map(|s| s.0.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "link"]);
+        let why = |f: &str| {
             refused
                 .iter()
-                .any(|r| r.reason.contains("not a valid plugin name"))
-        );
-        assert!(
-            refused
-                .iter()
-                .any(|r| r.reason.contains("not a regular file"))
-        );
+                .find(|r| r.path == p.join(f))
+                .map(|r| r.reason.clone())
+                .unwrap_or_else(|| panic!("{f} not refused: {refused:?}"))
+        };
+        assert!(why("Bad Name.wasm").contains("not a valid plugin name"));
+        assert!(why("shout.WASM").contains("rename it to shout.wasm"));
+        assert!(why("sub.wasm").contains("not a regular file"));
+        assert!(why("escape.wasm").contains("leads outside the plugin folder"));
+        assert!(why("up.wasm").contains("leads outside the plugin folder"));
+        assert!(why("broken.wasm").contains("broken symlink"));
+        assert_eq!(refused.len(), 6, "{refused:?}");
+        // A symlink inside the folder is read through.
+        let link = &specs[2].1;
+        assert_eq!(plugin_dir.read(link).unwrap(), b"");
     }
 }

@@ -1,12 +1,14 @@
 //! `wasm-sup run`: wires the stages together. Loads the configuration, opens
-//! the state backend, compiles every plugin once, starts the supervisor and the
-//! admin API, and shuts everything down gracefully on SIGINT/SIGTERM.
+//! the state backend, loads every plugin (through the compile cache), starts
+//! the supervisor, the folder watcher and the admin API, and shuts everything
+//! down gracefully on SIGINT/SIGTERM.
 
 use crate::compile;
 use crate::config::{Config, HostOverrides};
 use crate::discovery;
 use crate::engine::{self, EpochTicker};
 use crate::supervisor::SupervisorHandle;
+use crate::watch::Folder;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::sync::Arc;
@@ -25,8 +27,9 @@ pub struct RunOptions {
 pub struct Host {
     /// The supervisor.
     pub supervisor: SupervisorHandle,
-    /// The plugin files that were refused, with why.
+    /// The plugin files refused at startup, with why.
     pub refused: Vec<discovery::Refused>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
     _ticker: EpochTicker,
 }
 
@@ -36,10 +39,29 @@ impl std::fmt::Debug for Host {
     }
 }
 
+impl Host {
+    /// Graceful shutdown: stop watching the folder, then the supervisor's
+    /// shutdown (DESIGN.md, "Shutdown").
+    pub async fn shutdown(&self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
+        self.supervisor.shutdown().await;
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
+    }
+}
+
 /// Loads DIR and starts every plugin in it. Must run inside a tokio runtime.
 pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
     let config = load(dir, opts)?;
-    let host = start_loaded(&config).await?;
+    let host = start_loaded(&config, opts).await?;
     Ok((host, config))
 }
 
@@ -61,64 +83,39 @@ fn load(dir: &Path, opts: &RunOptions) -> Result<Config> {
     Ok(config)
 }
 
-/// Starts every plugin of a loaded configuration.
-async fn start_loaded(config: &Config) -> Result<Host> {
+/// Starts every plugin of a loaded configuration, then watches the folder.
+async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
     let dir = config.dir.as_path();
     let backend = crate::state::open(&config.host.state)?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
     let engine = engine::engine(config.host.coredumps.is_some())?;
     let ticker = EpochTicker::start(&engine, config.host.epoch_tick)?;
-    let linker = compile::linker(&engine)?;
-    let (specs, mut refused) = discovery::discover(config)
-        .with_context(|| format!("failed to read plugin directory {}", dir.display()))?;
-    for name in config.configured_plugins() {
-        if !specs.iter().any(|s| s.name == name) {
-            tracing::warn!(
-                plugin = name,
-                "[plugins.{name}] is configured but there is no {name}.wasm"
-            );
-        }
-    }
+    let cache = config
+        .host
+        .compile_cache
+        .map(|budget| (config.host.cache_dir.as_path(), budget));
+    let loader = compile::Loader::new(&engine, cache)?;
+    let plugin_dir = discovery::PluginDir::open(dir)
+        .with_context(|| format!("failed to open plugin directory {}", dir.display()))?;
     let supervisor = SupervisorHandle::new(config.host.clone(), backend)?;
-    let total = specs.len();
-    for (i, spec) in specs.into_iter().enumerate() {
-        let started = std::time::Instant::now();
-        let (e, l, path) = (engine.clone(), linker.clone(), spec.path.clone());
-        let compiled = tokio::task::spawn_blocking(move || compile::compile_file(&e, &l, &path))
-            .await
-            .context("compile task panicked")?;
-        match compiled {
-            Ok(c) => {
-                tracing::info!(plugin = %spec.name, progress = format!("{}/{total}", i + 1), compile_ms = started.elapsed().as_millis() as u64, "loaded");
-                supervisor.start_plugin(&spec, c);
-            }
-            Err(e) => refused.push(discovery::Refused {
-                path: spec.path.clone(),
-                reason: format!("{e:#}"),
-            }),
-        }
-    }
-    supervisor
-        .metrics()
-        .plugins_refused
-        .set(refused.len() as i64);
-    for r in &refused {
-        tracing::error!(
-            "refused {}: {}",
-            r.path.display(),
-            r.reason
-                .trim_start_matches(&format!("{}: ", r.path.display()))
-        );
-    }
-    if total == 0 && refused.is_empty() {
-        tracing::warn!(
-            "no plugins in {}: drop NAME.wasm components there",
-            dir.display()
-        );
-    }
+    let mut folder = Folder::new(
+        plugin_dir,
+        loader,
+        supervisor.clone(),
+        config,
+        opts.overrides.clone(),
+    );
+    let refused = folder.load_all(config).await?;
+    let watcher = if config.host.watch {
+        tracing::info!(dir = %dir.display(), "watching the plugin folder for changes");
+        Some(tokio::spawn(folder.watch()))
+    } else {
+        None
+    };
     Ok(Host {
         supervisor,
         refused,
+        watcher,
         _ticker: ticker,
     })
 }
@@ -134,7 +131,7 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
             "failed to listen on {admin} for the admin API: is another wasm-sup running? pass --admin ADDR"
         )
     })?;
-    let host = start_loaded(&config).await?;
+    let host = start_loaded(&config, &opts).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin API listening on http://{addr}");
     let mut app = crate::admin::router(host.supervisor.clone());
@@ -150,7 +147,7 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
         eprintln!("second signal: exiting at once (committed state is intact)");
         std::process::exit(130);
     });
-    host.supervisor.shutdown().await;
+    host.shutdown().await;
     server.abort();
     let backend = Arc::clone(host.supervisor.backend());
     drop(host);

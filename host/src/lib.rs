@@ -3,8 +3,8 @@
 //! The code reads in the order data flows through the host:
 //!
 //! ```text
-//! plugin dir --discovery--> specs (file + config)
-//!    --compile--> component + InstancePre
+//! plugin dir --discovery/watch--> specs (file + config)
+//!    --compile (cache by hash)--> component + InstancePre
 //!    --instance (Store: limits, WASI ctx, state txn)--> running worker (tokio task, mailbox)
 //!    --supervisor (policy, backoff)--> restart / give up
 //!    --state backend (redb | memory)
@@ -30,3 +30,4 @@ pub mod instance;
 pub mod mailbox;
 pub mod state;
 pub mod supervisor;
+pub mod watch;

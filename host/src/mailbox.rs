@@ -12,6 +12,7 @@
 //!   [`Mailbox::close`] so the owner can answer every sender (never a silent drop).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -120,13 +121,13 @@ struct Inner {
 pub struct Mailbox {
     inner: Mutex<Inner>,
     notify: Notify,
-    capacity: usize,
+    capacity: AtomicUsize,
 }
 
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mailbox")
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.capacity())
             .finish()
     }
 }
@@ -141,8 +142,19 @@ impl Mailbox {
                 closed: None,
             }),
             notify: Notify::new(),
-            capacity,
+            capacity: AtomicUsize::new(capacity),
         })
+    }
+
+    /// How many messages (queued plus reserved) it holds at most.
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Changes the capacity (a new configuration). Messages already queued
+    /// stay even when there are more of them than the new capacity.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -170,7 +182,7 @@ impl Mailbox {
             if let Err(e) = Self::check_open(&g) {
                 return Err((e, env));
             }
-            if g.queue.len() + g.reserved >= self.capacity {
+            if g.queue.len() + g.reserved >= self.capacity() {
                 return Err((PushError::Full, env));
             }
             g.queue.push_back(env);
@@ -201,7 +213,7 @@ impl Mailbox {
     pub fn reserve(self: &Arc<Self>) -> Result<Reservation, PushError> {
         let mut g = self.lock();
         Self::check_open(&g)?;
-        if g.queue.len() + g.reserved >= self.capacity {
+        if g.queue.len() + g.reserved >= self.capacity() {
             return Err(PushError::Full);
         }
         g.reserved += 1;

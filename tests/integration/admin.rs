@@ -2,8 +2,9 @@
 //! endpoint with its errors, metrics parsed as Prometheus text, the bearer
 //! token, and the CLI subcommands run as processes.
 
-use crate::util::{Admin, HostProcess, ONE_ATTEMPT, PluginDir, TestHost, free_port, wasm_sup_bin};
-use std::collections::HashMap;
+use crate::util::{
+    Admin, HostProcess, ONE_ATTEMPT, PluginDir, TestHost, free_port, scrape, wasm_sup_bin,
+};
 use std::process::Command;
 use std::time::Duration;
 use wasm_sup_tests::{MINIMAL, PROBE};
@@ -260,27 +261,6 @@ async fn state_list_get_and_reset_with_confirmation() {
         "other plugins untouched"
     );
     h.stop().await;
-}
-
-fn scrape(text: &str) -> HashMap<String, f64> {
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
-    scrape
-        .samples
-        .into_iter()
-        .filter_map(|s| {
-            let v = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => return None,
-            };
-            let mut labels: Vec<String> =
-                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            Some((format!("{}{{{}}}", s.metric, labels.join(",")), v))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

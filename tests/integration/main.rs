@@ -5,6 +5,7 @@
 mod admin;
 mod bad_input;
 mod crashes;
+mod dropin;
 mod limits;
 mod process;
 mod sandbox;
@@ -19,6 +20,7 @@ fn every_guest_has_a_test() {
     let sources: String = [
         "admin.rs",
         "crashes.rs",
+        "dropin.rs",
         "limits.rs",
         "state.rs",
         "sandbox.rs",

@@ -2,6 +2,7 @@
 //! with its admin API on a real loopback port ([`TestHost`]), and the real
 //! `wasm-sup` binary as a child process ([`HostProcess`]).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,15 @@ impl PluginDir {
     /// Writes `wasm-sup.toml`.
     pub fn config(&self, toml: &str) -> &Self {
         std::fs::write(self.path().join("wasm-sup.toml"), toml).expect("write config");
+        self
+    }
+
+    /// Replaces `NAME.wasm` the recommended way: written beside it under a
+    /// hidden name, then renamed over it.
+    pub fn replace(&self, name: &str, bytes: &[u8]) -> &Self {
+        let tmp = self.path().join(format!(".{name}.wasm.tmp"));
+        std::fs::write(&tmp, bytes).expect("write temp");
+        std::fs::rename(&tmp, self.path().join(format!("{name}.wasm"))).expect("rename");
         self
     }
 
@@ -166,6 +176,44 @@ impl Admin {
         self.get(&format!("/v1/plugins/{plugin}")).await.json()
     }
 
+    /// Waits until `plugin` exists and its JSON satisfies `pred`.
+    pub async fn wait_info(
+        &self,
+        plugin: &str,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self.get(&format!("/v1/plugins/{plugin}")).await;
+            let info = if a.status == 200 {
+                a.json()
+            } else {
+                serde_json::Value::Null
+            };
+            if a.status == 200 && pred(&info) {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{plugin}: never {what}: HTTP {} {}",
+                a.status,
+                a.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until there is no plugin called `plugin`.
+    pub async fn wait_gone(&self, plugin: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.get(&format!("/v1/plugins/{plugin}")).await.status != 404 {
+            assert!(Instant::now() < deadline, "{plugin} never went away");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `plugin` reports `status`.
     pub async fn wait_status(
         &self,
@@ -234,7 +282,7 @@ impl TestHost {
 
     /// Shuts down gracefully and returns the plugin directory.
     pub async fn stop(self) -> PluginDir {
-        self.host.supervisor.shutdown().await;
+        self.host.shutdown().await;
         self.server.abort();
         // The server task holds a supervisor handle (and so the state file)
         // until it is dropped.
@@ -434,6 +482,25 @@ pub mod wat {
         )
     }
 
+    /// A plugin whose `lifecycle.init` traps: it never starts.
+    pub const INIT_TRAPS: &str = r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    (func (export "handle") (param i32 i32) (result i32) unreachable)
+    (func (export "init") (result i32) unreachable)
+    (func (export "shutdown"))
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024))
+  (core instance $i (instantiate $m))
+  (func $handle (param "message" (list u8)) (result (result (list u8) (error string)))
+    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
+  (func $init (result (result (error string)))
+    (canon lift (core func $i "init") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
+  (func $shutdown (canon lift (core func $i "shutdown")))
+  (instance $h (export "handle" (func $handle)))
+  (instance $l (export "init" (func $init)) (export "shutdown" (func $shutdown)))
+  (export "wasm-sup:plugin/handler@0.1.0" (instance $h))
+  (export "wasm-sup:plugin/lifecycle@0.1.0" (instance $l)))"#;
+
     /// A component that exports nothing.
     pub const NO_HANDLER: &str = "(component)";
 
@@ -444,4 +511,61 @@ pub mod wat {
 
     /// A core module.
     pub const CORE_MODULE: &str = "(module (func (export \"handle\")))";
+}
+
+/// A Prometheus scrape as `name{label=value,...}` → value (labels sorted).
+pub fn scrape(text: &str) -> HashMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => return None,
+            };
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            Some((format!("{}{{{}}}", s.metric, labels.join(",")), v))
+        })
+        .collect()
+}
+
+/// Another version of a component: the same code with a custom section
+/// appended, so its bytes (and SHA-256) differ.
+pub fn variant(component: &[u8], tag: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"wasm-sup-test-version";
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// SHA-256 of bytes, hex.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -47,6 +47,23 @@ pub struct StatusLabels {
     pub status: &'static str,
 }
 
+/// `{plugin, result}`: `upgraded`, `refused` (invalid; the old version
+/// stays), `rolled-back`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpgradeLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// Result.
+    pub result: &'static str,
+}
+
+/// `{result}`: `hit`, `miss`, `rebuilt` (an invalid entry compiled again).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// Result.
+    pub result: &'static str,
+}
+
 fn seconds_histogram() -> Histogram {
     // 10 µs .. ~2.6 min
     Histogram::new(exponential_buckets(0.000_01, 4.0, 13))
@@ -79,8 +96,12 @@ pub struct Metrics {
     pub plugins_loaded: Gauge,
     /// `wasm_sup_plugins_failed`: plugins `failed` now.
     pub plugins_failed: Gauge,
-    /// `wasm_sup_plugins_refused`: files refused at load.
+    /// `wasm_sup_plugins_refused`: files refused now.
     pub plugins_refused: Gauge,
+    /// `wasm_sup_upgrades_total{plugin,result}`.
+    pub upgrades: Family<UpgradeLabels, Counter>,
+    /// `wasm_sup_compile_cache_total{result}`.
+    pub compile_cache: Family<CacheLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +134,8 @@ impl Metrics {
             plugins_loaded: Gauge::default(),
             plugins_failed: Gauge::default(),
             plugins_refused: Gauge::default(),
+            upgrades: Family::default(),
+            compile_cache: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,8 +180,18 @@ impl Metrics {
         );
         registry.register(
             "plugins_refused",
-            "Plugin files refused at load",
+            "Plugin files refused (invalid names, unreadable or invalid components)",
             m.plugins_refused.clone(),
+        );
+        registry.register(
+            "upgrades",
+            "Live upgrades from the plugin folder, by result",
+            m.upgrades.clone(),
+        );
+        registry.register(
+            "compile_cache",
+            "Component loads, by compile cache result",
+            m.compile_cache.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -169,6 +202,28 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding into a String does not fail");
         out
+    }
+
+    /// Counts one upgrade result of `plugin`.
+    pub fn upgrade(&self, plugin: &str, result: &'static str) {
+        self.upgrades
+            .get_or_create(&UpgradeLabels {
+                plugin: plugin.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Forgets the present-state gauges of a plugin that was removed.
+    pub fn forget(&self, plugin: &str) {
+        for status in ["starting", "running", "backoff", "failed", "stopped"] {
+            self.status.remove(&StatusLabels {
+                plugin: plugin.to_string(),
+                status,
+            });
+        }
+        self.mailbox_depth.remove(&Metrics::plugin(plugin));
+        self.memory.remove(&Metrics::plugin(plugin));
     }
 
     /// Labels for `plugin`.

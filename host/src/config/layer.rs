@@ -50,6 +50,10 @@ pub struct HostLayer {
     /// Wasm coredumps of crashed instances: a disk budget, or "off".
     /// Example: `coredumps = "256MiB"`
     pub coredumps: Option<SizeOrOff>,
+    /// Disk budget of the compile cache, or "off". Example: `compile-cache = "1GiB"`
+    pub compile_cache: Option<SizeOrOff>,
+    /// Watch DIR and apply changes while running. Example: `watch = true`
+    pub watch: Option<bool>,
 }
 
 /// One layer of plugin settings (`[defaults]`, `[plugins.NAME]`, `NAME.toml`).

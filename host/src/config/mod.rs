@@ -98,6 +98,9 @@ fn default_epoch_tick() -> Duration {
 fn default_crash_reports() -> usize {
     100
 }
+fn default_compile_cache() -> u64 {
+    1 << 30
+}
 fn default_dead_letters() -> usize {
     1000
 }
@@ -117,7 +120,7 @@ pub struct Config {
 }
 
 /// Host-wide settings (`[host]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
     /// Where plugin state lives.
     pub state: StateLocation,
@@ -138,6 +141,13 @@ pub struct HostConfig {
     /// Where coredumps are written: `coredumps/` beside the state file
     /// (`DIR/.wasm-sup/coredumps` with the memory backend).
     pub coredump_dir: PathBuf,
+    /// Disk budget of the compile cache; `None`: off.
+    pub compile_cache: Option<u64>,
+    /// Where compiled components (and rollback markers) are kept: `cache/`
+    /// beside the state file (`DIR/.wasm-sup/cache` with the memory backend).
+    pub cache_dir: PathBuf,
+    /// Whether DIR is watched for added, changed and removed files.
+    pub watch: bool,
 }
 
 /// Where plugin state lives.
@@ -505,6 +515,11 @@ impl Config {
             })?,
             (None, None) => DEFAULT_ADMIN_ADDR.parse().expect("the default address parses"),
         };
+        // Coredumps and the compile cache live beside the state file.
+        let data_dir = match &state {
+            StateLocation::Redb(p) => p.parent().unwrap_or(dir).to_path_buf(),
+            StateLocation::Memory => dir.join(".wasm-sup"),
+        };
         let host = HostConfig {
             state: state.clone(),
             admin,
@@ -518,10 +533,12 @@ impl Config {
                 .dead_letters
                 .map_or_else(default_dead_letters, |n| n.get()),
             coredumps: h.coredumps.and_then(|c| c.0),
-            coredump_dir: match &state {
-                StateLocation::Redb(p) => p.parent().unwrap_or(dir).join("coredumps"),
-                StateLocation::Memory => dir.join(".wasm-sup").join("coredumps"),
-            },
+            coredump_dir: data_dir.join("coredumps"),
+            compile_cache: h
+                .compile_cache
+                .map_or(Some(default_compile_cache()), |c| c.0),
+            cache_dir: data_dir.join("cache"),
+            watch: h.watch.unwrap_or(true),
         };
         if host.epoch_tick < Duration::from_millis(1) || host.epoch_tick > Duration::from_secs(1) {
             bail!(

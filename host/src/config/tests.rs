@@ -29,6 +29,8 @@ fn empty_directory_gives_the_defaults() {
     assert_eq!(p.restart, default_restart());
     assert_eq!(c.host.admin.to_string(), DEFAULT_ADMIN_ADDR);
     assert_eq!(c.host.coredumps, None, "coredumps are off by default");
+    assert_eq!(c.host.compile_cache, Some(1 << 30));
+    assert!(c.host.watch);
     assert_eq!(
         c.host.state,
         StateLocation::Redb(dir.path().join(".wasm-sup/state.redb"))
@@ -72,6 +74,9 @@ fn every_key_parses_and_layers_win_in_order() {
     assert_eq!((c.host.crash_reports, c.host.dead_letters), (20, 30));
     assert_eq!(c.host.coredumps, Some(64 << 20));
     assert_eq!(c.host.coredump_dir, dir.path().join("state/coredumps"));
+    assert_eq!(c.host.compile_cache, None);
+    assert_eq!(c.host.cache_dir, dir.path().join("state/cache"));
+    assert!(!c.host.watch);
     let p = c.plugin("counter").unwrap();
     // NAME.toml > [plugins.NAME] > [defaults].
     assert_eq!(p.timeout, Duration::from_secs(7));

@@ -10,6 +10,7 @@
 pub mod backoff;
 mod coredumps;
 pub mod policy;
+pub mod rollback;
 pub mod timers;
 mod worker;
 
@@ -82,6 +83,10 @@ pub struct PluginInfo {
     pub restart_type: RestartType,
     /// The limits it runs under.
     pub limits: LimitsInfo,
+    /// A new configuration waits for the plugin's next start.
+    pub config_pending: bool,
+    /// The last upgrade that was rolled back, while the file still holds it.
+    pub rollback: Option<rollback::Rollback>,
     #[serde(skip)]
     running_since: Option<Instant>,
     #[serde(skip)]
@@ -134,6 +139,11 @@ pub(crate) enum Control {
     Restart(Ack),
     /// Drop the instance, delete all of the plugin's state, start it fresh.
     ResetState(Ack),
+    /// Live upgrade: finish the call in flight, shut the instance down, start
+    /// the new version on the same state and mailbox.
+    Upgrade(Arc<Compiled>, Ack),
+    /// A new configuration, for the plugin's next start.
+    Reconfigure(Arc<PluginConfig>),
 }
 
 /// An operator's request to one plugin.
@@ -152,7 +162,8 @@ pub enum Operation {
 struct Slot {
     info: Arc<Mutex<PluginInfo>>,
     mailbox: Arc<Mailbox>,
-    config: Arc<PluginConfig>,
+    /// The configuration in force (the worker changes it at a start).
+    config: Arc<Mutex<Arc<PluginConfig>>>,
     control: mpsc::UnboundedSender<Control>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -241,8 +252,18 @@ impl SupervisorHandle {
         })
     }
 
-    /// Adds a compiled plugin and starts its worker.
-    pub fn start_plugin(&self, spec: &PluginSpec, compiled: Arc<Compiled>) {
+    /// Adds a compiled plugin and starts its worker. `rolled_back` is the
+    /// marker of an upgrade rolled back earlier, when `compiled` is the good
+    /// version loaded in place of the file.
+    pub fn start_plugin(
+        &self,
+        spec: &PluginSpec,
+        compiled: Arc<Compiled>,
+        rolled_back: Option<rollback::Rollback>,
+    ) {
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
         let name = spec.name.clone();
         let config = Arc::new(spec.config.clone());
         let mailbox = Mailbox::new(config.mailbox);
@@ -258,6 +279,8 @@ impl SupervisorHandle {
             sha256: compiled.sha256.clone(),
             restart_type: config.restart.kind,
             limits: LimitsInfo::of(&config),
+            config_pending: false,
+            rollback: rolled_back,
             running_since: None,
             retry_at: None,
         }));
@@ -275,11 +298,15 @@ impl SupervisorHandle {
                 max_message: config.max_message,
             },
         );
+        let config = Arc::new(Mutex::new(config));
         let w = worker::Worker::new(
             env,
             compiled,
-            mailbox.clone(),
-            info.clone(),
+            worker::Handles {
+                mailbox: mailbox.clone(),
+                info: info.clone(),
+                config: config.clone(),
+            },
             crx,
             &self.shared,
         );
@@ -320,9 +347,10 @@ impl SupervisorHandle {
         message: Vec<u8>,
     ) -> Result<(oneshot::Receiver<Outcome>, Duration), SendRefused> {
         let slot = self.slot(name).ok_or(SendRefused::NoSuchPlugin)?;
-        if message.len() as u64 > slot.config.max_message {
+        let config = lock(&slot.config).clone();
+        if message.len() as u64 > config.max_message {
             return Err(SendRefused::TooLarge {
-                limit: slot.config.max_message,
+                limit: config.max_message,
             });
         }
         if self.shared.shutting_down.load(Ordering::SeqCst) {
@@ -337,7 +365,7 @@ impl SupervisorHandle {
             .mailbox
             .push(Envelope::new(message, Source::Admin, Some(tx)))
         {
-            Ok(()) => Ok((rx, slot.config.reply_timeout)),
+            Ok(()) => Ok((rx, config.reply_timeout)),
             Err((PushError::Full, _)) => Err(SendRefused::MailboxFull),
             Err((PushError::Closed { status, reason }, _)) => {
                 let retry_after = lock(&slot.info)
@@ -364,19 +392,96 @@ impl SupervisorHandle {
     /// Carries out an operator's request on one plugin; resolves once the
     /// worker has done it (a start resolves when the new instance is starting).
     pub async fn operate(&self, name: &str, op: Operation) -> Result<(), OperateError> {
+        self.request(name, |tx| match op {
+            Operation::Stop => Control::Stop(tx),
+            Operation::Start => Control::Start(tx),
+            Operation::Restart => Control::Restart(tx),
+            Operation::ResetState => Control::ResetState(tx),
+        })
+        .await
+    }
+
+    /// Upgrades a running plugin to `compiled` (DESIGN.md, "Drop-in"): the
+    /// call in flight finishes, `lifecycle.shutdown` runs, and the new version
+    /// starts on the same state and takes the queued messages. A `failed`
+    /// plugin is started with the new version; a `stopped` one stays stopped.
+    pub async fn upgrade(&self, name: &str, compiled: Arc<Compiled>) -> Result<(), OperateError> {
+        self.request(name, |tx| Control::Upgrade(compiled, tx))
+            .await
+    }
+
+    /// Gives a plugin a new configuration, which it takes at its next start.
+    pub fn reconfigure(&self, name: &str, config: PluginConfig) -> Result<(), OperateError> {
+        let slot = self.slot(name).ok_or(OperateError::NoSuchPlugin)?;
+        lock(&slot.info).config_pending = true;
+        slot.control
+            .send(Control::Reconfigure(Arc::new(config)))
+            .map_err(|_| OperateError::Failed("the plugin's worker has stopped".into()))
+    }
+
+    /// Whether a plugin of that name is loaded.
+    pub fn contains(&self, name: &str) -> bool {
+        self.slot(name).is_some()
+    }
+
+    /// Removes a plugin whose file was deleted: it stops taking messages (its
+    /// queued ones are answered 503), finishes its call in flight and runs
+    /// `lifecycle.shutdown` within its `shutdown-timeout`, and is forgotten.
+    /// Its state stays, so a plugin of the same name later resumes it.
+    pub async fn remove(&self, name: &str, reason: &str) -> bool {
+        let Some(slot) = self
+            .shared
+            .plugins
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+        else {
+            return false;
+        };
+        self.shared
+            .order
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|n| n != name);
+        self.shared.directory.remove(name);
+        for env in slot.mailbox.close("stopped", reason) {
+            worker::answer_unavailable(env, "stopped", reason, &self.shared.timers, name);
+        }
+        self.stop_worker(name, &slot).await;
+        self.shared.metrics.forget(name);
+        true
+    }
+
+    /// Asks a worker to stop within its shutdown timeout, then ends its task.
+    async fn stop_worker(&self, name: &str, slot: &Slot) {
+        let (tx, rx) = oneshot::channel();
+        let deadline = Instant::now() + lock(&slot.config).shutdown_timeout;
+        if slot.control.send(Control::Shutdown(deadline, tx)).is_ok()
+            && tokio::time::timeout_at(deadline.into(), rx).await.is_err()
+        {
+            tracing::warn!(plugin = %name, "did not stop within its shutdown timeout; aborted");
+        }
+        let task = lock(&slot.task).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        lock(&slot.info).status = Status::Stopped;
+    }
+
+    /// Sends a control request that is answered, and waits for the answer.
+    async fn request(
+        &self,
+        name: &str,
+        make: impl FnOnce(Ack) -> Control,
+    ) -> Result<(), OperateError> {
         let slot = self.slot(name).ok_or(OperateError::NoSuchPlugin)?;
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             return Err(OperateError::Failed("the host is shutting down".into()));
         }
         let (tx, rx) = oneshot::channel();
-        let c = match op {
-            Operation::Stop => Control::Stop(tx),
-            Operation::Start => Control::Start(tx),
-            Operation::Restart => Control::Restart(tx),
-            Operation::ResetState => Control::ResetState(tx),
-        };
         slot.control
-            .send(c)
+            .send(make(tx))
             .map_err(|_| OperateError::Failed("the plugin's worker has stopped".into()))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -510,22 +615,9 @@ impl SupervisorHandle {
             }
         }
         for name in order.iter().rev() {
-            let Some(slot) = self.slot(name) else {
-                continue;
-            };
-            let (tx, rx) = oneshot::channel();
-            let deadline = Instant::now() + slot.config.shutdown_timeout;
-            if slot.control.send(Control::Shutdown(deadline, tx)).is_ok()
-                && tokio::time::timeout_at(deadline.into(), rx).await.is_err()
-            {
-                tracing::warn!(plugin = %name, "did not stop within its shutdown timeout; aborted");
+            if let Some(slot) = self.slot(name) {
+                self.stop_worker(name, &slot).await;
             }
-            let task = lock(&slot.task).take();
-            if let Some(task) = task {
-                task.abort();
-                let _ = task.await;
-            }
-            lock(&slot.info).status = Status::Stopped;
         }
         self.shared.backend.close();
     }

@@ -110,6 +110,11 @@ impl RestartTracker {
         self.consecutive = 0;
     }
 
+    /// Takes a new policy (a new configuration), keeping the history.
+    pub fn set_policy(&mut self, policy: RestartPolicy) {
+        self.policy = policy;
+    }
+
     /// The policy.
     pub fn policy(&self) -> &RestartPolicy {
         &self.policy

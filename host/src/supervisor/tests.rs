@@ -34,7 +34,7 @@ async fn a_host_panic_is_contained_as_host_error() {
             path: dir.path().join(format!("{name}.wasm")),
             config: config.plugin(name).unwrap(),
         };
-        sup.start_plugin(&spec, compiled.clone());
+        sup.start_plugin(&spec, compiled.clone(), None);
     }
     for _ in 0..3 {
         let (rx, _) = sup.send("panicky", b"x".to_vec()).unwrap();

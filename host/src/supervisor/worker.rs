@@ -12,19 +12,29 @@
 //!   until it has been delivered `max-attempts` times; then it is dead-lettered
 //!   (durably) and its sender gets the dead-letter id and the causes.
 //! - Crash reports are committed by spawned tasks: a restart never waits for one.
+//! - A live upgrade is a control request, so it happens between calls: the
+//!   call in flight finishes and commits, the old instance's
+//!   `lifecycle.shutdown` runs, and the new version starts on the same state
+//!   and takes the mailbox as it is. If the new version exceeds its intensity
+//!   within `upgrade-probation`, the worker rolls back to the last version that
+//!   ran healthily (a version that completed `init` and, if it was itself an
+//!   upgrade, outlived its probation).
+//! - A new configuration is taken at the next start of an instance.
 
 use super::policy::{Decision, Ending, RestartTracker};
+use super::rollback::{self, Rollback};
 use super::timers::TimerHandle;
 use super::{Control, PluginInfo, Shared, Status, lock};
 use crate::admin::metrics::{CauseLabels, Metrics, OutcomeLabels, PluginLabel};
 use crate::compile::Compiled;
+use crate::config::PluginConfig;
 use crate::crash::{Cause, Crash, CrashReport, DeadLetter, Exit, MessageInfo};
 use crate::instance::txn::Outgoing;
 use crate::instance::{PluginEnv, PluginInstance};
-use crate::mailbox::{Envelope, Mailbox, Outcome, Source};
+use crate::mailbox::{Address, Envelope, Mailbox, Outcome, Source};
 use crate::state::{Commit, Record, RecordKind, fresh_id, now_ms};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -36,11 +46,30 @@ enum Flow {
     Exit,
 }
 
+/// What a worker shares with the supervisor's view of its plugin.
+pub(super) struct Handles {
+    pub(super) mailbox: Arc<Mailbox>,
+    pub(super) info: Arc<Mutex<PluginInfo>>,
+    /// The configuration in force, which senders read.
+    pub(super) config: Arc<Mutex<Arc<PluginConfig>>>,
+}
+
 pub(super) struct Worker {
     env: Arc<PluginEnv>,
     compiled: Arc<Compiled>,
     mailbox: Arc<Mailbox>,
     info: Arc<Mutex<PluginInfo>>,
+    config: Arc<Mutex<Arc<PluginConfig>>>,
+    /// A new configuration for the next start.
+    pending_config: Option<Arc<PluginConfig>>,
+    /// The version to roll back to if an upgrade crash-loops.
+    good: Option<Arc<Compiled>>,
+    /// When the current version was upgraded to, while that matters.
+    upgraded_at: Option<Instant>,
+    /// Whether an instance of the current version has completed `init`.
+    started_ok: bool,
+    /// Where rollback markers are kept.
+    cache_dir: std::path::PathBuf,
     control: mpsc::UnboundedReceiver<Control>,
     timers: TimerHandle,
     tracker: RestartTracker,
@@ -68,8 +97,7 @@ impl Worker {
     pub(super) fn new(
         env: Arc<PluginEnv>,
         compiled: Arc<Compiled>,
-        mailbox: Arc<Mailbox>,
-        info: Arc<Mutex<PluginInfo>>,
+        handles: Handles,
         control: mpsc::UnboundedReceiver<Control>,
         shared: &Shared,
     ) -> Worker {
@@ -85,11 +113,22 @@ impl Worker {
             .get_or_create(&labels)
             .set(pending as i64);
         let tracker = RestartTracker::new(env.config.restart.clone());
+        let Handles {
+            mailbox,
+            info,
+            config,
+        } = handles;
         Worker {
             env,
             compiled,
             mailbox,
             info,
+            config,
+            pending_config: None,
+            good: None,
+            upgraded_at: None,
+            started_ok: false,
+            cache_dir: host.cache_dir.clone(),
             control,
             timers: shared.timers.clone(),
             tracker,
@@ -190,8 +229,122 @@ impl Worker {
                 }
                 let _ = done.send(r.map_err(|e| format!("{e:#}")));
             }
+            Control::Upgrade(compiled, done) => {
+                self.upgrade(compiled).await;
+                let _ = done.send(Ok(()));
+            }
+            Control::Reconfigure(config) => {
+                tracing::info!(
+                    "configuration changed: it takes effect at the plugin's next start (`wasm-sup restart {}` applies it now)",
+                    self.env.name
+                );
+                self.pending_config = Some(config);
+            }
         }
         Flow::Continue
+    }
+
+    /// Switches to a new version (see the module doc).
+    async fn upgrade(&mut self, compiled: Arc<Compiled>) {
+        let deadline = Instant::now() + self.env.config.shutdown_timeout;
+        self.stop_instance(deadline).await;
+        let failed = lock(&self.info).status == Status::Failed;
+        let probation = self.env.config.upgrade_probation;
+        let proven = self.upgraded_at.is_none_or(|t| t.elapsed() >= probation);
+        if self.started_ok && !failed && proven {
+            self.good = Some(self.compiled.clone());
+        }
+        let from = std::mem::replace(&mut self.compiled, compiled);
+        self.upgraded_at = Some(Instant::now());
+        self.started_ok = false;
+        self.tracker.reset();
+        {
+            let mut i = lock(&self.info);
+            i.sha256 = self.compiled.sha256.clone();
+            i.rollback = None;
+        }
+        self.metrics.upgrade(&self.env.name, "upgraded");
+        tracing::info!(
+            from = rollback::short(&from.sha256),
+            to = rollback::short(&self.compiled.sha256),
+            "plugin upgraded"
+        );
+        if failed {
+            self.unpark();
+        } else if !self.parked {
+            self.set_status(Status::Starting, None);
+        }
+    }
+
+    /// Whether a crash past the intensity should roll back the current version.
+    fn can_roll_back(&self, now: Instant) -> bool {
+        self.good.is_some()
+            && self
+                .upgraded_at
+                .is_some_and(|t| now.duration_since(t) <= self.env.config.upgrade_probation)
+    }
+
+    /// Goes back to the last good version, keeping the state, and records why.
+    fn roll_back(&mut self, exit: &Exit) {
+        let good = self.good.take().expect("can_roll_back checked it");
+        let bad = std::mem::replace(&mut self.compiled, good);
+        let reason = format!(
+            "version {} exceeded max-restarts ({}) within upgrade-probation ({:?}); last: {}",
+            rollback::short(&bad.sha256),
+            self.tracker.policy().max_restarts,
+            self.env.config.upgrade_probation,
+            ending_text(exit)
+        );
+        let marker = Rollback {
+            bad_sha256: bad.sha256.clone(),
+            good_sha256: self.compiled.sha256.clone(),
+            reason: reason.clone(),
+            time_ms: now_ms(),
+        };
+        tracing::error!(
+            from = rollback::short(&bad.sha256),
+            to = rollback::short(&self.compiled.sha256),
+            "upgrade rolled back: {reason}; the file is not tried again until it changes"
+        );
+        if let Err(e) = rollback::write(&self.cache_dir, &self.env.name, &marker) {
+            tracing::error!("failed to record the rollback: {e}");
+        }
+        self.metrics.upgrade(&self.env.name, "rolled-back");
+        {
+            let mut i = lock(&self.info);
+            i.sha256 = self.compiled.sha256.clone();
+            i.rollback = Some(marker);
+        }
+        self.upgraded_at = None;
+        self.started_ok = true;
+        self.tracker.reset();
+    }
+
+    /// Takes a configuration that was waiting for this start.
+    fn apply_config(&mut self, config: Arc<PluginConfig>) {
+        self.env = Arc::new(PluginEnv {
+            name: self.env.name.clone(),
+            config: config.clone(),
+            backend: self.env.backend.clone(),
+            directory: self.env.directory.clone(),
+        });
+        self.tracker.set_policy(config.restart.clone());
+        self.mailbox.set_capacity(config.mailbox);
+        self.env.directory.insert(
+            &self.env.name,
+            Address {
+                mailbox: self.mailbox.clone(),
+                max_message: config.max_message,
+            },
+        );
+        {
+            let mut i = lock(&self.info);
+            i.limits = super::LimitsInfo::of(&config);
+            i.restart_type = config.restart.kind;
+            i.config_pending = false;
+        }
+        *lock(&self.config) = config;
+        tracing::info!("new configuration in force");
     }
 
     /// Leaves `failed`/`stopped` with a fresh restart history; the run loop
@@ -225,6 +378,9 @@ impl Worker {
 
     /// Starts a new instance and runs `init`; on failure applies the policy.
     async fn start(&mut self) -> Flow {
+        if let Some(config) = self.pending_config.take() {
+            self.apply_config(config);
+        }
         self.generation += 1;
         // One span per instance: every event of it carries its generation.
         self.span = instance_span(&self.env.name, self.generation);
@@ -258,6 +414,7 @@ impl Worker {
                     return self.after_exit(host_error(e), "init", None).await;
                 }
                 self.instance = Some(inst);
+                self.started_ok = true;
                 self.running_since = Some(Instant::now());
                 self.set_status(Status::Running, None);
                 tracing::info!(parent: &self.span, "plugin running");
@@ -380,9 +537,13 @@ impl Worker {
             Exit::Normal => Ending::Normal,
             Exit::Crashed(_) => Ending::Crash,
         };
-        let decision = self
+        let mut decision = self
             .tracker
             .decide(ending, now, up_since, rand::random::<f64>());
+        if matches!(decision, Decision::GiveUp { .. }) && self.can_roll_back(now) {
+            self.roll_back(&exit);
+            decision = Decision::Restart(Duration::ZERO);
+        }
         let mut env = env;
         let report_id = match &exit {
             Exit::Normal => {

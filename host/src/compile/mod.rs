@@ -6,6 +6,11 @@
 //! give one line naming what is wrong: empty file, not wasm, a core module, an
 //! invalid or truncated component, no `handler` export (or one of the wrong
 //! type), imports the host cannot satisfy.
+//!
+//! [`Loader`] puts the on-disk [`cache`] in front of compilation: a file whose
+//! hash is in the cache is deserialized and checked, not compiled.
+
+pub mod cache;
 
 use crate::bindings::exports;
 use crate::instance::HostState;
@@ -72,6 +77,17 @@ pub fn compile_file(
 
 /// Compiles and checks a component from bytes.
 pub fn compile(engine: &Engine, linker: &Linker<HostState>, bytes: &[u8]) -> Result<Arc<Compiled>> {
+    let component = compile_component(engine, bytes)?;
+    check(engine, linker, component, sha256_hex(bytes))
+}
+
+/// The SHA-256 of `bytes`, hex: a plugin version's identity.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::crash::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Compiles a component, with one line saying why bytes are not one.
+fn compile_component(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     if bytes.is_empty() {
         bail!("the file is empty (0 bytes): build the plugin again, or remove the file");
     }
@@ -88,9 +104,18 @@ pub fn compile(engine: &Engine, linker: &Linker<HostState>, bytes: &[u8]) -> Res
     if !wasmparser::Parser::is_component(bytes) {
         bail!("unsupported WebAssembly version or layer: a plugin is a WASI 0.2 component");
     }
-    let component = Component::new(engine, bytes)
+    Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
-        .context("is not a valid component (truncated or corrupt?)")?;
+        .context("is not a valid component (truncated or corrupt?)")
+}
+
+/// Checks a compiled component against the contract and pre-links it.
+fn check(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    component: Component,
+    sha256: String,
+) -> Result<Arc<Compiled>> {
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports_list: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
@@ -120,13 +145,118 @@ pub fn compile(engine: &Engine, linker: &Linker<HostState>, bytes: &[u8]) -> Res
         check: check.map(|f| f.0),
         pre,
         component,
-        sha256: sha2::Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        sha256,
         imports,
         exports: exports_list,
     }))
+}
+
+/// Where a loaded component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Deserialized from the compile cache.
+    Cache,
+    /// Compiled now.
+    Compiled,
+}
+
+impl Origin {
+    /// `"cache"` or `"compiled"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Cache => "cache",
+            Origin::Compiled => "compiled",
+        }
+    }
+}
+
+/// A component loaded through the [`Loader`].
+#[derive(Debug)]
+pub struct Loaded {
+    /// The checked plugin.
+    pub compiled: Arc<Compiled>,
+    /// Cache or compiler.
+    pub origin: Origin,
+    /// A cache entry that was found invalid and rebuilt, and why.
+    pub rebuilt: Option<String>,
+}
+
+/// Compiles plugins for one engine, through the compile cache when it is on.
+#[derive(Clone)]
+pub struct Loader {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<Arc<cache::CompileCache>>,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Loader {
+    /// A loader for `engine`; `cache` is the cache folder and its budget, or
+    /// `None` to compile every time.
+    pub fn new(engine: &Engine, cache: Option<(&Path, u64)>) -> Result<Loader> {
+        let cache = match cache {
+            Some((dir, budget)) => Some(Arc::new(cache::CompileCache::open(dir, budget, engine)?)),
+            None => None,
+        };
+        Ok(Loader {
+            engine: engine.clone(),
+            linker: linker(engine)?,
+            cache,
+        })
+    }
+
+    /// Loads a plugin from its file's bytes: from the cache when an entry for
+    /// these bytes is there and valid, else compiled (and stored). Blocking:
+    /// call it from a blocking thread.
+    pub fn load(&self, bytes: &[u8]) -> Result<Loaded> {
+        let sha256 = sha256_hex(bytes);
+        let mut rebuilt = None;
+        if let Some(cache) = &self.cache {
+            match cache.get(&self.engine, &sha256) {
+                cache::Lookup::Hit(component) => {
+                    let compiled = check(&self.engine, &self.linker, component, sha256)?;
+                    return Ok(Loaded {
+                        compiled,
+                        origin: Origin::Cache,
+                        rebuilt: None,
+                    });
+                }
+                cache::Lookup::Miss => {}
+                cache::Lookup::Invalid(why) => rebuilt = Some(why),
+            }
+        }
+        let component = compile_component(&self.engine, bytes)?;
+        let compiled = check(&self.engine, &self.linker, component, sha256)?;
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.put(&compiled.sha256, &compiled.component)
+        {
+            tracing::warn!("compile cache: {e:#}");
+        }
+        Ok(Loaded {
+            compiled,
+            origin: Origin::Compiled,
+            rebuilt,
+        })
+    }
+
+    /// Loads the version with this SHA-256 from the cache alone (the file may
+    /// hold another version by now): for rolling back across a host restart.
+    pub fn load_cached(&self, sha256: &str) -> Option<Arc<Compiled>> {
+        let cache = self.cache.as_ref()?;
+        match cache.get(&self.engine, sha256) {
+            cache::Lookup::Hit(component) => {
+                check(&self.engine, &self.linker, component, sha256.to_string()).ok()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Finds function `func` in exported interface `iface`.

@@ -1,0 +1,416 @@
+//! The plugin folder is live (DESIGN.md, "Drop-in"): real file operations on
+//! a temporary folder while the host runs.
+
+use crate::util::{PluginDir, TestHost, scrape, sha256, variant, wat};
+use std::io::Write;
+use std::time::Duration;
+use wasm_sup_tests::PROBE;
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+fn probe() -> Vec<u8> {
+    std::fs::read(PROBE).expect("probe guest")
+}
+
+async fn metric(h: &TestHost, key: &str) -> f64 {
+    let text = h.admin.get("/metrics").await.text();
+    scrape(&text).get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_starts_and_a_removed_one_stops_keeping_its_state() {
+    let h = TestHost::start_with(PluginDir::new(), None).await;
+    assert_eq!(
+        h.admin.get("/v1/plugins").await.json()["plugins"],
+        serde_json::json!([])
+    );
+    h.dir.replace("probe", &probe());
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(h.send("probe", "set k kept").await.ok(), "ok");
+
+    std::fs::remove_file(h.dir.path().join("probe.wasm")).unwrap();
+    h.admin.wait_gone("probe", WITHIN).await;
+    assert_eq!(h.send("probe", "get k").await.status, 404);
+
+    h.dir.replace("probe", &probe());
+    let info = h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(info["generation"], 1, "a new plugin, not a restart: {info}");
+    assert_eq!(h.send("probe", "get k").await.ok(), "kept", "state resumed");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_keeps_state_and_delivers_queued_messages_once() {
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe());
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(h.send("probe", "set before yes").await.ok(), "ok");
+
+    // One call in flight for long enough to queue messages behind it and to
+    // replace the file; the upgrade waits for it.
+    let admin = h.admin.clone();
+    let slow = tokio::spawn(async move { admin.send("probe", "sleep 3000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut queued = Vec::new();
+    for _ in 0..10 {
+        let admin = h.admin.clone();
+        queued.push(tokio::spawn(
+            async move { admin.send("probe", "incr n").await },
+        ));
+    }
+    let v2 = variant(&probe(), "v2");
+    h.dir.replace("probe", &v2);
+    // The upgrade happens between calls; whatever is queued after it (and
+    // these messages, queued before) goes to the new version.
+    h.admin
+        .wait_info("probe", WITHIN, "upgraded", |i| i["sha256"] == sha256(&v2))
+        .await;
+    assert_eq!(
+        slow.await.unwrap().ok(),
+        "slept",
+        "the call in flight finished"
+    );
+    let mut values: Vec<u64> = Vec::new();
+    for q in queued {
+        values.push(q.await.unwrap().ok().parse().unwrap());
+    }
+    values.sort();
+    assert_eq!(
+        values,
+        (1..=10).collect::<Vec<_>>(),
+        "each queued message handled exactly once"
+    );
+    let info = h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(info["generation"], 2, "{info}");
+    assert_eq!(info["restarts"], 0, "an upgrade is not a crash: {info}");
+    assert_eq!(
+        h.send("probe", "get before").await.ok(),
+        "yes",
+        "state kept"
+    );
+    assert_eq!(
+        h.send("probe", "get shutdowns").await.status,
+        200,
+        "old version shut down"
+    );
+    assert_eq!(
+        metric(&h, "wasm_sup_upgrades_total{plugin=probe,result=upgraded}").await,
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_replacement_leaves_the_old_version_running() {
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe());
+    let h = TestHost::start(dir).await;
+    let before = h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(h.send("probe", "count").await.ok(), "1");
+
+    h.dir.replace("probe", b"this is not a component");
+    let key = "wasm_sup_upgrades_total{plugin=probe,result=refused}";
+    let deadline = std::time::Instant::now() + WITHIN;
+    while metric(&h, key).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = h.admin.info("probe").await;
+    assert_eq!(info["sha256"], before["sha256"], "{info}");
+    assert_eq!(info["generation"], 1, "not even restarted: {info}");
+    assert_eq!(h.send("probe", "count").await.ok(), "2");
+    assert_eq!(metric(&h, "wasm_sup_plugins_refused{}").await, 1.0);
+
+    // A valid file later is taken.
+    let v2 = variant(&probe(), "v2");
+    h.dir.replace("probe", &v2);
+    h.admin
+        .wait_info("probe", WITHIN, "upgraded", |i| i["sha256"] == sha256(&v2))
+        .await;
+    assert_eq!(h.send("probe", "count").await.ok(), "3");
+    assert_eq!(metric(&h, "wasm_sup_plugins_refused{}").await, 0.0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_upgrade_is_rolled_back_also_after_a_host_restart() {
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe()).config(
+        r#"
+[defaults.restart]
+backoff = "immediate"
+max-restarts = 2
+"#,
+    );
+    // The redb backend: state and rollback marker outlive the host.
+    let h = TestHost::start_with(dir, None).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(h.send("probe", "set k v").await.ok(), "ok");
+
+    let bad = ::wat::parse_str(wat::INIT_TRAPS).unwrap();
+    h.dir.replace("probe", &bad);
+    let info = h
+        .admin
+        .wait_info("probe", WITHIN, "rolled back", |i| {
+            !i["rollback"].is_null() && i["status"] == "running"
+        })
+        .await;
+    assert_eq!(info["sha256"], sha256(&probe()), "{info}");
+    assert_eq!(info["rollback"]["bad_sha256"], sha256(&bad), "{info}");
+    assert_eq!(info["last_crash"], "unreachable", "{info}");
+    assert_eq!(h.send("probe", "get k").await.ok(), "v", "state intact");
+    assert_eq!(
+        metric(
+            &h,
+            "wasm_sup_upgrades_total{plugin=probe,result=rolled-back}"
+        )
+        .await,
+        1.0
+    );
+
+    // The file still holds the bad version: after a host restart the good
+    // one runs, from the compile cache.
+    let dir = h.stop().await;
+    let h = TestHost::start_with(dir, None).await;
+    let info = h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(info["sha256"], sha256(&probe()), "{info}");
+    assert_eq!(info["rollback"]["bad_sha256"], sha256(&bad), "{info}");
+    assert_eq!(h.send("probe", "get k").await.ok(), "v");
+
+    // A new file is tried again, and the marker is gone.
+    let v2 = variant(&probe(), "fixed");
+    h.dir.replace("probe", &v2);
+    let info = h
+        .admin
+        .wait_info("probe", WITHIN, "upgraded", |i| {
+            i["sha256"] == sha256(&v2) && i["status"] == "running"
+        })
+        .await;
+    assert!(info["rollback"].is_null(), "{info}");
+    assert_eq!(h.send("probe", "get k").await.ok(), "v");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_partial_write_never_runs_half_a_component() {
+    let h = TestHost::start(PluginDir::new()).await;
+    let bytes = probe();
+    let path = h.dir.path().join("slow.wasm");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let cut = bytes.len() * 2 / 5;
+    f.write_all(&bytes[..cut]).unwrap();
+    f.flush().unwrap();
+    // A writer that pauses for longer than the settle time: the half file is
+    // stable, invalid, and refused (once), never started.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(h.admin.get("/v1/plugins/slow").await.status, 404);
+    // The rest arrives in pieces, faster than the settle time.
+    for chunk in bytes[cut..].chunks(bytes.len() / 5 + 1) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(f);
+    let info = h.admin.wait_status("slow", "running", WITHIN).await;
+    assert_eq!(info["generation"], 1, "{info}");
+    assert_eq!(info["restarts"], 0, "{info}");
+    assert_eq!(info["sha256"], sha256(&bytes), "{info}");
+    assert_eq!(h.send("slow", "count").await.ok(), "1");
+    assert_eq!(
+        h.admin.get("/v1/plugins/slow/crashes").await.json()["crashes"],
+        serde_json::json!([])
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_applies_at_the_next_start_and_a_bad_one_is_refused() {
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe())
+        .plugin_config("probe", "config = { greeting = \"one\" }\n");
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(h.send("probe", "config greeting").await.ok(), "one");
+
+    h.dir
+        .plugin_config("probe", "config = { greeting = \"two\" }\nmailbox = 7\n");
+    h.admin
+        .wait_info("probe", WITHIN, "pending", |i| i["config_pending"] == true)
+        .await;
+    assert_eq!(
+        h.send("probe", "config greeting").await.ok(),
+        "one",
+        "the running instance keeps its configuration"
+    );
+    assert_eq!(
+        h.admin
+            .post("/v1/plugins/probe/restart", vec![])
+            .await
+            .status,
+        200
+    );
+    let info = h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(info["config_pending"], false, "{info}");
+    assert_eq!(info["limits"]["mailbox"], 7, "{info}");
+    assert_eq!(h.send("probe", "config greeting").await.ok(), "two");
+
+    // A bad file is refused; the previous configuration stays in force.
+    h.dir.plugin_config("probe", "greeting = \"three\"\n");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let info = h.admin.info("probe").await;
+    assert_eq!(info["config_pending"], false, "{info}");
+    assert_eq!(
+        h.admin
+            .post("/v1/plugins/probe/restart", vec![])
+            .await
+            .status,
+        200
+    );
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(h.send("probe", "config greeting").await.ok(), "two");
+
+    // So is a bad wasm-sup.toml, and a new plugin waits for a good one.
+    h.dir.config("[defaults]\nmemory = \"lots\"\n");
+    h.dir.replace("other", &probe());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(h.admin.get("/v1/plugins/other").await.status, 404);
+    h.dir.config("[defaults]\nmemory = \"32MiB\"\n");
+    let info = h.admin.wait_status("other", "running", WITHIN).await;
+    assert_eq!(info["limits"]["memory"], 32 << 20, "{info}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compile_cache_is_hit_on_restart_and_a_corrupt_entry_is_rebuilt() {
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe());
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(
+        metric(&h, "wasm_sup_compile_cache_total{result=miss}").await,
+        1.0
+    );
+    let dir = h.stop().await;
+
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(
+        metric(&h, "wasm_sup_compile_cache_total{result=hit}").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&h, "wasm_sup_compile_cache_total{result=miss}").await,
+        0.0
+    );
+    let dir = h.stop().await;
+
+    // Flip one byte in the middle of the entry.
+    let cache = dir.path().join(".wasm-sup/cache");
+    let entry = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a cache entry");
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&entry, &bytes).unwrap();
+
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(
+        metric(&h, "wasm_sup_compile_cache_total{result=rebuilt}").await,
+        1.0
+    );
+    assert_eq!(h.send("probe", "count").await.ok(), "1");
+    let dir = h.stop().await;
+
+    // A truncated entry too.
+    let len = std::fs::metadata(&entry).unwrap().len();
+    std::fs::File::options()
+        .write(true)
+        .open(&entry)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(
+        metric(&h, "wasm_sup_compile_cache_total{result=rebuilt}").await,
+        1.0
+    );
+    let dir = h.stop().await;
+
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(
+        metric(&h, "wasm_sup_compile_cache_total{result=hit}").await,
+        1.0
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_folder_contents_are_refused_and_the_host_keeps_running() {
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe());
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("x.wasm"), probe()).unwrap();
+    let p = h.dir.path();
+    std::fs::write(p.join("Bad Name.wasm"), probe()).unwrap();
+    std::fs::write(p.join("shout.WASM"), probe()).unwrap();
+    std::fs::write(p.join("junk.wasm"), b"junk").unwrap();
+    std::fs::write(p.join("notes.txt"), b"hello").unwrap();
+    std::fs::create_dir(p.join("folder.wasm")).unwrap();
+    std::fs::create_dir(p.join("sub")).unwrap();
+    std::fs::write(p.join("sub/inner.wasm"), probe()).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("x.wasm"), p.join("escape.wasm")).unwrap();
+    std::os::unix::fs::symlink("probe.wasm", p.join("alias.wasm")).unwrap();
+    let mkfifo = std::process::Command::new("mkfifo")
+        .arg(p.join("fifo.wasm"))
+        .status()
+        .unwrap();
+    assert!(mkfifo.success());
+
+    // The symlink inside the folder is a plugin of its own.
+    h.admin.wait_status("alias", "running", WITHIN).await;
+    let deadline = std::time::Instant::now() + WITHIN;
+    while metric(&h, "wasm_sup_plugins_refused{}").await < 6.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all refused: {}",
+            h.admin.get("/metrics").await.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let names: Vec<String> = h.admin.get("/v1/plugins").await.json()["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["probe", "alias"]);
+    assert_eq!(h.send("probe", "count").await.ok(), "1");
+    assert_eq!(metric(&h, "wasm_sup_plugins_refused{}").await, 6.0);
+
+    // Cleaning up clears the refusals.
+    for f in [
+        "Bad Name.wasm",
+        "shout.WASM",
+        "junk.wasm",
+        "escape.wasm",
+        "fifo.wasm",
+    ] {
+        std::fs::remove_file(p.join(f)).unwrap();
+    }
+    std::fs::remove_dir(p.join("folder.wasm")).unwrap();
+    let deadline = std::time::Instant::now() + WITHIN;
+    while metric(&h, "wasm_sup_plugins_refused{}").await > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "refusals not cleared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop().await;
+}
