@@ -33,7 +33,10 @@ build_rust() {
     local manifest name
     for manifest in "$workspace"/*/Cargo.toml; do
         name="$(basename "$(dirname "$manifest")")"
-        cp "$guests_dir/$wasm_target/release/${name//-/_}.wasm" "$plugins_dir/$name.wasm"
+        # Copied under a hidden name and renamed into place, so that a running
+        # `wasm-sup run guest-examples/plugins` sees each file whole.
+        cp "$guests_dir/$wasm_target/release/${name//-/_}.wasm" "$plugins_dir/.$name.wasm.tmp"
+        mv -f "$plugins_dir/.$name.wasm.tmp" "$plugins_dir/$name.wasm"
         echo "built guest-examples/plugins/$name.wasm"
     done
 }

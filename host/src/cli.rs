@@ -83,19 +83,44 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
         return print_json(&v);
     }
     println!(
-        "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}",
+        "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}  VERSION",
         "PLUGIN", "STATUS", "GENERATION", "RESTARTS", "LAST CRASH", "UPTIME"
     );
+    let mut notes = Vec::new();
     for p in v["plugins"].as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("?");
+        let sha = p["sha256"].as_str().unwrap_or("?");
         println!(
-            "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}",
-            p["name"].as_str().unwrap_or("?"),
+            "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}  {}",
+            name,
             p["status"].as_str().unwrap_or("?"),
             p["generation"].as_u64().unwrap_or(0),
             p["restarts"].as_u64().unwrap_or(0),
             p["last_crash"].as_str().unwrap_or("-"),
             uptime(&p["uptime_secs"]),
+            &sha[..sha.len().min(12)],
         );
+        if let Some(reason) = p["reason"].as_str() {
+            notes.push(format!("{name}: {reason}"));
+        }
+        if let Some(bad) = p["rollback"]["bad_sha256"].as_str() {
+            notes.push(format!(
+                "{name}: the upgrade to {} was rolled back: {}",
+                &bad[..bad.len().min(12)],
+                p["rollback"]["reason"].as_str().unwrap_or("?")
+            ));
+        }
+        if p["config_pending"] == true {
+            notes.push(format!(
+                "{name}: a new configuration takes effect at its next start (`wasm-sup restart {name}`)"
+            ));
+        }
+    }
+    if !notes.is_empty() {
+        println!();
+        for n in notes {
+            println!("{n}");
+        }
     }
     Ok(0)
 }

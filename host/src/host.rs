@@ -94,7 +94,16 @@ async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
         .host
         .compile_cache
         .map(|budget| (config.host.cache_dir.as_path(), budget));
-    let loader = compile::Loader::new(&engine, cache)?;
+    let loader = match compile::Loader::new(&engine, cache) {
+        Ok(l) => l,
+        Err(e) if cache.is_some() => {
+            tracing::warn!(
+                "compile cache off: {e:#}: set [host] state to a writable place, or compile-cache = \"off\""
+            );
+            compile::Loader::new(&engine, None)?
+        }
+        Err(e) => return Err(e),
+    };
     let plugin_dir = discovery::PluginDir::open(dir)
         .with_context(|| format!("failed to open plugin directory {}", dir.display()))?;
     let supervisor = SupervisorHandle::new(config.host.clone(), backend)?;
@@ -105,13 +114,13 @@ async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
         config,
         opts.overrides.clone(),
     );
+    // Events from before the startup load is done are kept and acted on.
+    let events = config.host.watch.then(|| folder.events());
     let refused = folder.load_all(config).await?;
-    let watcher = if config.host.watch {
+    let watcher = events.map(|events| {
         tracing::info!(dir = %dir.display(), "watching the plugin folder for changes");
-        Some(tokio::spawn(folder.watch()))
-    } else {
-        None
-    };
+        tokio::spawn(folder.watch(events))
+    });
     Ok(Host {
         supervisor,
         refused,

@@ -147,6 +147,15 @@ max-restarts = 2
     let h = TestHost::start_with(dir, None).await;
     h.admin.wait_status("probe", "running", WITHIN).await;
     assert_eq!(h.send("probe", "set k v").await.ok(), "ok");
+    // A healthy upgrade, right before the bad one: the rollback target,
+    // though its own probation has not passed.
+    let v2 = variant(&probe(), "v2");
+    h.dir.replace("probe", &v2);
+    h.admin
+        .wait_info("probe", WITHIN, "upgraded", |i| {
+            i["sha256"] == sha256(&v2) && i["status"] == "running"
+        })
+        .await;
 
     let bad = ::wat::parse_str(wat::INIT_TRAPS).unwrap();
     h.dir.replace("probe", &bad);
@@ -156,7 +165,7 @@ max-restarts = 2
             !i["rollback"].is_null() && i["status"] == "running"
         })
         .await;
-    assert_eq!(info["sha256"], sha256(&probe()), "{info}");
+    assert_eq!(info["sha256"], sha256(&v2), "{info}");
     assert_eq!(info["rollback"]["bad_sha256"], sha256(&bad), "{info}");
     assert_eq!(info["last_crash"], "unreachable", "{info}");
     assert_eq!(h.send("probe", "get k").await.ok(), "v", "state intact");
@@ -174,17 +183,17 @@ max-restarts = 2
     let dir = h.stop().await;
     let h = TestHost::start_with(dir, None).await;
     let info = h.admin.wait_status("probe", "running", WITHIN).await;
-    assert_eq!(info["sha256"], sha256(&probe()), "{info}");
+    assert_eq!(info["sha256"], sha256(&v2), "{info}");
     assert_eq!(info["rollback"]["bad_sha256"], sha256(&bad), "{info}");
     assert_eq!(h.send("probe", "get k").await.ok(), "v");
 
     // A new file is tried again, and the marker is gone.
-    let v2 = variant(&probe(), "fixed");
-    h.dir.replace("probe", &v2);
+    let v3 = variant(&probe(), "fixed");
+    h.dir.replace("probe", &v3);
     let info = h
         .admin
         .wait_info("probe", WITHIN, "upgraded", |i| {
-            i["sha256"] == sha256(&v2) && i["status"] == "running"
+            i["sha256"] == sha256(&v3) && i["status"] == "running"
         })
         .await;
     assert!(info["rollback"].is_null(), "{info}");
@@ -412,5 +421,41 @@ async fn odd_folder_contents_are_refused_and_the_host_keeps_running() {
         assert!(std::time::Instant::now() < deadline, "refusals not cleared");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_plugin_starts_with_a_new_version_and_without_a_good_one_follows_its_policy() {
+    let bad = ::wat::parse_str(wat::INIT_TRAPS).unwrap();
+    let dir = PluginDir::new();
+    dir.bytes("p", &bad).config(
+        r#"
+[defaults.restart]
+backoff = "immediate"
+max-restarts = 1
+"#,
+    );
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("p", "failed", WITHIN).await;
+
+    // Another bad version: nothing ran healthily before it, so no rollback.
+    let bad2 = variant(&bad, "2");
+    h.dir.replace("p", &bad2);
+    let info = h
+        .admin
+        .wait_info("p", WITHIN, "failed again", |i| {
+            i["sha256"] == sha256(&bad2) && i["status"] == "failed"
+        })
+        .await;
+    assert!(info["rollback"].is_null(), "{info}");
+
+    // A good version brings the failed plugin back.
+    h.dir.replace("p", &probe());
+    h.admin
+        .wait_info("p", WITHIN, "running the good version", |i| {
+            i["sha256"] == sha256(&probe()) && i["status"] == "running"
+        })
+        .await;
+    assert_eq!(h.send("p", "count").await.ok(), "1");
     h.stop().await;
 }

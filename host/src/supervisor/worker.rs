@@ -17,8 +17,8 @@
 //!   `lifecycle.shutdown` runs, and the new version starts on the same state
 //!   and takes the mailbox as it is. If the new version exceeds its intensity
 //!   within `upgrade-probation`, the worker rolls back to the last version that
-//!   ran healthily (a version that completed `init` and, if it was itself an
-//!   upgrade, outlived its probation).
+//!   ran healthily: one that completed `init` and, if it was itself an
+//!   upgrade, outlived its probation or never crashed.
 //! - A new configuration is taken at the next start of an instance.
 
 use super::policy::{Decision, Ending, RestartTracker};
@@ -68,6 +68,8 @@ pub(super) struct Worker {
     upgraded_at: Option<Instant>,
     /// Whether an instance of the current version has completed `init`.
     started_ok: bool,
+    /// Whether the current version has crashed since it was upgraded to.
+    crashed: bool,
     /// Where rollback markers are kept.
     cache_dir: std::path::PathBuf,
     control: mpsc::UnboundedReceiver<Control>,
@@ -128,6 +130,7 @@ impl Worker {
             good: None,
             upgraded_at: None,
             started_ok: false,
+            crashed: false,
             cache_dir: host.cache_dir.clone(),
             control,
             timers: shared.timers.clone(),
@@ -246,17 +249,24 @@ impl Worker {
 
     /// Switches to a new version (see the module doc).
     async fn upgrade(&mut self, compiled: Arc<Compiled>) {
+        if compiled.sha256 == self.compiled.sha256 {
+            // The file is back to the version running (after a rollback).
+            lock(&self.info).rollback = None;
+            tracing::info!("the file holds the version running: nothing to upgrade");
+            return;
+        }
         let deadline = Instant::now() + self.env.config.shutdown_timeout;
         self.stop_instance(deadline).await;
         let failed = lock(&self.info).status == Status::Failed;
         let probation = self.env.config.upgrade_probation;
         let proven = self.upgraded_at.is_none_or(|t| t.elapsed() >= probation);
-        if self.started_ok && !failed && proven {
+        if self.started_ok && !failed && (proven || !self.crashed) {
             self.good = Some(self.compiled.clone());
         }
         let from = std::mem::replace(&mut self.compiled, compiled);
         self.upgraded_at = Some(Instant::now());
         self.started_ok = false;
+        self.crashed = false;
         self.tracker.reset();
         {
             let mut i = lock(&self.info);
@@ -317,6 +327,7 @@ impl Worker {
         }
         self.upgraded_at = None;
         self.started_ok = true;
+        self.crashed = false;
         self.tracker.reset();
     }
 
@@ -537,6 +548,7 @@ impl Worker {
             Exit::Normal => Ending::Normal,
             Exit::Crashed(_) => Ending::Crash,
         };
+        self.crashed |= ending == Ending::Crash;
         let mut decision = self
             .tracker
             .decide(ending, now, up_since, rand::random::<f64>());

@@ -53,6 +53,18 @@ pub const MAX_DELAY: Duration = Duration::from_secs(2);
 /// A look at the folder at least this often, events or not.
 pub const RESCAN: Duration = Duration::from_secs(10);
 
+/// The folder's events, from [`Folder::events`].
+pub struct Events {
+    _watcher: Option<notify::RecommendedWatcher>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
 /// What was loaded from one plugin file.
 struct Known {
     signature: Signature,
@@ -268,9 +280,11 @@ impl Folder {
         self.logged.remove(key).is_some()
     }
 
-    /// Watches the folder until the task is aborted.
-    pub async fn watch(mut self) {
-        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    /// Starts receiving the folder's events. Called before the startup load,
+    /// so that nothing written while it runs is missed; [`Folder::watch`]
+    /// then acts on them.
+    pub fn events(&self) -> Events {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let watcher = start_watcher(self.dir.path(), tx);
         if let Err(e) = &watcher {
             tracing::warn!(
@@ -278,6 +292,18 @@ impl Folder {
                 self.dir.path().display()
             );
         }
+        Events {
+            _watcher: watcher.ok(),
+            rx,
+        }
+    }
+
+    /// Watches the folder until the task is aborted.
+    pub async fn watch(mut self, events: Events) {
+        let Events {
+            _watcher: watcher,
+            rx: mut events,
+        } = events;
         let mut rescan = tokio::time::interval(RESCAN);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         rescan.reset();
