@@ -203,3 +203,94 @@ impl std::hash::Hasher for HashWriter {
         self.0.update(bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component(engine: &Engine, tag: u32) -> Component {
+        let wat = format!("(component (core module (func (export \"f{tag}\"))))");
+        Component::new(engine, wat::parse_str(&wat).unwrap()).unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == EXT))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_stored_entry_is_hit_and_a_damaged_one_is_deleted() {
+        let engine = crate::engine::engine(false).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(dir.path(), 1 << 30, &engine).unwrap();
+        assert!(matches!(cache.get(&engine, "aa"), Lookup::Miss));
+        cache.put("aa", &component(&engine, 1)).unwrap();
+        assert!(matches!(cache.get(&engine, "aa"), Lookup::Hit(_)));
+
+        let path = entries(dir.path()).pop().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        match cache.get(&engine, "aa") {
+            Lookup::Invalid(why) => assert!(why.contains("corrupt"), "{why}"),
+            _ => panic!("a flipped bit was not detected"),
+        }
+        assert!(!path.exists(), "an invalid entry is deleted");
+
+        std::fs::write(&path, b"short").unwrap();
+        assert!(matches!(cache.get(&engine, "aa"), Lookup::Invalid(_)));
+    }
+
+    #[test]
+    fn another_engine_configuration_does_not_see_the_entry() {
+        let plain = crate::engine::engine(false).unwrap();
+        // Without fuel metering the machine code differs.
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let unmetered = Engine::new(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let a = CompileCache::open(dir.path(), 1 << 30, &plain).unwrap();
+        let b = CompileCache::open(dir.path(), 1 << 30, &unmetered).unwrap();
+        a.put("aa", &component(&plain, 1)).unwrap();
+        assert!(matches!(b.get(&unmetered, "aa"), Lookup::Miss));
+        assert!(matches!(a.get(&plain, "aa"), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_past_the_budget() {
+        let engine = crate::engine::engine(false).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let probe = CompileCache::open(dir.path(), u64::MAX, &engine).unwrap();
+        probe.put("size", &component(&engine, 0)).unwrap();
+        let one = std::fs::metadata(&entries(dir.path())[0]).unwrap().len();
+        std::fs::remove_file(&entries(dir.path())[0]).unwrap();
+
+        // Room for two entries, not three.
+        let cache = CompileCache::open(dir.path(), one * 2 + one / 2, &engine).unwrap();
+        let old = SystemTime::now() - std::time::Duration::from_secs(60);
+        for (i, sha) in ["aa", "bb"].iter().enumerate() {
+            cache.put(sha, &component(&engine, i as u32)).unwrap();
+            let f = std::fs::File::options()
+                .append(true)
+                .open(cache.path(sha))
+                .unwrap();
+            f.set_modified(old + std::time::Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        // A hit makes "aa" the most recently used.
+        assert!(matches!(cache.get(&engine, "aa"), Lookup::Hit(_)));
+        cache.put("cc", &component(&engine, 2)).unwrap();
+        assert!(
+            matches!(cache.get(&engine, "bb"), Lookup::Miss),
+            "bb was evicted"
+        );
+        assert!(matches!(cache.get(&engine, "aa"), Lookup::Hit(_)));
+        assert!(matches!(cache.get(&engine, "cc"), Lookup::Hit(_)));
+    }
+}
