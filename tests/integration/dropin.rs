@@ -12,6 +12,42 @@ fn probe() -> Vec<u8> {
     std::fs::read(PROBE).expect("probe guest")
 }
 
+/// A host running `probe` from a new folder, and probe's info.
+async fn host_with_probe() -> (TestHost, serde_json::Value) {
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe());
+    let h = TestHost::start(dir).await;
+    let info = h.admin.wait_status("probe", "running", WITHIN).await;
+    (h, info)
+}
+
+/// Replaces `name`'s file and waits until the plugin runs those bytes and is
+/// `status`.
+async fn replace_and_wait(
+    h: &TestHost,
+    name: &str,
+    bytes: &[u8],
+    status: &str,
+) -> serde_json::Value {
+    h.dir.replace(name, bytes);
+    let sha = sha256(bytes);
+    h.admin
+        .wait_info(name, WITHIN, &format!("{status} on the new file"), |i| {
+            i["sha256"] == sha && i["status"] == status
+        })
+        .await
+}
+
+/// `wasm-sup restart NAME`, and its info once it runs again.
+async fn restart(h: &TestHost, name: &str) -> serde_json::Value {
+    let a = h
+        .admin
+        .post(&format!("/v1/plugins/{name}/restart"), vec![])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    h.admin.wait_status(name, "running", WITHIN).await
+}
+
 async fn metric(h: &TestHost, key: &str) -> f64 {
     let text = h.admin.get("/metrics").await.text();
     scrape(&text).get(key).copied().unwrap_or(0.0)
@@ -41,10 +77,7 @@ async fn a_new_file_starts_and_a_removed_one_stops_keeping_its_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_keeps_state_and_delivers_queued_messages_once() {
-    let dir = PluginDir::new();
-    dir.bytes("probe", &probe());
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
+    let (h, _) = host_with_probe().await;
     assert_eq!(h.send("probe", "set before yes").await.ok(), "ok");
 
     // One call in flight for long enough to queue messages behind it and to
@@ -103,10 +136,7 @@ async fn an_upgrade_keeps_state_and_delivers_queued_messages_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_replacement_leaves_the_old_version_running() {
-    let dir = PluginDir::new();
-    dir.bytes("probe", &probe());
-    let h = TestHost::start(dir).await;
-    let before = h.admin.wait_status("probe", "running", WITHIN).await;
+    let (h, before) = host_with_probe().await;
     assert_eq!(h.send("probe", "count").await.ok(), "1");
 
     h.dir.replace("probe", b"this is not a component");
@@ -124,10 +154,7 @@ async fn an_invalid_replacement_leaves_the_old_version_running() {
 
     // A valid file later is taken.
     let v2 = variant(&probe(), "v2");
-    h.dir.replace("probe", &v2);
-    h.admin
-        .wait_info("probe", WITHIN, "upgraded", |i| i["sha256"] == sha256(&v2))
-        .await;
+    replace_and_wait(&h, "probe", &v2, "running").await;
     assert_eq!(h.send("probe", "count").await.ok(), "3");
     assert_eq!(metric(&h, "wasm_sup_plugins_refused{}").await, 0.0);
     h.stop().await;
@@ -150,12 +177,7 @@ max-restarts = 2
     // A healthy upgrade, right before the bad one: the rollback target,
     // though its own probation has not passed.
     let v2 = variant(&probe(), "v2");
-    h.dir.replace("probe", &v2);
-    h.admin
-        .wait_info("probe", WITHIN, "upgraded", |i| {
-            i["sha256"] == sha256(&v2) && i["status"] == "running"
-        })
-        .await;
+    replace_and_wait(&h, "probe", &v2, "running").await;
 
     let bad = ::wat::parse_str(wat::INIT_TRAPS).unwrap();
     h.dir.replace("probe", &bad);
@@ -189,13 +211,7 @@ max-restarts = 2
 
     // A new file is tried again, and the marker is gone.
     let v3 = variant(&probe(), "fixed");
-    h.dir.replace("probe", &v3);
-    let info = h
-        .admin
-        .wait_info("probe", WITHIN, "upgraded", |i| {
-            i["sha256"] == sha256(&v3) && i["status"] == "running"
-        })
-        .await;
+    let info = replace_and_wait(&h, "probe", &v3, "running").await;
     assert!(info["rollback"].is_null(), "{info}");
     assert_eq!(h.send("probe", "get k").await.ok(), "v");
     h.stop().await;
@@ -252,14 +268,7 @@ async fn a_config_change_applies_at_the_next_start_and_a_bad_one_is_refused() {
         "one",
         "the running instance keeps its configuration"
     );
-    assert_eq!(
-        h.admin
-            .post("/v1/plugins/probe/restart", vec![])
-            .await
-            .status,
-        200
-    );
-    let info = h.admin.wait_status("probe", "running", WITHIN).await;
+    let info = restart(&h, "probe").await;
     assert_eq!(info["config_pending"], false, "{info}");
     assert_eq!(info["limits"]["mailbox"], 7, "{info}");
     assert_eq!(h.send("probe", "config greeting").await.ok(), "two");
@@ -269,14 +278,7 @@ async fn a_config_change_applies_at_the_next_start_and_a_bad_one_is_refused() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let info = h.admin.info("probe").await;
     assert_eq!(info["config_pending"], false, "{info}");
-    assert_eq!(
-        h.admin
-            .post("/v1/plugins/probe/restart", vec![])
-            .await
-            .status,
-        200
-    );
-    h.admin.wait_status("probe", "running", WITHIN).await;
+    restart(&h, "probe").await;
     assert_eq!(h.send("probe", "config greeting").await.ok(), "two");
 
     // So is a bad wasm-sup.toml, and a new plugin waits for a good one.
@@ -290,29 +292,28 @@ async fn a_config_change_applies_at_the_next_start_and_a_bad_one_is_refused() {
     h.stop().await;
 }
 
+/// Starts a host on `dir`, waits for `probe`, and returns the folder and
+/// how many loads had compile cache result `result`.
+async fn cache_result(dir: PluginDir, result: &str) -> (PluginDir, f64) {
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    assert_eq!(h.send("probe", "echo hi").await.ok(), "hi");
+    let n = metric(
+        &h,
+        &format!("wasm_sup_compile_cache_total{{result={result}}}"),
+    )
+    .await;
+    (h.stop().await, n)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compile_cache_is_hit_on_restart_and_a_corrupt_entry_is_rebuilt() {
     let dir = PluginDir::new();
     dir.bytes("probe", &probe());
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
-    assert_eq!(
-        metric(&h, "wasm_sup_compile_cache_total{result=miss}").await,
-        1.0
-    );
-    let dir = h.stop().await;
-
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
-    assert_eq!(
-        metric(&h, "wasm_sup_compile_cache_total{result=hit}").await,
-        1.0
-    );
-    assert_eq!(
-        metric(&h, "wasm_sup_compile_cache_total{result=miss}").await,
-        0.0
-    );
-    let dir = h.stop().await;
+    let (dir, misses) = cache_result(dir, "miss").await;
+    assert_eq!(misses, 1.0);
+    let (dir, hits) = cache_result(dir, "hit").await;
+    assert_eq!(hits, 1.0, "no compile on a host restart");
 
     // Flip one byte in the middle of the entry.
     let cache = dir.path().join(".wasm-sup/cache");
@@ -325,15 +326,8 @@ async fn the_compile_cache_is_hit_on_restart_and_a_corrupt_entry_is_rebuilt() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
-
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
-    assert_eq!(
-        metric(&h, "wasm_sup_compile_cache_total{result=rebuilt}").await,
-        1.0
-    );
-    assert_eq!(h.send("probe", "count").await.ok(), "1");
-    let dir = h.stop().await;
+    let (dir, rebuilt) = cache_result(dir, "rebuilt").await;
+    assert_eq!(rebuilt, 1.0, "a corrupt entry is compiled again");
 
     // A truncated entry too.
     let len = std::fs::metadata(&entry).unwrap().len();
@@ -343,29 +337,15 @@ async fn the_compile_cache_is_hit_on_restart_and_a_corrupt_entry_is_rebuilt() {
         .unwrap()
         .set_len(len / 3)
         .unwrap();
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
-    assert_eq!(
-        metric(&h, "wasm_sup_compile_cache_total{result=rebuilt}").await,
-        1.0
-    );
-    let dir = h.stop().await;
-
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
-    assert_eq!(
-        metric(&h, "wasm_sup_compile_cache_total{result=hit}").await,
-        1.0
-    );
-    h.stop().await;
+    let (dir, rebuilt) = cache_result(dir, "rebuilt").await;
+    assert_eq!(rebuilt, 1.0, "a truncated entry is compiled again");
+    let (_, hits) = cache_result(dir, "hit").await;
+    assert_eq!(hits, 1.0, "the rebuilt entry is used");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_folder_contents_are_refused_and_the_host_keeps_running() {
-    let dir = PluginDir::new();
-    dir.bytes("probe", &probe());
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
+    let (h, _) = host_with_probe().await;
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("x.wasm"), probe()).unwrap();
     let p = h.dir.path();
@@ -440,22 +420,11 @@ max-restarts = 1
 
     // Another bad version: nothing ran healthily before it, so no rollback.
     let bad2 = variant(&bad, "2");
-    h.dir.replace("p", &bad2);
-    let info = h
-        .admin
-        .wait_info("p", WITHIN, "failed again", |i| {
-            i["sha256"] == sha256(&bad2) && i["status"] == "failed"
-        })
-        .await;
+    let info = replace_and_wait(&h, "p", &bad2, "failed").await;
     assert!(info["rollback"].is_null(), "{info}");
 
     // A good version brings the failed plugin back.
-    h.dir.replace("p", &probe());
-    h.admin
-        .wait_info("p", WITHIN, "running the good version", |i| {
-            i["sha256"] == sha256(&probe()) && i["status"] == "running"
-        })
-        .await;
+    replace_and_wait(&h, "p", &probe(), "running").await;
     assert_eq!(h.send("p", "count").await.ok(), "1");
     h.stop().await;
 }

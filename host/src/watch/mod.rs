@@ -167,10 +167,7 @@ impl Folder {
                     file_sha256,
                     rolled_back,
                 }) => {
-                    if let Some(why) = &loaded.rebuilt {
-                        tracing::warn!(plugin = %spec.name, "compile cache entry rebuilt: {why}");
-                    }
-                    self.count_cache(&loaded);
+                    self.note_load(&spec.name, &loaded);
                     match loaded.origin {
                         Origin::Cache => cached += 1,
                         Origin::Compiled => compiled += 1,
@@ -246,7 +243,11 @@ impl Folder {
         );
     }
 
-    fn count_cache(&self, loaded: &crate::compile::Loaded) {
+    /// Counts a load in the compile cache metric; logs a rebuilt entry.
+    fn note_load(&self, plugin: &str, loaded: &crate::compile::Loaded) {
+        if let Some(why) = &loaded.rebuilt {
+            tracing::warn!(plugin, "compile cache entry rebuilt: {why}");
+        }
         let result = match (loaded.origin, &loaded.rebuilt) {
             (Origin::Cache, _) => "hit",
             (Origin::Compiled, Some(_)) => "rebuilt",
@@ -532,10 +533,7 @@ impl Folder {
                 file_sha256,
                 rolled_back,
             }) => {
-                if let Some(why) = &loaded.rebuilt {
-                    tracing::warn!(plugin = %name, "compile cache entry rebuilt: {why}");
-                }
-                self.count_cache(&loaded);
+                self.note_load(&name, &loaded);
                 self.refused.remove(&found.path);
                 self.resolved(&found.path.display().to_string());
                 self.publish_refused();
