@@ -341,13 +341,21 @@ impl Worker {
         });
         self.tracker.set_policy(config.restart.clone());
         self.mailbox.set_capacity(config.mailbox);
-        self.env.directory.insert(
-            &self.env.name,
-            Address {
-                mailbox: self.mailbox.clone(),
-                max_message: config.max_message,
-            },
-        );
+        // Only while the plugin is in the directory (not removed meanwhile).
+        let listed = self
+            .env
+            .directory
+            .get(&self.env.name)
+            .is_some_and(|a| Arc::ptr_eq(&a.mailbox, &self.mailbox));
+        if listed {
+            self.env.directory.insert(
+                &self.env.name,
+                Address {
+                    mailbox: self.mailbox.clone(),
+                    max_message: config.max_message,
+                },
+            );
+        }
         {
             let mut i = lock(&self.info);
             i.limits = super::LimitsInfo::of(&config);

@@ -150,13 +150,9 @@ impl Folder {
                 let (dir, loader, cache_dir) = (dir.clone(), loader.clone(), cache_dir.clone());
                 async move {
                     let started = Instant::now();
-                    let r = tokio::task::spawn_blocking(move || {
-                        let r = load_file(&dir, &loader, &cache_dir, &found, None);
-                        (found, r)
-                    })
-                    .await
-                    .expect("a load task does not panic");
-                    (spec, r, started.elapsed())
+                    let f = found.clone();
+                    let r = blocking(move || load_file(&dir, &loader, &cache_dir, &f, None)).await;
+                    (spec, (found, r), started.elapsed())
                 }
             })
             .buffered(parallel);
@@ -517,11 +513,8 @@ impl Folder {
             self.host.cache_dir.clone(),
         );
         let f = found.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            load_file(&dir, &loader, &cache_dir, &f, current.as_deref())
-        })
-        .await
-        .expect("a load task does not panic");
+        let result =
+            blocking(move || load_file(&dir, &loader, &cache_dir, &f, current.as_deref())).await;
         match result {
             Ok(FileLoad::Unchanged) => {
                 if let Some(k) = self.known.get_mut(&name) {
@@ -582,6 +575,14 @@ impl Folder {
             }
         }
     }
+}
+
+/// Runs a load on tokio's blocking pool; a panic in it is an error of that
+/// file, not the end of the watcher.
+async fn blocking(load: impl FnOnce() -> Result<FileLoad> + Send + 'static) -> Result<FileLoad> {
+    tokio::task::spawn_blocking(load)
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("loading it failed: {e}")))
 }
 
 /// What is known of a file that was refused.
