@@ -87,6 +87,14 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
         "PLUGIN", "STATUS", "GENERATION", "RESTARTS", "LAST CRASH", "UPTIME"
     );
     let mut notes = Vec::new();
+    let budget = &v["budget"];
+    if let Some(max) = budget["max_restarts"].as_u64() {
+        notes.push(format!(
+            "host restart budget: {} of {max} restarts used within {}s",
+            budget["used"].as_u64().unwrap_or(0),
+            budget["window_secs"].as_f64().unwrap_or(0.0)
+        ));
+    }
     for p in v["plugins"].as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or("?");
         let sha = p["sha256"].as_str().unwrap_or("?");
@@ -109,6 +117,11 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
                 &bad[..bad.len().min(12)],
                 p["rollback"]["reason"].as_str().unwrap_or("?")
             ));
+        }
+        if let Some(h) = p["health"].as_str()
+            && h != "healthy"
+        {
+            notes.push(format!("{name}: health {h}"));
         }
         if p["config_pending"] == true {
             notes.push(format!(

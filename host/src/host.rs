@@ -149,8 +149,14 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     }
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: press Ctrl-C again to exit at once");
+    let gave_up = tokio::select! {
+        _ = wait_for_signal() => None,
+        why = host.supervisor.budget().exhausted() => Some(why),
+    };
+    match &gave_up {
+        None => tracing::info!("shutting down: press Ctrl-C again to exit at once"),
+        Some(why) => tracing::error!("giving up: {why}; stopping every plugin"),
+    }
     tokio::spawn(async {
         wait_for_signal().await;
         eprintln!("second signal: exiting at once (committed state is intact)");
@@ -162,8 +168,16 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     drop(host);
     drop(backend);
     tracing::info!("stopped");
-    Ok(())
+    match gave_up {
+        None => Ok(()),
+        Some(why) => Err(GaveUp(why).into()),
+    }
 }
+
+/// `wasm-sup run` ended because the host's restart budget was exhausted.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GaveUp(pub String);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};

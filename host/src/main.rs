@@ -227,8 +227,15 @@ async fn run(cli: Cli) -> Result<u8> {
                 overrides: HostOverrides { state, admin },
                 admin_token: read_token(token_file.as_deref())?,
             };
-            wasm_sup::host::run(&dir, opts).await?;
-            Ok(0)
+            match wasm_sup::host::run(&dir, opts).await {
+                Ok(()) => Ok(0),
+                // The host started and later gave up: exit 1, not 2.
+                Err(e) if e.is::<wasm_sup::host::GaveUp>() => {
+                    eprintln!("error: {e}");
+                    Ok(1)
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Send {
             name,

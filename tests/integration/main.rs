@@ -10,6 +10,7 @@ mod limits;
 mod process;
 mod sandbox;
 mod state;
+mod supervision;
 mod util;
 
 use wasm_sup_tests::*;
@@ -23,6 +24,7 @@ fn every_guest_has_a_test() {
         "dropin.rs",
         "limits.rs",
         "state.rs",
+        "supervision.rs",
         "sandbox.rs",
         "bad_input.rs",
         "process.rs",

@@ -53,6 +53,9 @@ async fn restarting_many_times_leaks_no_tasks_fds_or_memory() {
     let dir = PluginDir::new();
     dir.plugin("probe", PROBE).config(
         r#"
+[host]
+max-restarts = 4_000_000_000
+window = "1s"
 [plugins.probe.restart]
 backoff = "immediate"
 max-restarts = 4_000_000_000

@@ -47,10 +47,11 @@ pub struct StatusLabels {
     pub status: &'static str,
 }
 
-/// `{plugin, result}`: `upgraded`, `refused` (invalid; the old version
-/// stays), `rolled-back`.
+/// `{plugin, result}`: for upgrades `upgraded`, `refused` (invalid; the old
+/// version stays), `rolled-back`; for health checks `healthy`, `degraded`,
+/// `unhealthy`, `failed` (trapped or timed out).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct UpgradeLabels {
+pub struct ResultLabels {
     /// Plugin name.
     pub plugin: String,
     /// Result.
@@ -99,7 +100,9 @@ pub struct Metrics {
     /// `wasm_sup_plugins_refused`: files refused now.
     pub plugins_refused: Gauge,
     /// `wasm_sup_upgrades_total{plugin,result}`.
-    pub upgrades: Family<UpgradeLabels, Counter>,
+    pub upgrades: Family<ResultLabels, Counter>,
+    /// `wasm_sup_health_checks_total{plugin,result}`.
+    pub health_checks: Family<ResultLabels, Counter>,
     /// `wasm_sup_compile_cache_total{result}`.
     pub compile_cache: Family<CacheLabels, Counter>,
 }
@@ -135,6 +138,7 @@ impl Metrics {
             plugins_failed: Gauge::default(),
             plugins_refused: Gauge::default(),
             upgrades: Family::default(),
+            health_checks: Family::default(),
             compile_cache: Family::default(),
             registry: Registry::default(),
         };
@@ -189,6 +193,11 @@ impl Metrics {
             m.upgrades.clone(),
         );
         registry.register(
+            "health_checks",
+            "Health probes, by answer",
+            m.health_checks.clone(),
+        );
+        registry.register(
             "compile_cache",
             "Component loads, by compile cache result",
             m.compile_cache.clone(),
@@ -206,8 +215,18 @@ impl Metrics {
 
     /// Counts one upgrade result of `plugin`.
     pub fn upgrade(&self, plugin: &str, result: &'static str) {
-        self.upgrades
-            .get_or_create(&UpgradeLabels {
+        self.result(&self.upgrades, plugin, result);
+    }
+
+    /// Counts one `result` of `plugin` in `family`.
+    pub fn result(
+        &self,
+        family: &Family<ResultLabels, Counter>,
+        plugin: &str,
+        result: &'static str,
+    ) {
+        family
+            .get_or_create(&ResultLabels {
                 plugin: plugin.to_string(),
                 result,
             })

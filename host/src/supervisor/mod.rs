@@ -8,7 +8,10 @@
 //! path.
 
 pub mod backoff;
+pub mod breaker;
+pub mod budget;
 mod coredumps;
+mod health;
 pub mod policy;
 pub mod rollback;
 pub mod timers;
@@ -87,6 +90,14 @@ pub struct PluginInfo {
     pub config_pending: bool,
     /// The last upgrade that was rolled back, while the file still holds it.
     pub rollback: Option<rollback::Rollback>,
+    /// The circuit breaker, when not closed: `open` (failed, a retry is
+    /// scheduled) or `half-open` (on trial after a cooldown).
+    pub circuit: Option<&'static str>,
+    /// Seconds until the next attempt (backoff, or a failed plugin's cooldown).
+    pub next_attempt_secs: Option<f64>,
+    /// The last health answer of the running instance (`healthy`,
+    /// `degraded: why`, `unhealthy (n/threshold): why`).
+    pub health: Option<String>,
     #[serde(skip)]
     running_since: Option<Instant>,
     #[serde(skip)]
@@ -178,6 +189,7 @@ struct Shared {
     host: HostConfig,
     shutting_down: AtomicBool,
     metrics: Arc<Metrics>,
+    budget: Arc<budget::Budget>,
 }
 
 /// Why a message was not accepted.
@@ -238,6 +250,7 @@ impl SupervisorHandle {
     ) -> anyhow::Result<SupervisorHandle> {
         let directory = Directory::new();
         let (timers, _task) = timers::start(&backend, directory.clone())?;
+        let budget = Arc::new(budget::Budget::new(host.max_restarts, host.window));
         Ok(SupervisorHandle {
             shared: Arc::new(Shared {
                 plugins: RwLock::new(BTreeMap::new()),
@@ -248,6 +261,7 @@ impl SupervisorHandle {
                 host,
                 shutting_down: AtomicBool::new(false),
                 metrics: Arc::new(Metrics::new()),
+                budget,
             }),
         })
     }
@@ -281,6 +295,9 @@ impl SupervisorHandle {
             limits: LimitsInfo::of(&config),
             config_pending: false,
             rollback: rolled_back,
+            circuit: None,
+            next_attempt_secs: None,
+            health: None,
             running_since: None,
             retry_at: None,
         }));
@@ -445,7 +462,7 @@ impl SupervisorHandle {
             .retain(|n| n != name);
         self.shared.directory.remove(name);
         for env in slot.mailbox.close("stopped", reason) {
-            worker::answer_unavailable(env, "stopped", reason, &self.shared.timers, name);
+            worker::answer_unavailable(env, "stopped", reason, None, &self.shared.timers, name);
         }
         self.stop_worker(name, &slot).await;
         self.shared.metrics.forget(name);
@@ -538,6 +555,9 @@ impl SupervisorHandle {
         let mut info = lock(&slot.info).clone();
         info.mailbox_depth = slot.mailbox.len();
         info.uptime_secs = info.running_since.map(|t| t.elapsed().as_secs_f64());
+        info.next_attempt_secs = info
+            .retry_at
+            .map(|t| t.saturating_duration_since(Instant::now()).as_secs_f64());
         Some(info)
     }
 
@@ -587,6 +607,11 @@ impl SupervisorHandle {
         m.encode()
     }
 
+    /// The host's restart budget (the root of the supervision tree).
+    pub fn budget(&self) -> &budget::Budget {
+        &self.shared.budget
+    }
+
     /// The state backend.
     pub fn backend(&self) -> &Arc<dyn StateBackend> {
         &self.shared.backend
@@ -608,6 +633,7 @@ impl SupervisorHandle {
                         env,
                         "stopping",
                         "the host is shutting down",
+                        None,
                         &self.shared.timers,
                         name,
                     );

@@ -29,6 +29,9 @@ pub enum Decision {
         /// The window.
         window: Duration,
     },
+    /// A crash in a half-open trial after a cooldown (`failed` again; see
+    /// [`super::breaker`]).
+    Reopen,
 }
 
 impl Decision {
@@ -41,6 +44,7 @@ impl Decision {
             Decision::GiveUp { restarts, window } => {
                 format!("failed: {restarts} restarts within {window:?} exceed max-restarts")
             }
+            Decision::Reopen => "failed: crashed in its half-open trial".to_string(),
         }
     }
 }

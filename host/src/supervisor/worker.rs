@@ -21,6 +21,8 @@
 //!   upgrade, outlived its probation or never crashed.
 //! - A new configuration is taken at the next start of an instance.
 
+use super::breaker::Breaker;
+use super::health::{self, Probes};
 use super::policy::{Decision, Ending, RestartTracker};
 use super::rollback::{self, Rollback};
 use super::timers::TimerHandle;
@@ -72,6 +74,18 @@ pub(super) struct Worker {
     crashed: bool,
     /// Where rollback markers are kept.
     cache_dir: std::path::PathBuf,
+    /// The host's restart budget.
+    budget: Arc<super::budget::Budget>,
+    /// The circuit breaker.
+    breaker: Breaker,
+    /// When a `failed` plugin is tried again (half-open), if it will be.
+    retry_at: Option<Instant>,
+    /// The streak of health answers.
+    probes: Probes,
+    /// When the next health probe is due (with an instance that has `health`).
+    next_probe: Option<Instant>,
+    /// When the next `tick` message is due (with `tick` on).
+    next_tick: Option<Instant>,
     control: mpsc::UnboundedReceiver<Control>,
     timers: TimerHandle,
     tracker: RestartTracker,
@@ -115,6 +129,7 @@ impl Worker {
             .get_or_create(&labels)
             .set(pending as i64);
         let tracker = RestartTracker::new(env.config.restart.clone());
+        let breaker = Breaker::new(&env.config.restart);
         let Handles {
             mailbox,
             info,
@@ -132,6 +147,12 @@ impl Worker {
             started_ok: false,
             crashed: false,
             cache_dir: host.cache_dir.clone(),
+            budget: shared.budget.clone(),
+            breaker,
+            retry_at: None,
+            probes: Probes::default(),
+            next_probe: None,
+            next_tick: None,
             control,
             timers: shared.timers.clone(),
             tracker,
@@ -160,8 +181,14 @@ impl Worker {
         } else {
             None
         };
-        if status != Status::Backoff {
-            i.retry_at = None;
+        match status {
+            Status::Backoff => {}
+            Status::Failed => i.retry_at = self.retry_at,
+            _ => i.retry_at = None,
+        }
+        i.circuit = self.breaker.state(status == Status::Failed);
+        if status != Status::Running {
+            i.health = None;
         }
     }
 
@@ -177,17 +204,113 @@ impl Worker {
 
     async fn step(&mut self) -> Flow {
         if self.parked {
-            let c = self.control.recv().await;
-            self.on_control(c).await
-        } else if self.instance.is_none() {
-            self.start().await
-        } else {
             tokio::select! {
                 biased;
                 c = self.control.recv() => self.on_control(c).await,
+                _ = sleep_until(self.retry_at) => {
+                    self.half_open();
+                    Flow::Continue
+                }
+            }
+        } else if self.instance.is_none() {
+            self.start().await
+        } else {
+            // Between calls: operator requests first, then the breaker, the
+            // health probe and the tick when they are due, then messages.
+            let close_at = self.breaker.closes_at(self.running_since);
+            tokio::select! {
+                biased;
+                c = self.control.recv() => self.on_control(c).await,
+                _ = sleep_until(close_at) => {
+                    if self.breaker.close_if_due(self.running_since, Instant::now()) {
+                        tracing::info!("circuit closed: the plugin ran healthily for reset-after after its cooldown");
+                        lock(&self.info).circuit = None;
+                    }
+                    Flow::Continue
+                }
+                _ = sleep_until(self.next_probe) => self.probe().await,
+                _ = sleep_until(self.next_tick) => self.tick().await,
                 env = self.mailbox.pop() => self.deliver(env).await,
             }
         }
+    }
+
+    /// The cooldown of a `failed` plugin is over: a half-open trial begins.
+    fn half_open(&mut self) {
+        self.breaker.half_open(Instant::now());
+        tracing::info!("cooldown over: trying the plugin again (circuit half-open)");
+        self.unpark();
+        lock(&self.info).circuit = self.breaker.state(false);
+    }
+
+    /// Runs `health.check` between calls and acts on its answer.
+    async fn probe(&mut self) -> Flow {
+        let policy = self.env.config.health.clone();
+        self.next_probe = Some(Instant::now() + policy.interval);
+        let Some(inst) = self.instance.as_mut() else {
+            return Flow::Continue;
+        };
+        let answer = match inst.check(policy.timeout).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => {
+                self.next_probe = None;
+                return Flow::Continue;
+            }
+            Err(exit) => {
+                self.metrics
+                    .result(&self.metrics.health_checks, &self.env.name, "failed");
+                self.instance = None;
+                let exit = health::failed_probe(exit, policy.timeout);
+                return self.after_exit(exit, "check", None).await;
+            }
+        };
+        let (commit, outbox) = inst.take_txn().into_commit(&self.env.name);
+        if let Err(e) = self.commit_and_release(commit, outbox).await {
+            self.instance = None;
+            return self.after_exit(host_error(e), "check", None).await;
+        }
+        let result = match &answer {
+            crate::instance::Health::Healthy => "healthy",
+            crate::instance::Health::Degraded(_) => "degraded",
+            crate::instance::Health::Unhealthy(_) => "unhealthy",
+        };
+        self.metrics
+            .result(&self.metrics.health_checks, &self.env.name, result);
+        match self.probes.judge(answer, policy.threshold.get()) {
+            Ok(label) => {
+                let mut i = lock(&self.info);
+                if i.health.as_deref() != Some(label.as_str()) {
+                    if result == "healthy" {
+                        tracing::info!(health = %label, "health check");
+                    } else {
+                        tracing::warn!(health = %label, "health check");
+                    }
+                }
+                i.health = Some(label);
+                Flow::Continue
+            }
+            Err(exit) => {
+                self.instance = None;
+                self.after_exit(exit, "check", None).await
+            }
+        }
+    }
+
+    /// Delivers a `tick` message; ticks that came due while the plugin was
+    /// busy are skipped, not queued.
+    async fn tick(&mut self) -> Flow {
+        let Some(interval) = self.env.config.tick else {
+            self.next_tick = None;
+            return Flow::Continue;
+        };
+        let now = Instant::now();
+        let mut next = self.next_tick.unwrap_or(now) + interval;
+        while next <= now {
+            next += interval;
+        }
+        self.next_tick = Some(next);
+        self.deliver(Envelope::new(TICK.to_vec(), Source::Tick, None))
+            .await
     }
 
     async fn on_control(&mut self, c: Option<Control>) -> Flow {
@@ -208,6 +331,7 @@ impl Worker {
             }
             Control::Start(done) => {
                 if self.parked {
+                    self.breaker.reset();
                     self.unpark();
                     tracing::info!("plugin started by an operator");
                 }
@@ -216,6 +340,7 @@ impl Worker {
             Control::Restart(done) => {
                 let deadline = Instant::now() + self.env.config.shutdown_timeout;
                 self.stop_instance(deadline).await;
+                self.breaker.reset();
                 self.unpark();
                 tracing::info!("plugin restarted by an operator");
                 let _ = done.send(Ok(()));
@@ -228,6 +353,7 @@ impl Worker {
                 let r = self.env.backend.reset(&self.env.name).await;
                 if r.is_ok() {
                     tracing::warn!("plugin state reset by an operator");
+                    self.breaker.reset();
                     self.unpark();
                 }
                 let _ = done.send(r.map_err(|e| format!("{e:#}")));
@@ -280,6 +406,7 @@ impl Worker {
             "plugin upgraded"
         );
         if failed {
+            self.breaker.reset();
             self.unpark();
         } else if !self.parked {
             self.set_status(Status::Starting, None);
@@ -340,6 +467,7 @@ impl Worker {
             directory: self.env.directory.clone(),
         });
         self.tracker.set_policy(config.restart.clone());
+        self.breaker.set_policy(&config.restart);
         self.mailbox.set_capacity(config.mailbox);
         // Only while the plugin is in the directory (not removed meanwhile).
         let listed = self
@@ -370,6 +498,7 @@ impl Worker {
     /// starts a new instance.
     fn unpark(&mut self) {
         self.parked = false;
+        self.retry_at = None;
         self.tracker.reset();
         self.mailbox.reopen();
         self.set_status(Status::Starting, None);
@@ -432,9 +561,16 @@ impl Worker {
                 if let Err(e) = self.commit_and_release(commit, outbox).await {
                     return self.after_exit(host_error(e), "init", None).await;
                 }
+                let now = Instant::now();
+                self.next_probe = self
+                    .compiled
+                    .check
+                    .map(|_| now + self.env.config.health.interval);
+                self.next_tick = self.env.config.tick.map(|t| now + t);
+                self.probes.reset();
                 self.instance = Some(inst);
                 self.started_ok = true;
-                self.running_since = Some(Instant::now());
+                self.running_since = Some(now);
                 self.set_status(Status::Running, None);
                 tracing::info!(parent: &self.span, "plugin running");
                 Flow::Continue
@@ -557,9 +693,17 @@ impl Worker {
             Exit::Crashed(_) => Ending::Crash,
         };
         self.crashed |= ending == Ending::Crash;
-        let mut decision = self
-            .tracker
-            .decide(ending, now, up_since, rand::random::<f64>());
+        // A crash in a half-open trial opens the breaker again, unless the
+        // trial had already run long enough to close it.
+        let trial_crash = ending == Ending::Crash
+            && self.breaker.in_trial()
+            && !self.breaker.close_if_due(up_since, now);
+        let mut decision = if trial_crash {
+            Decision::Reopen
+        } else {
+            self.tracker
+                .decide(ending, now, up_since, rand::random::<f64>())
+        };
         if matches!(decision, Decision::GiveUp { .. }) && self.can_roll_back(now) {
             self.roll_back(&exit);
             decision = Decision::Restart(Duration::ZERO);
@@ -590,40 +734,63 @@ impl Worker {
                 self.count("crashed");
             }
         }
-        let will_restart = matches!(decision, Decision::Restart(_));
+        // Every restart counts against the host's budget too; past it the
+        // host gives up (see `budget`) and this plugin is not restarted.
+        let exhausted = match decision {
+            Decision::Restart(_) => {
+                let cause = exit.crash().map_or("normal-exit", |c| c.cause.as_str());
+                self.budget.restart(&self.env.name, cause, now).err()
+            }
+            _ => None,
+        };
+        let will_restart = matches!(decision, Decision::Restart(_)) && exhausted.is_none();
         // The new status and restart count are set before the sender of the
         // message in flight is answered, so whoever sees the answer sees them.
-        let parked = match decision {
-            Decision::Restart(delay) => {
-                self.restarts += 1;
-                self.metrics.restarts.get_or_create(&self.labels).inc();
-                let cause = exit.crash().map_or("normal-exit", |c| c.cause.as_str());
-                tracing::info!(cause, delay = ?delay, restarts = self.restarts, "restarting plugin");
-                if !delay.is_zero() {
-                    lock(&self.info).retry_at = Some(now + delay);
-                    self.set_status_keep_retry(Status::Backoff);
-                } else {
-                    lock(&self.info).restarts = self.restarts;
+        let parked = if let Some(why) = exhausted {
+            tracing::error!("{why}");
+            Some((
+                Status::Stopped,
+                "not restarted: the host's restart budget is exhausted".to_string(),
+            ))
+        } else {
+            match decision {
+                Decision::Restart(delay) => {
+                    self.restarts += 1;
+                    self.metrics.restarts.get_or_create(&self.labels).inc();
+                    let cause = exit.crash().map_or("normal-exit", |c| c.cause.as_str());
+                    tracing::info!(cause, delay = ?delay, restarts = self.restarts, "restarting plugin");
+                    if !delay.is_zero() {
+                        lock(&self.info).retry_at = Some(now + delay);
+                        self.set_status_keep_retry(Status::Backoff);
+                    } else {
+                        lock(&self.info).restarts = self.restarts;
+                    }
+                    None
                 }
-                None
-            }
-            Decision::Stop => {
-                let reason = format!(
-                    "{} (restart type {:?})",
-                    ending_text(&exit),
-                    self.tracker.policy().kind
-                )
-                .to_lowercase();
-                Some((Status::Stopped, reason))
-            }
-            Decision::GiveUp { restarts, window } => {
-                let reason = format!(
-                    "{restarts} restarts within {window:?} exceed max-restarts ({}); last: {}",
-                    self.tracker.policy().max_restarts,
-                    ending_text(&exit)
-                );
-                tracing::error!(%reason, "plugin failed");
-                Some((Status::Failed, reason))
+                Decision::Stop => {
+                    let reason = format!(
+                        "{} (restart type {:?})",
+                        ending_text(&exit),
+                        self.tracker.policy().kind
+                    )
+                    .to_lowercase();
+                    Some((Status::Stopped, reason))
+                }
+                Decision::GiveUp { restarts, window } => {
+                    let reason = format!(
+                        "{restarts} restarts within {window:?} exceed max-restarts ({}); last: {}",
+                        self.tracker.policy().max_restarts,
+                        ending_text(&exit)
+                    );
+                    Some((Status::Failed, self.open_breaker(now, reason)))
+                }
+                Decision::Reopen => {
+                    let reason = format!(
+                        "crashed in its half-open trial after a cooldown; last: {}",
+                        ending_text(&exit)
+                    );
+                    Some((Status::Failed, self.open_breaker(now, reason)))
+                }
             }
         };
         if let Some((status, reason)) = &parked {
@@ -635,7 +802,14 @@ impl Worker {
                 self.dead_letter(e).await;
             } else if let Err((_, e)) = self.mailbox.push_front(e) {
                 let (status, reason) = self.mailbox.closed().unwrap_or_default();
-                answer_unavailable(e, &status, &reason, &self.timers, &self.env.name);
+                answer_unavailable(
+                    e,
+                    &status,
+                    &reason,
+                    self.retry_in(),
+                    &self.timers,
+                    &self.env.name,
+                );
             }
         }
         if let Some((status, reason)) = parked {
@@ -645,6 +819,7 @@ impl Worker {
             return Flow::Continue;
         }
         if let Decision::Restart(delay) = decision
+            && will_restart
             && !delay.is_zero()
         {
             let sleep = tokio::time::sleep(delay);
@@ -660,6 +835,20 @@ impl Worker {
         Flow::Continue
     }
 
+    /// The plugin fails: opens the breaker and schedules the next attempt
+    /// (unless cooldowns are off). Returns the reason with when.
+    fn open_breaker(&mut self, now: Instant, mut reason: String) -> String {
+        match self.breaker.open() {
+            Some(cooldown) => {
+                self.retry_at = Some(now + cooldown);
+                reason.push_str(&format!("; next attempt in {cooldown:?} (cooldown)"));
+            }
+            None => self.retry_at = None,
+        }
+        tracing::error!(%reason, "plugin failed");
+        reason
+    }
+
     fn set_status_keep_retry(&self, status: Status) {
         let mut i = lock(&self.info);
         i.status = status;
@@ -668,12 +857,25 @@ impl Worker {
         i.running_since = None;
     }
 
+    /// Time until a failed plugin's next attempt, if one is scheduled.
+    fn retry_in(&self) -> Option<Duration> {
+        self.retry_at
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
     /// Parks the plugin: closes the mailbox and answers everything queued with 503.
     fn close(&mut self, status: Status, reason: String) {
         self.parked = true;
         self.set_status(status, Some(reason.clone()));
         for e in self.mailbox.close(status.as_str(), &reason) {
-            answer_unavailable(e, status.as_str(), &reason, &self.timers, &self.env.name);
+            answer_unavailable(
+                e,
+                status.as_str(),
+                &reason,
+                self.retry_in(),
+                &self.timers,
+                &self.env.name,
+            );
         }
     }
 
@@ -795,6 +997,7 @@ pub(super) fn answer_unavailable(
     env: Envelope,
     status: &str,
     reason: &str,
+    retry_after: Option<Duration>,
     timers: &TimerHandle,
     plugin: &str,
 ) {
@@ -805,6 +1008,17 @@ pub(super) fn answer_unavailable(
     env.answer(Outcome::Unavailable {
         status: status.to_string(),
         reason: reason.to_string(),
-        retry_after: None,
+        retry_after,
     });
+}
+
+/// The message a `tick` delivers.
+pub(super) const TICK: &[u8] = b"tick";
+
+/// Sleeps until `at`; never wakes for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => futures::future::pending().await,
+    }
 }

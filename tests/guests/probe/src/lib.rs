@@ -11,6 +11,7 @@
 //! |-----------------------------|---------------------------------------------------------|
 //! | `count`                     | get + set key `count` (decimal ASCII) → new count       |
 //! | `incr KEY`                  | `atomics::increment` by 1 → new value                   |
+//! | `tick`                      | (what the host's `tick` delivers) `incr ticks`          |
 //! | `get KEY`                   | value bytes, or `Err("missing")`                        |
 //! | `set KEY VALUE`             | `ok`; a store error comes back as `Err("{error:?}")`    |
 //! | `set-then-trap KEY VALUE`   | set, then panic ("trap after write")                    |
@@ -55,8 +56,10 @@
 //!   `trap` → panic, `sleep` → sleeps 10 s then `Ok`; otherwise increments key
 //!   `inits` (atomics) and returns `Ok`.
 //! - `shutdown`: increments key `shutdowns` (atomics).
-//! - `health.check`: config key `health` = `unhealthy` / `degraded` → that
-//!   status with reason "told to", `trap` → panic; otherwise healthy.
+//! - `health.check`: config key `health`, or else key `health` of the
+//!   default bucket (so `set health unhealthy` changes it at run time):
+//!   `unhealthy` / `degraded` → that status with reason "told to", `trap` →
+//!   panic, `hang` → sleeps 10 s; otherwise healthy.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -100,6 +103,7 @@ fn run(command: &str, args: &str) -> Reply {
         // Key-value store.
         "count" => count(),
         "incr" => text(atomics::increment(&default_bucket()?, args, 1).map_err(debug)?),
+        "tick" => text(atomics::increment(&default_bucket()?, "ticks", 1).map_err(debug)?),
         "get" => get(&default_bucket()?, args),
         "set" => {
             let (key, value) = two(args)?;
@@ -435,15 +439,26 @@ impl lifecycle::Guest for Probe {
 
 impl health::Guest for Probe {
     fn check() -> health::Status {
-        match config_value("health") {
-            Ok(Some(value)) => match value.as_str() {
-                "unhealthy" => health::Status::Unhealthy("told to".to_string()),
-                "degraded" => health::Status::Degraded("told to".to_string()),
-                "trap" => panic!("health trap"),
-                _ => health::Status::Healthy,
-            },
-            Ok(None) => health::Status::Healthy,
-            Err(error) => health::Status::Unhealthy(format!("reading config: {error}")),
+        // Config key `health` wins; else key `health` of the default bucket,
+        // so a test can change the answer while the instance runs.
+        let told = match config_value("health") {
+            Ok(Some(value)) => Some(value),
+            Ok(None) => default_bucket()
+                .and_then(|b| b.get("health").map_err(debug))
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Err(error) => return health::Status::Unhealthy(format!("reading config: {error}")),
+        };
+        match told.as_deref() {
+            Some("unhealthy") => health::Status::Unhealthy("told to".to_string()),
+            Some("degraded") => health::Status::Degraded("told to".to_string()),
+            Some("trap") => panic!("health trap"),
+            Some("hang") => {
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                health::Status::Healthy
+            }
+            _ => health::Status::Healthy,
         }
     }
 }

@@ -1,0 +1,109 @@
+//! Health probes (DESIGN.md, "Health"): how the answers of `health.check`
+//! are judged. The worker runs the probe between calls every
+//! `health.interval`; this module keeps the streak of `unhealthy` answers and
+//! turns a probe into a crash when the plugin must be restarted.
+
+use crate::crash::{Cause, Crash, Exit};
+use crate::instance::Health;
+use std::time::Duration;
+
+/// What the last probes said.
+#[derive(Debug, Default)]
+pub(super) struct Probes {
+    /// `unhealthy` answers in a row.
+    streak: u32,
+}
+
+impl Probes {
+    /// Judges one answer: `Ok(label)` to show in status and metrics, or the
+    /// crash that restarts the plugin after `threshold` unhealthy answers.
+    pub(super) fn judge(&mut self, answer: Health, threshold: u32) -> Result<String, Exit> {
+        match answer {
+            Health::Healthy => {
+                self.streak = 0;
+                Ok("healthy".to_string())
+            }
+            Health::Degraded(why) => {
+                self.streak = 0;
+                Ok(format!("degraded: {why}"))
+            }
+            Health::Unhealthy(why) => {
+                self.streak += 1;
+                if self.streak >= threshold {
+                    self.streak = 0;
+                    return Err(unhealthy(format!(
+                        "health check answered unhealthy {threshold} times in a row: {why}"
+                    )));
+                }
+                Ok(format!("unhealthy ({}/{threshold}): {why}", self.streak))
+            }
+        }
+    }
+
+    /// A new instance starts with a clean slate.
+    pub(super) fn reset(&mut self) {
+        self.streak = 0;
+    }
+}
+
+/// A probe that did not return: a timeout is the cause `unhealthy`; any other
+/// crash (a trap) is itself.
+pub(super) fn failed_probe(exit: Exit, timeout: Duration) -> Exit {
+    match exit {
+        Exit::Crashed(c) if c.cause == Cause::Timeout => Exit::Crashed(Crash {
+            cause: Cause::Unhealthy,
+            message: format!(
+                "health check did not answer within its timeout of {timeout:?} (config key `health.timeout`)"
+            ),
+            ..c
+        }),
+        other => other,
+    }
+}
+
+fn unhealthy(message: String) -> Exit {
+    Exit::Crashed(Crash {
+        cause: Cause::Unhealthy,
+        message,
+        backtrace: Vec::new(),
+        fuel_used: 0,
+        memory_bytes: 0,
+        coredump: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_unhealthy_answers_in_a_row_crash() {
+        let mut p = Probes::default();
+        let bad = || Health::Unhealthy("db down".into());
+        assert_eq!(p.judge(bad(), 3).unwrap(), "unhealthy (1/3): db down");
+        assert_eq!(p.judge(bad(), 3).unwrap(), "unhealthy (2/3): db down");
+        let Err(Exit::Crashed(c)) = p.judge(bad(), 3) else {
+            panic!("the third unhealthy answer restarts it");
+        };
+        assert_eq!(c.cause, Cause::Unhealthy);
+        assert!(
+            c.message.contains("3 times in a row: db down"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
+    fn a_healthy_or_degraded_answer_breaks_the_streak() {
+        let mut p = Probes::default();
+        let bad = || Health::Unhealthy("x".into());
+        p.judge(bad(), 2).unwrap();
+        assert_eq!(
+            p.judge(Health::Degraded("slow".into()), 2).unwrap(),
+            "degraded: slow"
+        );
+        p.judge(bad(), 2).unwrap();
+        assert_eq!(p.judge(Health::Healthy, 2).unwrap(), "healthy");
+        assert!(p.judge(bad(), 2).is_ok());
+    }
+}
