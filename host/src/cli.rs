@@ -135,7 +135,47 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
             println!("{n}");
         }
     }
+    print_groups(&v["groups"]);
     Ok(0)
+}
+
+/// The supervision tree under `status`: each group with its strategy, the
+/// restarts it used of its intensity, and its members in start order.
+fn print_groups(groups: &serde_json::Value) {
+    let Some(groups) = groups.as_array().filter(|g| !g.is_empty()) else {
+        return;
+    };
+    println!();
+    for g in groups {
+        let depth = {
+            let mut d = 0;
+            let mut parent = g["parent"].as_str();
+            while let Some(p) = parent {
+                d += 1;
+                parent = groups
+                    .iter()
+                    .find(|x| x["name"] == p)
+                    .and_then(|x| x["parent"].as_str());
+            }
+            d
+        };
+        let members: Vec<&str> = g["children"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str())
+            .collect();
+        println!(
+            "{}group {} ({}): {} of {} restarts used within {}s; members {}",
+            "  ".repeat(depth),
+            g["name"].as_str().unwrap_or("?"),
+            g["strategy"].as_str().unwrap_or("?"),
+            g["used"].as_u64().unwrap_or(0),
+            g["max_restarts"].as_u64().unwrap_or(0),
+            g["window_secs"].as_f64().unwrap_or(0.0),
+            members.join(", ")
+        );
+    }
 }
 
 /// `wasm-sup restart|stop|start NAME` or `--all`.

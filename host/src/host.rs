@@ -106,7 +106,7 @@ async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
     };
     let plugin_dir = discovery::PluginDir::open(dir)
         .with_context(|| format!("failed to open plugin directory {}", dir.display()))?;
-    let supervisor = SupervisorHandle::new(config.host.clone(), backend)?;
+    let supervisor = SupervisorHandle::new(config.host.clone(), backend, &config.groups)?;
     let mut folder = Folder::new(
         plugin_dir,
         loader,

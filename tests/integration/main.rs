@@ -6,6 +6,7 @@ mod admin;
 mod bad_input;
 mod crashes;
 mod dropin;
+mod groups;
 mod limits;
 mod process;
 mod sandbox;
@@ -22,6 +23,7 @@ fn every_guest_has_a_test() {
         "admin.rs",
         "crashes.rs",
         "dropin.rs",
+        "groups.rs",
         "limits.rs",
         "state.rs",
         "supervision.rs",

@@ -65,6 +65,13 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// `{group}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    /// Group name (`root` for the root).
+    pub group: String,
+}
+
 fn seconds_histogram() -> Histogram {
     // 10 µs .. ~2.6 min
     Histogram::new(exponential_buckets(0.000_01, 4.0, 13))
@@ -103,6 +110,12 @@ pub struct Metrics {
     pub upgrades: Family<ResultLabels, Counter>,
     /// `wasm_sup_health_checks_total{plugin,result}`.
     pub health_checks: Family<ResultLabels, Counter>,
+    /// `wasm_sup_group_restarts_total{group}`: coordinated restarts a group
+    /// carried out (one-for-all, rest-for-one, or a child group restarted whole).
+    pub group_restarts: Family<GroupLabel, Counter>,
+    /// `wasm_sup_escalations_total{group}`: times a group exceeded its
+    /// intensity and escalated to its parent.
+    pub escalations: Family<GroupLabel, Counter>,
     /// `wasm_sup_compile_cache_total{result}`.
     pub compile_cache: Family<CacheLabels, Counter>,
 }
@@ -139,6 +152,8 @@ impl Metrics {
             plugins_refused: Gauge::default(),
             upgrades: Family::default(),
             health_checks: Family::default(),
+            group_restarts: Family::default(),
+            escalations: Family::default(),
             compile_cache: Family::default(),
             registry: Registry::default(),
         };
@@ -193,6 +208,16 @@ impl Metrics {
             m.upgrades.clone(),
         );
         registry.register(
+            "group_restarts",
+            "Coordinated restarts carried out by a group",
+            m.group_restarts.clone(),
+        );
+        registry.register(
+            "escalations",
+            "Groups that exceeded their intensity and escalated to their parent",
+            m.escalations.clone(),
+        );
+        registry.register(
             "health_checks",
             "Health probes, by answer",
             m.health_checks.clone(),
@@ -229,6 +254,15 @@ impl Metrics {
             .get_or_create(&ResultLabels {
                 plugin: plugin.to_string(),
                 result,
+            })
+            .inc();
+    }
+
+    /// Counts one event of `group` in `family`.
+    pub fn group(&self, family: &Family<GroupLabel, Counter>, group: &str) {
+        family
+            .get_or_create(&GroupLabel {
+                group: group.to_string(),
             })
             .inc();
     }

@@ -158,7 +158,12 @@ async fn metrics(State(sup): State<SupervisorHandle>) -> Response {
 }
 
 async fn list(State(sup): State<SupervisorHandle>) -> Response {
-    Json(json!({ "plugins": sup.list(), "budget": sup.budget().info() })).into_response()
+    Json(json!({
+        "plugins": sup.list(),
+        "budget": sup.budget().info(),
+        "groups": sup.groups(),
+    }))
+    .into_response()
 }
 
 async fn one(State(sup): State<SupervisorHandle>, Path(name): Path<String>) -> Response {

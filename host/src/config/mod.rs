@@ -171,7 +171,7 @@ impl StateLocation {
 }
 
 /// A validated `[groups.NAME]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupConfig {
     /// Restart strategy.
     pub strategy: Strategy,

@@ -11,15 +11,17 @@ pub mod backoff;
 pub mod breaker;
 pub mod budget;
 mod coredumps;
+mod groups;
 mod health;
 pub mod policy;
 pub mod rollback;
 pub mod timers;
+pub mod tree;
 mod worker;
 
 use crate::admin::metrics::Metrics;
 use crate::compile::Compiled;
-use crate::config::{HostConfig, PluginConfig, RestartType};
+use crate::config::{GroupConfig, HostConfig, PluginConfig, RestartType};
 use crate::crash::Cause;
 use crate::discovery::PluginSpec;
 use crate::instance::PluginEnv;
@@ -78,6 +80,9 @@ pub struct PluginInfo {
     pub reason: Option<String>,
     /// Seconds the current instance has been running.
     pub uptime_secs: Option<f64>,
+    /// When the current instance started running, microseconds since the
+    /// Unix epoch.
+    pub started_at_us: Option<u64>,
     /// Messages queued.
     pub mailbox_depth: usize,
     /// SHA-256 of the loaded component.
@@ -155,6 +160,12 @@ pub(crate) enum Control {
     Upgrade(Arc<Compiled>, Ack),
     /// A new configuration, for the plugin's next start.
     Reconfigure(Arc<PluginConfig>),
+    /// The plugin's group restarts it: stop gracefully and wait for `Resume`.
+    Hold(Ack),
+    /// The plugin's group starts it again (answered once `init` has run).
+    Resume(Ack),
+    /// Stop gracefully and stay `stopped`, for the given reason.
+    StopFor(String, Ack),
 }
 
 /// An operator's request to one plugin.
@@ -190,6 +201,7 @@ struct Shared {
     shutting_down: AtomicBool,
     metrics: Arc<Metrics>,
     budget: Arc<budget::Budget>,
+    groups: Arc<groups::Groups>,
 }
 
 /// Why a message was not accepted.
@@ -247,23 +259,36 @@ impl SupervisorHandle {
     pub fn new(
         host: HostConfig,
         backend: Arc<dyn StateBackend>,
+        groups: &BTreeMap<String, GroupConfig>,
     ) -> anyhow::Result<SupervisorHandle> {
         let directory = Directory::new();
         let (timers, _task) = timers::start(&backend, directory.clone())?;
         let budget = Arc::new(budget::Budget::new(host.max_restarts, host.window));
-        Ok(SupervisorHandle {
-            shared: Arc::new(Shared {
-                plugins: RwLock::new(BTreeMap::new()),
-                order: RwLock::new(Vec::new()),
-                directory,
-                backend,
-                timers,
-                host,
-                shutting_down: AtomicBool::new(false),
-                metrics: Arc::new(Metrics::new()),
-                budget,
-            }),
-        })
+        let (groups, jobs) = groups::Groups::new(tree::Tree::new(groups));
+        let shared = Arc::new(Shared {
+            plugins: RwLock::new(BTreeMap::new()),
+            order: RwLock::new(Vec::new()),
+            directory,
+            backend,
+            timers,
+            host,
+            shutting_down: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
+            budget,
+            groups: Arc::new(groups),
+        });
+        tokio::spawn(groups::run(jobs, Arc::downgrade(&shared)));
+        Ok(SupervisorHandle { shared })
+    }
+
+    /// `names` in the tree's start order (DESIGN.md, "Supervision tree").
+    pub fn start_order_of(&self, names: &[String]) -> Vec<String> {
+        self.shared.groups.start_order(names)
+    }
+
+    /// The configured groups and their restarts, for the admin API.
+    pub fn groups(&self) -> Vec<tree::GroupInfo> {
+        self.shared.groups.info()
     }
 
     /// Adds a compiled plugin and starts its worker. `rolled_back` is the
@@ -289,6 +314,7 @@ impl SupervisorHandle {
             last_crash: None,
             reason: None,
             uptime_secs: None,
+            started_at_us: None,
             mailbox_depth: 0,
             sha256: compiled.sha256.clone(),
             restart_type: config.restart.kind,

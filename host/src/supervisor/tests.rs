@@ -27,7 +27,7 @@ async fn a_host_panic_is_contained_as_host_error() {
     let compiled =
         crate::compile::compile(&engine, &linker, &wat::parse_str(&wat).unwrap()).unwrap();
     let backend = crate::state::open(&crate::config::StateLocation::Memory).unwrap();
-    let sup = SupervisorHandle::new(config.host.clone(), backend).unwrap();
+    let sup = SupervisorHandle::new(config.host.clone(), backend, &config.groups).unwrap();
     for name in ["panicky", "bystander"] {
         let spec = PluginSpec {
             name: name.into(),

@@ -22,10 +22,12 @@
 //! - A new configuration is taken at the next start of an instance.
 
 use super::breaker::Breaker;
+use super::groups::Job;
 use super::health::{self, Probes};
 use super::policy::{Decision, Ending, RestartTracker};
 use super::rollback::{self, Rollback};
 use super::timers::TimerHandle;
+use super::tree::Plan;
 use super::{Control, PluginInfo, Shared, Status, lock};
 use crate::admin::metrics::{CauseLabels, Metrics, OutcomeLabels, PluginLabel};
 use crate::compile::Compiled;
@@ -97,6 +99,12 @@ pub(super) struct Worker {
     running_since: Option<Instant>,
     /// Failed or stopped: only control requests are taken.
     parked: bool,
+    /// Down while its group restarts it: waits for `Control::Resume`.
+    held: bool,
+    /// A start its group asked for that failed, to be handled next.
+    failed_start: Option<(Exit, &'static str)>,
+    /// The supervision tree and its coordinator.
+    groups: Arc<super::groups::Groups>,
     metrics: Arc<Metrics>,
     labels: PluginLabel,
     /// Coredump folder and budget, when coredumps are on.
@@ -163,6 +171,9 @@ impl Worker {
             instance: None,
             running_since: None,
             parked: false,
+            held: false,
+            failed_start: None,
+            groups: shared.groups.clone(),
             metrics,
             labels,
             coredumps: host.coredumps.map(|b| (host.coredump_dir.clone(), b)),
@@ -181,6 +192,11 @@ impl Worker {
         } else {
             None
         };
+        i.started_at_us = (status == Status::Running).then(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64)
+        });
         match status {
             Status::Backoff => {}
             Status::Failed => i.retry_at = self.retry_at,
@@ -203,7 +219,9 @@ impl Worker {
     }
 
     async fn step(&mut self) -> Flow {
-        if self.parked {
+        if let Some((exit, call)) = self.failed_start.take() {
+            self.after_exit(exit, call, None).await
+        } else if self.parked || self.held {
             tokio::select! {
                 biased;
                 c = self.control.recv() => self.on_control(c).await,
@@ -323,14 +341,38 @@ impl Worker {
                 return Flow::Exit;
             }
             Control::Stop(done) => {
-                let deadline = Instant::now() + self.env.config.shutdown_timeout;
-                self.stop_instance(deadline).await;
-                self.close(Status::Stopped, "stopped by an operator".into());
-                tracing::info!("plugin stopped by an operator");
+                self.stop_for("stopped by an operator".into()).await;
                 let _ = done.send(Ok(()));
             }
+            Control::StopFor(reason, done) => {
+                if !self.parked {
+                    self.stop_for(reason).await;
+                }
+                let _ = done.send(Ok(()));
+            }
+            Control::Hold(done) => {
+                if !self.parked {
+                    let deadline = Instant::now() + self.env.config.shutdown_timeout;
+                    self.stop_instance(deadline).await;
+                    self.held = true;
+                    self.set_status(Status::Starting, Some("restarting with its group".into()));
+                    tracing::info!("stopped by its group, to be started again");
+                }
+                let _ = done.send(Ok(()));
+            }
+            Control::Resume(done) => {
+                if self.held && !self.parked {
+                    self.held = false;
+                    let started = self.try_start().await;
+                    let _ = done.send(Ok(()));
+                    // Applied by the next step: the group goes on meanwhile.
+                    self.failed_start = started.err();
+                } else {
+                    let _ = done.send(Ok(()));
+                }
+            }
             Control::Start(done) => {
-                if self.parked {
+                if self.parked || self.held {
                     self.breaker.reset();
                     self.unpark();
                     tracing::info!("plugin started by an operator");
@@ -371,6 +413,14 @@ impl Worker {
             }
         }
         Flow::Continue
+    }
+
+    /// Stops gracefully and parks as `stopped` for `reason`.
+    async fn stop_for(&mut self, reason: String) {
+        let deadline = Instant::now() + self.env.config.shutdown_timeout;
+        self.stop_instance(deadline).await;
+        tracing::info!("plugin stopped: {reason}");
+        self.close(Status::Stopped, reason);
     }
 
     /// Switches to a new version (see the module doc).
@@ -498,6 +548,7 @@ impl Worker {
     /// starts a new instance.
     fn unpark(&mut self) {
         self.parked = false;
+        self.held = false;
         self.retry_at = None;
         self.tracker.reset();
         self.mailbox.reopen();
@@ -526,6 +577,15 @@ impl Worker {
 
     /// Starts a new instance and runs `init`; on failure applies the policy.
     async fn start(&mut self) -> Flow {
+        match self.try_start().await {
+            Ok(()) => Flow::Continue,
+            Err((exit, call)) => self.after_exit(exit, call, None).await,
+        }
+    }
+
+    /// Starts a new instance and runs `init`; on failure, the exit and the
+    /// call it happened in, for [`Worker::after_exit`].
+    async fn try_start(&mut self) -> Result<(), (Exit, &'static str)> {
         if let Some(config) = self.pending_config.take() {
             self.apply_config(config);
         }
@@ -559,7 +619,7 @@ impl Worker {
             Ok(mut inst) => {
                 let (commit, outbox) = inst.take_txn().into_commit(&self.env.name);
                 if let Err(e) = self.commit_and_release(commit, outbox).await {
-                    return self.after_exit(host_error(e), "init", None).await;
+                    return Err((host_error(e), "init"));
                 }
                 let now = Instant::now();
                 self.next_probe = self
@@ -573,9 +633,9 @@ impl Worker {
                 self.running_since = Some(now);
                 self.set_status(Status::Running, None);
                 tracing::info!(parent: &self.span, "plugin running");
-                Flow::Continue
+                Ok(())
             }
-            Err(exit) => self.after_exit(exit, "init", None).await,
+            Err(exit) => Err((exit, "init")),
         }
     }
 
@@ -743,6 +803,27 @@ impl Worker {
             }
             _ => None,
         };
+        // Within the budget, the plugin's group decides what restarts with it.
+        let plan = match decision {
+            Decision::Restart(_) if exhausted.is_none() => {
+                let budget = self.budget.clone();
+                self.groups.on_restart(&self.env.name, now, |group| {
+                    budget
+                        .restart(&format!("group {group}"), "escalation", now)
+                        .is_ok()
+                })
+            }
+            _ => Plan::Alone,
+        };
+        let exhausted = match &plan {
+            Plan::GiveUp { group } => Some(format!(
+                "group {group} escalated to the root past the host's restart budget"
+            )),
+            _ => exhausted,
+        };
+        if exit.crash().is_none() && matches!(decision, Decision::Stop) {
+            self.groups.on_normal_exit(&self.env.name);
+        }
         let will_restart = matches!(decision, Decision::Restart(_)) && exhausted.is_none();
         // The new status and restart count are set before the sender of the
         // message in flight is answered, so whoever sees the answer sees them.
@@ -816,6 +897,32 @@ impl Worker {
             // Closing answers everything queued (the message in flight too,
             // when it was put back) with 503.
             self.close(status, reason);
+            return Flow::Continue;
+        }
+        if let (
+            Plan::Together {
+                stop,
+                start,
+                why,
+                by,
+                escalated,
+            },
+            Decision::Restart(delay),
+        ) = (plan, decision)
+            && will_restart
+        {
+            // The group restarts this plugin with the others, in order.
+            self.held = true;
+            for g in &escalated {
+                self.metrics.group(&self.metrics.escalations, g);
+            }
+            self.metrics.group(&self.metrics.group_restarts, &by);
+            self.groups.submit(Job::Restart {
+                stop,
+                start,
+                delay,
+                why,
+            });
             return Flow::Continue;
         }
         if let Decision::Restart(delay) = decision

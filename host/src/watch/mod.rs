@@ -83,6 +83,7 @@ pub struct Folder {
     supervisor: SupervisorHandle,
     overrides: HostOverrides,
     host: HostConfig,
+    groups: BTreeMap<String, crate::config::GroupConfig>,
     known: BTreeMap<String, Known>,
     /// Changed files waiting to be stable: the signature seen, and since when.
     settling: BTreeMap<String, (Signature, Instant)>,
@@ -116,6 +117,7 @@ impl Folder {
             supervisor,
             overrides,
             host: config.host.clone(),
+            groups: config.groups.clone(),
             known: BTreeMap::new(),
             settling: BTreeMap::new(),
             logged: BTreeMap::new(),
@@ -127,10 +129,11 @@ impl Folder {
     /// cache) two at a time and started in name order. An invalid `NAME.toml`
     /// is an error; an invalid component is refused and the others start.
     pub async fn load_all(&mut self, config: &Config) -> Result<Vec<Refused>> {
-        let discovery::Discovered { specs, mut refused } = discovery::discover(config, &self.dir)
-            .with_context(|| {
-            format!("failed to read plugin directory {}", config.dir.display())
-        })?;
+        let discovery::Discovered {
+            mut specs,
+            mut refused,
+        } = discovery::discover(config, &self.dir)
+            .with_context(|| format!("failed to read plugin directory {}", config.dir.display()))?;
         for name in config.configured_plugins() {
             if !specs.iter().any(|s| s.0.name == name) {
                 tracing::warn!(
@@ -139,6 +142,10 @@ impl Folder {
                 );
             }
         }
+        // Start order: the supervision tree's (groups in declared order).
+        let names: Vec<String> = specs.iter().map(|s| s.0.name.clone()).collect();
+        let order = self.supervisor.start_order_of(&names);
+        specs.sort_by_key(|s| order.iter().position(|n| *n == s.0.name));
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let total = specs.len();
         let mut progress = progress::Progress::new(total);
@@ -337,8 +344,10 @@ impl Folder {
                 if self.resolved("config") {
                     tracing::info!("configuration accepted");
                 }
-                if c.host != self.host && !self.logged.contains_key("host") {
-                    let line = "[host] settings changed: they take effect when the host restarts";
+                if (c.host != self.host || c.groups != self.groups)
+                    && !self.logged.contains_key("host")
+                {
+                    let line = "[host] or [groups] settings changed: they take effect when the host restarts";
                     tracing::warn!("{line}");
                     self.logged.insert("host".into(), line.into());
                 }
