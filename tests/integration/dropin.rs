@@ -375,12 +375,7 @@ async fn odd_folder_contents_are_refused_and_the_host_keeps_running() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let names: Vec<String> = h.admin.get("/v1/plugins").await.json()["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = h.admin.plugin_names().await;
     assert_eq!(names, ["probe", "alias"]);
     assert_eq!(h.send("probe", "count").await.ok(), "1");
     assert_eq!(metric(&h, "wasm_sup_plugins_refused{}").await, 6.0);

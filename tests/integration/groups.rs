@@ -63,12 +63,7 @@ async fn each_strategy_restarts_exactly_its_members_in_start_order() {
         let h = TestHost::start(dir).await;
         wait_generations(&h, &[("c", 1), ("a", 1), ("b", 1), ("z", 1)]).await;
         // Declared order, not name order: c, a, b.
-        let names: Vec<String> = h.admin.get("/v1/plugins").await.json()["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap().to_string())
-            .collect();
+        let names = h.admin.plugin_names().await;
         assert_eq!(names, ["c", "a", "b", "z"], "{strategy}");
 
         assert_eq!(h.send("a", "crash").await.status, 500, "{strategy}");

@@ -205,6 +205,16 @@ impl Admin {
         }
     }
 
+    /// The names of the plugins, in start order.
+    pub async fn plugin_names(&self) -> Vec<String> {
+        self.get("/v1/plugins").await.json()["plugins"]
+            .as_array()
+            .expect("a list of plugins")
+            .iter()
+            .map(|p| p["name"].as_str().expect("a name").to_string())
+            .collect()
+    }
+
     /// Waits until there is no plugin called `plugin`.
     pub async fn wait_gone(&self, plugin: &str, within: Duration) {
         let deadline = Instant::now() + within;

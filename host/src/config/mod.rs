@@ -55,7 +55,8 @@ fn default_shutdown_timeout() -> Duration {
 fn default_upgrade_probation() -> Duration {
     Duration::from_secs(30)
 }
-fn default_restart() -> RestartPolicy {
+/// The default restart policy (DESIGN.md's `[defaults.restart]`).
+pub(crate) fn default_restart() -> RestartPolicy {
     RestartPolicy {
         kind: RestartType::Permanent,
         backoff: BackoffKind::Exponential,

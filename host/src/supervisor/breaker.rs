@@ -104,15 +104,9 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, HostOverrides};
 
     fn policy(cooldown: Option<u64>, max: u64) -> RestartPolicy {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = Config::load(dir.path(), &HostOverrides::default())
-            .unwrap()
-            .plugin("x")
-            .unwrap()
-            .restart;
+        let mut p = crate::config::default_restart();
         p.cooldown = cooldown.map(Duration::from_secs);
         p.cooldown_max = Duration::from_secs(max);
         p.reset_after = Duration::from_secs(60);

@@ -51,9 +51,10 @@ impl Budget {
         }
     }
 
-    /// Counts one restart of `plugin`; `Err` with the give-up message when
-    /// it is one too many.
-    pub fn restart(&self, plugin: &str, cause: &str, now: Instant) -> Result<(), String> {
+    /// Counts one restart of `who` (``plugin `x` `` or ``group `g` ``, which
+    /// escalated to the root); `Err` with the give-up message when it is one
+    /// too many.
+    pub fn restart(&self, who: &str, cause: &str, now: Instant) -> Result<(), String> {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         Self::trim(&mut recent, self.window, now);
         recent.push_back(now);
@@ -62,7 +63,7 @@ impl Budget {
             return Ok(());
         }
         let message = format!(
-            "the host's restart budget is exhausted: {used} restarts within {:?} exceed [host] max-restarts ({}); the last was plugin `{plugin}` (cause: {cause})",
+            "the host's restart budget is exhausted: {used} restarts within {:?} exceed [host] max-restarts ({}); the last was {who} (cause: {cause})",
             self.window, self.max_restarts
         );
         self.exhausted.send_if_modified(|m| {
@@ -106,12 +107,18 @@ mod tests {
     fn one_restart_too_many_within_the_window_gives_up() {
         let b = Budget::new(2, Duration::from_secs(10));
         let t0 = Instant::now();
-        assert!(b.restart("a", "trap", t0).is_ok());
-        assert!(b.restart("b", "trap", t0 + Duration::from_secs(5)).is_ok());
+        assert!(b.restart("plugin `a`", "trap", t0).is_ok());
+        assert!(
+            b.restart("plugin `b`", "trap", t0 + Duration::from_secs(5))
+                .is_ok()
+        );
         // The first has left the window.
-        assert!(b.restart("a", "trap", t0 + Duration::from_secs(11)).is_ok());
+        assert!(
+            b.restart("plugin `a`", "trap", t0 + Duration::from_secs(11))
+                .is_ok()
+        );
         let e = b
-            .restart("c", "unreachable", t0 + Duration::from_secs(12))
+            .restart("plugin `c`", "unreachable", t0 + Duration::from_secs(12))
             .unwrap_err();
         assert!(
             e.contains("3 restarts within 10s exceed [host] max-restarts (2)"),
@@ -127,8 +134,8 @@ mod tests {
             let b = b.clone();
             async move { b.exhausted().await }
         });
-        let first = b.restart("x", "trap", Instant::now()).unwrap_err();
-        let _ = b.restart("y", "trap", Instant::now());
+        let first = b.restart("plugin `x`", "trap", Instant::now()).unwrap_err();
+        let _ = b.restart("plugin `y`", "trap", Instant::now());
         assert_eq!(waiter.await.unwrap(), first);
     }
 }

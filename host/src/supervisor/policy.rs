@@ -128,15 +128,10 @@ impl RestartTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BackoffKind, Config, HostOverrides};
+    use crate::config::BackoffKind;
 
     fn policy() -> RestartPolicy {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = Config::load(dir.path(), &HostOverrides::default())
-            .unwrap()
-            .plugin("x")
-            .unwrap()
-            .restart;
+        let mut p = crate::config::default_restart();
         p.jitter = 0.0;
         p
     }

@@ -799,7 +799,8 @@ impl Worker {
         let exhausted = match decision {
             Decision::Restart(_) => {
                 let cause = exit.crash().map_or("normal-exit", |c| c.cause.as_str());
-                self.budget.restart(&self.env.name, cause, now).err()
+                let who = format!("plugin `{}`", self.env.name);
+                self.budget.restart(&who, cause, now).err()
             }
             _ => None,
         };
@@ -809,7 +810,11 @@ impl Worker {
                 let budget = self.budget.clone();
                 self.groups.on_restart(&self.env.name, now, |group| {
                     budget
-                        .restart(&format!("group {group}"), "escalation", now)
+                        .restart(
+                            &format!("group `{group}`, escalating"),
+                            "its intensity exceeded",
+                            now,
+                        )
                         .is_ok()
                 })
             }
