@@ -335,6 +335,9 @@ async fn bad_requests_get_clear_errors() {
             .contains("max-message")
     );
     assert_eq!(h.admin.get("/healthz").await.status, 200);
+    h.admin
+        .wait_status("probe", "running", Duration::from_secs(10))
+        .await;
     assert_eq!(h.admin.get("/readyz").await.status, 200);
     h.stop().await;
 }
