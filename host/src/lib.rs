@@ -6,7 +6,7 @@
 //! plugin dir --discovery/watch--> specs (file + config)
 //!    --compile (cache by hash)--> component + InstancePre
 //!    --instance (Store: limits, WASI ctx, state txn)--> running worker (tokio task, mailbox)
-//!    --supervisor (policy, backoff)--> restart / give up
+//!    --supervisor (policy, backoff, tree)--> restart / give up / escalate
 //!    --state backend (redb | memory)
 //!    --admin (HTTP API) and CLI
 //! ```

@@ -2,10 +2,13 @@
 //! them in reverse order, and answers the admin API through [`SupervisorHandle`].
 //!
 //! Each worker ([`worker`]) owns its plugin's instance and applies the restart
-//! policy ([`policy`]); the supervisor never sees wasmtime types beyond the
-//! [`Compiled`] handle it passes along. Durable timers run on one task
-//! ([`timers`]); crash reports are written by spawned tasks, off the restart
-//! path.
+//! policy ([`policy`]), the circuit breaker ([`breaker`]) and health probes;
+//! restarts that involve other plugins are decided by the supervision tree
+//! ([`tree`]) and carried out by one coordinator task; every restart counts
+//! against the host's [`budget`]. The supervisor never sees wasmtime types
+//! beyond the [`Compiled`] handle it passes along. Durable timers run on one
+//! task ([`timers`]); crash reports are written by spawned tasks, off the
+//! restart path.
 
 pub mod backoff;
 pub mod breaker;
