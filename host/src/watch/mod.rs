@@ -344,9 +344,9 @@ impl Folder {
                 if self.resolved("config") {
                     tracing::info!("configuration accepted");
                 }
-                if (c.host != self.host || c.groups != self.groups)
-                    && !self.logged.contains_key("host")
-                {
+                if c.host == self.host && c.groups == self.groups {
+                    self.resolved("host");
+                } else if !self.logged.contains_key("host") {
                     let line = "[host] or [groups] settings changed: they take effect when the host restarts";
                     tracing::warn!("{line}");
                     self.logged.insert("host".into(), line.into());
