@@ -7,10 +7,10 @@
 //! auto-shutdown stops the group's members in reverse start order.
 
 use super::tree::{GroupInfo, Plan, Tree};
-use super::{Control, Shared, lock};
+use super::{Control, Shared, SupervisorHandle, lock};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Longest wait for one member to stop or start.
 const MEMBER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,6 +94,7 @@ pub(super) async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, shared: Weak<Sha
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        let sup = SupervisorHandle { shared };
         match job {
             Job::Restart {
                 stop,
@@ -103,40 +104,31 @@ pub(super) async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, shared: Weak<Sha
             } => {
                 tracing::warn!("{why}");
                 for name in &stop {
-                    ask(&shared, name, Control::Hold).await;
+                    ask(&sup, name, Control::Hold).await;
                 }
                 tokio::time::sleep(delay).await;
                 for name in &start {
-                    ask(&shared, name, Control::Resume).await;
+                    ask(&sup, name, Control::Resume).await;
                 }
             }
             Job::Shutdown { stop, why } => {
                 tracing::info!("{why}");
                 for name in &stop {
                     let reason = why.clone();
-                    ask(&shared, name, |ack| Control::StopFor(reason, ack)).await;
+                    ask(&sup, name, |ack| Control::StopFor(reason, ack)).await;
                 }
             }
         }
     }
 }
 
-/// Sends a control request to one member and waits for its answer.
-async fn ask(shared: &Shared, name: &str, make: impl FnOnce(super::Ack) -> Control) {
-    let slot = shared
-        .plugins
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        .cloned();
-    let Some(slot) = slot else {
-        return; // removed meanwhile
-    };
-    let (tx, rx) = oneshot::channel();
-    if slot.control.send(make(tx)).is_err() {
-        return;
-    }
-    if tokio::time::timeout(MEMBER_TIMEOUT, rx).await.is_err() {
+/// Sends a control request to one member and waits for its answer. A
+/// member removed meanwhile, or a host shutting down, ends the request.
+async fn ask(sup: &SupervisorHandle, name: &str, make: impl FnOnce(super::Ack) -> Control) {
+    if tokio::time::timeout(MEMBER_TIMEOUT, sup.request(name, make))
+        .await
+        .is_err()
+    {
         tracing::warn!(
             plugin = name,
             "did not answer its group within {MEMBER_TIMEOUT:?}"

@@ -490,9 +490,14 @@ impl SupervisorHandle {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|n| n != name);
         self.shared.directory.remove(name);
-        for env in slot.mailbox.close("stopped", reason) {
-            worker::answer_unavailable(env, "stopped", reason, None, &self.shared.timers, name);
-        }
+        worker::close_mailbox(
+            &slot.mailbox,
+            "stopped",
+            reason,
+            None,
+            &self.shared.timers,
+            name,
+        );
         self.stop_worker(name, &slot).await;
         self.shared.metrics.forget(name);
         true
@@ -657,16 +662,14 @@ impl SupervisorHandle {
         let order = self.start_order();
         for name in order.iter() {
             if let Some(slot) = self.slot(name) {
-                for env in slot.mailbox.close("stopping", "the host is shutting down") {
-                    worker::answer_unavailable(
-                        env,
-                        "stopping",
-                        "the host is shutting down",
-                        None,
-                        &self.shared.timers,
-                        name,
-                    );
-                }
+                worker::close_mailbox(
+                    &slot.mailbox,
+                    "stopping",
+                    "the host is shutting down",
+                    None,
+                    &self.shared.timers,
+                    name,
+                );
             }
         }
         for name in order.iter().rev() {

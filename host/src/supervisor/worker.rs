@@ -847,7 +847,7 @@ impl Worker {
                     tracing::info!(cause, delay = ?delay, restarts = self.restarts, "restarting plugin");
                     if !delay.is_zero() {
                         lock(&self.info).retry_at = Some(now + delay);
-                        self.set_status_keep_retry(Status::Backoff);
+                        self.set_status(Status::Backoff, None);
                     } else {
                         lock(&self.info).restarts = self.restarts;
                     }
@@ -961,14 +961,6 @@ impl Worker {
         reason
     }
 
-    fn set_status_keep_retry(&self, status: Status) {
-        let mut i = lock(&self.info);
-        i.status = status;
-        i.generation = self.generation;
-        i.restarts = self.restarts;
-        i.running_since = None;
-    }
-
     /// Time until a failed plugin's next attempt, if one is scheduled.
     fn retry_in(&self) -> Option<Duration> {
         self.retry_at
@@ -979,16 +971,14 @@ impl Worker {
     fn close(&mut self, status: Status, reason: String) {
         self.parked = true;
         self.set_status(status, Some(reason.clone()));
-        for e in self.mailbox.close(status.as_str(), &reason) {
-            answer_unavailable(
-                e,
-                status.as_str(),
-                &reason,
-                self.retry_in(),
-                &self.timers,
-                &self.env.name,
-            );
-        }
+        close_mailbox(
+            &self.mailbox,
+            status.as_str(),
+            &reason,
+            self.retry_in(),
+            &self.timers,
+            &self.env.name,
+        );
     }
 
     /// Writes a crash report off the restart path; returns its id.
@@ -1122,6 +1112,20 @@ pub(super) fn answer_unavailable(
         reason: reason.to_string(),
         retry_after,
     });
+}
+
+/// Closes `mailbox` and answers everything queued in it with 503.
+pub(super) fn close_mailbox(
+    mailbox: &Mailbox,
+    status: &str,
+    reason: &str,
+    retry_after: Option<Duration>,
+    timers: &TimerHandle,
+    plugin: &str,
+) {
+    for env in mailbox.close(status, reason) {
+        answer_unavailable(env, status, reason, retry_after, timers, plugin);
+    }
 }
 
 /// The message a `tick` delivers.

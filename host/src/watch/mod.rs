@@ -144,8 +144,14 @@ impl Folder {
         }
         // Start order: the supervision tree's (groups in declared order).
         let names: Vec<String> = specs.iter().map(|s| s.0.name.clone()).collect();
-        let order = self.supervisor.start_order_of(&names);
-        specs.sort_by_key(|s| order.iter().position(|n| *n == s.0.name));
+        let rank: std::collections::HashMap<String, usize> = self
+            .supervisor
+            .start_order_of(&names)
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
+        specs.sort_by_key(|s| rank.get(&s.0.name).copied());
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let total = specs.len();
         let mut progress = progress::Progress::new(total);
