@@ -5,9 +5,13 @@
 #   --long   the slow suites at full size: a 200,000-restart soak and
 #            100 kill -9 rounds (CI runs 10,000 restarts and 12 rounds).
 #
-# Installs what it needs (the wasm32-wasip2 target), builds once in release
-# mode for both the binary and the tests, then checks formatting, runs clippy
-# with warnings as errors, and runs every test. Idempotent.
+# Installs what it needs (the wasm32-wasip2 target, and through
+# scripts/build-examples.sh the Python, JavaScript, C and Go toolchains),
+# builds the example plugins of every language, builds once in release mode
+# for both the binary and the tests, then checks formatting, runs clippy with
+# warnings as errors, and runs every test. Idempotent. A language whose
+# toolchain cannot be installed is skipped with the reason, except in CI
+# (CI=true), where every language must build and pass.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,6 +31,8 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== example plugins in every language (for the conformance suite)"
+scripts/build-examples.sh
 echo "== build (release: one build for the binary and the tests)"
 cargo build --release --locked --workspace --bins
 echo "== tests"

@@ -4,6 +4,7 @@
 
 mod admin;
 mod bad_input;
+mod conformance;
 mod crashes;
 mod dropin;
 mod groups;
