@@ -6,7 +6,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -15,8 +14,8 @@ import time
 import urllib.error
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "wasm-sup")
+from benchlib import BIN, ROOT, free_port
+
 COUNTER = os.path.join(ROOT, "guest-examples", "plugins", "counter.wasm")
 
 
@@ -36,12 +35,6 @@ def variant(component, tag):
     name = b"wasm-sup-bench"
     body = leb(len(name)) + name + tag.encode()
     return component + b"\x00" + leb(len(body)) + body
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_once(folder):
