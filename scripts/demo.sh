@@ -3,9 +3,12 @@
 #
 # Usage: scripts/demo.sh [wasm-sup run options, e.g. --admin 127.0.0.1:9070]
 #
-# Installs the wasm32-wasip2 target if missing, builds the example plugins
-# into guest-examples/plugins/ and the host in release mode, then runs
-# `wasm-sup run guest-examples/plugins`. Stop it with Ctrl-C. Idempotent.
+# Builds the example plugins of every language into guest-examples/plugins/
+# (scripts/build-examples.sh installs the wasm32-wasip2 target and the
+# Python, JavaScript, C and Go toolchains the first time, and skips, with the
+# reason, a language whose toolchain cannot be installed), builds the host in
+# release mode, then runs `wasm-sup run guest-examples/plugins`. Stop it with
+# Ctrl-C. Idempotent.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
