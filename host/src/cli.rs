@@ -417,7 +417,7 @@ pub async fn state_reset(client: &Client, name: &str, yes: bool, json: bool) -> 
 
 /// `wasm-sup check FILE.wasm`: offline validation against the contract.
 pub fn check(path: &Path, json: bool) -> Result<u8> {
-    let engine = crate::engine::engine(false)?;
+    let engine = crate::engine::engine(false, 0)?;
     let linker = crate::compile::linker(&engine)?;
     let name = crate::discovery::plugin_name(path);
     let result = crate::compile::compile_file(&engine, &linker, path);

@@ -10,19 +10,74 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Builds the host's engine; `coredumps` captures a wasm coredump at each trap.
-pub fn engine(coredumps: bool) -> Result<Engine> {
+/// Builds the host's engine; `coredumps` captures a wasm coredump at each trap;
+/// `pool` is `[host] instance-pool` (0: no pool).
+pub fn engine(coredumps: bool, pool: u32) -> Result<Engine> {
+    engine_with(coredumps, Metering::default(), pool)
+}
+
+/// Which of the two instrumentations compiled code carries. The host always
+/// runs with both; the limit-overhead benchmark compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metering {
+    /// Fuel: a counter decremented as code runs (`fuel` per call).
+    pub fuel: bool,
+    /// Epoch checks at loop heads and function entries (the `timeout`).
+    pub epoch: bool,
+}
+
+impl Default for Metering {
+    fn default() -> Metering {
+        Metering {
+            fuel: true,
+            epoch: true,
+        }
+    }
+}
+
+/// [`engine`] with the given metering. Stores of an engine without fuel run
+/// unmetered (see [`crate::instance`]); without epochs, only the tokio
+/// timeout bounds a call.
+pub fn engine_with(coredumps: bool, metering: Metering, pool: u32) -> Result<Engine> {
     let mut config = Config::new();
+    if pool > 0 {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(pool)));
+    }
     config.coredump_on_trap(coredumps);
-    config.consume_fuel(true);
-    config.epoch_interruption(true);
+    config.consume_fuel(metering.fuel);
+    config.epoch_interruption(metering.epoch);
     config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
     config.wasm_component_model(true);
     Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("failed to create the wasmtime engine")
+}
+
+/// The pooling allocator's limits for `pool` plugin instances at once.
+///
+/// Memories, tables, instance data and fiber stacks are reserved up front and
+/// reused, so a restart maps and unmaps nothing (an unmap costs every other
+/// thread a TLB flush): slots are reset with `madvise` and kept warm. Each
+/// memory slot reserves the whole 4 GiB of a 32-bit memory, so any plugin's
+/// `memory` limit fits; it is address space, not memory. Per component the
+/// limits are generous enough for interpreters (componentize-py and
+/// componentize-js components hold several core instances and large tables).
+fn pooling(pool: u32) -> PoolingAllocationConfig {
+    let mut p = PoolingAllocationConfig::new();
+    p.total_component_instances(pool)
+        .total_core_instances(pool.saturating_mul(8))
+        .total_memories(pool.saturating_mul(2))
+        .total_tables(pool.saturating_mul(4))
+        .total_stacks(pool)
+        .max_memory_size(1 << 32)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .table_elements(1 << 17)
+        .max_core_instance_size(1 << 22)
+        .max_component_instance_size(1 << 22);
+    p
 }
 
 /// Increments the engine's epoch every tick, on its own thread, until dropped.

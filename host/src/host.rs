@@ -88,7 +88,7 @@ async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
     let dir = config.dir.as_path();
     let backend = crate::state::open(&config.host.state)?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
-    let engine = engine::engine(config.host.coredumps.is_some())?;
+    let engine = engine::engine(config.host.coredumps.is_some(), config.host.instance_pool)?;
     let ticker = EpochTicker::start(&engine, config.host.epoch_tick)?;
     let cache = config
         .host

@@ -1,10 +1,10 @@
 //! The plugin folder is live (DESIGN.md, "Drop-in"): real file operations on
 //! a temporary folder while the host runs.
 
-use crate::util::{PluginDir, TestHost, scrape, sha256, variant, wat};
+use crate::util::{PluginDir, TestHost, scrape, sha256, wat};
 use std::io::Write;
 use std::time::Duration;
-use wasm_sup_tests::PROBE;
+use wasm_sup_tests::{PROBE, variant};
 
 const WITHIN: Duration = Duration::from_secs(15);
 
@@ -421,5 +421,31 @@ max-restarts = 1
     // A good version brings the failed plugin back.
     replace_and_wait(&h, "p", &probe(), "running").await;
     assert_eq!(h.send("p", "count").await.ok(), "1");
+    h.stop().await;
+}
+
+/// Past `[host] instance-pool` a new plugin is refused with the fix, and the
+/// others run on; when a slot frees up, the waiting file starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_refuses_the_next_plugin_until_a_slot_frees() {
+    let dir = PluginDir::new();
+    dir.config("[host]\ninstance-pool = 2\n")
+        .wat("a", &wat::ok_empty())
+        .wat("b", &wat::ok_empty());
+    let h = TestHost::start(dir).await;
+    assert_eq!(h.admin.plugin_names().await, ["a", "b"]);
+    h.dir
+        .replace("c", &::wat::parse_str(wat::ok_empty()).unwrap());
+    let deadline = std::time::Instant::now() + WITHIN;
+    while metric(&h, "wasm_sup_plugins_refused{}").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "c was never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.admin.plugin_names().await, ["a", "b"]);
+    assert_eq!(h.send("a", "x").await.status, 200, "the others run on");
+
+    std::fs::remove_file(h.dir.path().join("a.wasm")).unwrap();
+    h.admin.wait_status("c", "running", WITHIN).await;
+    assert_eq!(h.send("c", "x").await.status, 200);
     h.stop().await;
 }

@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_stored_entry_is_hit_and_a_damaged_one_is_deleted() {
-        let engine = crate::engine::engine(false).unwrap();
+        let engine = crate::engine::engine(false, 0).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cache = CompileCache::open(dir.path(), 1 << 30, &engine).unwrap();
         assert!(matches!(cache.get(&engine, "aa"), Lookup::Miss));
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn another_engine_configuration_does_not_see_the_entry() {
-        let plain = crate::engine::engine(false).unwrap();
+        let plain = crate::engine::engine(false, 0).unwrap();
         // Without fuel metering the machine code differs.
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_entries_go_past_the_budget() {
-        let engine = crate::engine::engine(false).unwrap();
+        let engine = crate::engine::engine(false, 0).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let probe = CompileCache::open(dir.path(), u64::MAX, &engine).unwrap();
         probe.put("size", &component(&engine, 0)).unwrap();

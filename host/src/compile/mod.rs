@@ -16,8 +16,9 @@ use crate::bindings::exports;
 use crate::instance::HostState;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
@@ -154,6 +155,9 @@ fn check(
 /// Where a loaded component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// Already loaded for another plugin (or version) with the same bytes:
+    /// shared, code and all.
+    Memory,
     /// Deserialized from the compile cache.
     Cache,
     /// Compiled now.
@@ -161,9 +165,10 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// `"cache"` or `"compiled"`.
+    /// `"memory"`, `"cache"` or `"compiled"`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Origin::Memory => "memory",
             Origin::Cache => "cache",
             Origin::Compiled => "compiled",
         }
@@ -182,11 +187,16 @@ pub struct Loaded {
 }
 
 /// Compiles plugins for one engine, through the compile cache when it is on.
+///
+/// Plugins with the same bytes share one [`Compiled`]: its code is mapped
+/// once however many plugins run it (a loaded component is kept while any
+/// plugin holds it).
 #[derive(Clone)]
 pub struct Loader {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<Arc<cache::CompileCache>>,
+    loaded: Arc<Mutex<HashMap<String, Weak<Compiled>>>>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -209,7 +219,23 @@ impl Loader {
             engine: engine.clone(),
             linker: linker(engine)?,
             cache,
+            loaded: Arc::default(),
         })
+    }
+
+    /// The component with this SHA-256 if a plugin still holds it.
+    fn shared(&self, sha256: &str) -> Option<Arc<Compiled>> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.retain(|_, c| c.strong_count() > 0);
+        loaded.get(sha256).and_then(Weak::upgrade)
+    }
+
+    /// Remembers `compiled` for [`Loader::shared`].
+    fn share(&self, compiled: &Arc<Compiled>) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(compiled.sha256.clone(), Arc::downgrade(compiled));
     }
 
     /// Loads a plugin from its file's bytes: from the cache when an entry for
@@ -217,11 +243,19 @@ impl Loader {
     /// call it from a blocking thread.
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded> {
         let sha256 = sha256_hex(bytes);
+        if let Some(compiled) = self.shared(&sha256) {
+            return Ok(Loaded {
+                compiled,
+                origin: Origin::Memory,
+                rebuilt: None,
+            });
+        }
         let mut rebuilt = None;
         if let Some(cache) = &self.cache {
             match cache.get(&self.engine, &sha256) {
                 cache::Lookup::Hit(component) => {
                     let compiled = check(&self.engine, &self.linker, component, sha256)?;
+                    self.share(&compiled);
                     return Ok(Loaded {
                         compiled,
                         origin: Origin::Cache,
@@ -234,6 +268,7 @@ impl Loader {
         }
         let component = compile_component(&self.engine, bytes)?;
         let compiled = check(&self.engine, &self.linker, component, sha256)?;
+        self.share(&compiled);
         if let Some(cache) = &self.cache
             && let Err(e) = cache.put(&compiled.sha256, &compiled.component)
         {
@@ -249,6 +284,9 @@ impl Loader {
     /// Loads the version with this SHA-256 from the cache alone (the file may
     /// hold another version by now): for rolling back across a host restart.
     pub fn load_cached(&self, sha256: &str) -> Option<Arc<Compiled>> {
+        if let Some(compiled) = self.shared(sha256) {
+            return Some(compiled);
+        }
         let cache = self.cache.as_ref()?;
         match cache.get(&self.engine, sha256) {
             cache::Lookup::Hit(component) => {

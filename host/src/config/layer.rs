@@ -54,6 +54,9 @@ pub struct HostLayer {
     pub compile_cache: Option<SizeOrOff>,
     /// Watch DIR and apply changes while running. Example: `watch = true`
     pub watch: Option<bool>,
+    /// Plugin instances the pooling allocator holds slots for; 0: no pool.
+    /// Example: `instance-pool = 1000`
+    pub instance_pool: Option<u32>,
 }
 
 /// One layer of plugin settings (`[defaults]`, `[plugins.NAME]`, `NAME.toml`).

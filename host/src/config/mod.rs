@@ -99,6 +99,9 @@ fn default_epoch_tick() -> Duration {
 fn default_crash_reports() -> usize {
     100
 }
+/// `[host] instance-pool` by default.
+pub const DEFAULT_INSTANCE_POOL: u32 = 1000;
+
 fn default_compile_cache() -> u64 {
     1 << 30
 }
@@ -147,6 +150,9 @@ pub struct HostConfig {
     /// Where compiled components (and rollback markers) are kept: `cache/`
     /// beside the state file (`DIR/.wasm-sup/cache` with the memory backend).
     pub cache_dir: PathBuf,
+    /// Plugin instances the pooling allocator reserves slots for (each
+    /// running plugin is one); 0: instances are allocated on demand.
+    pub instance_pool: u32,
     /// Whether DIR is watched for added, changed and removed files.
     pub watch: bool,
 }
@@ -540,6 +546,7 @@ impl Config {
                 .map_or(Some(default_compile_cache()), |c| c.0),
             cache_dir: data_dir.join("cache"),
             watch: h.watch.unwrap_or(true),
+            instance_pool: h.instance_pool.unwrap_or(DEFAULT_INSTANCE_POOL),
         };
         if host.epoch_tick < Duration::from_millis(1) || host.epoch_tick > Duration::from_secs(1) {
             bail!(

@@ -119,9 +119,7 @@ impl PluginInstance {
             }
         });
         let fuel = config.fuel.unwrap_or(u64::MAX);
-        store
-            .set_fuel(fuel)
-            .map_err(|e| host_error(e.to_string()))?;
+        refuel(&mut store, fuel)?;
         store.set_epoch_deadline(1);
         store.data_mut().deadline = Instant::now() + timeout;
         let pre = compiled.pre.clone();
@@ -166,9 +164,7 @@ impl PluginInstance {
             .get_typed_func::<P, R>(&mut self.store, index)
             .map_err(|e| host_error(format!("export has an unexpected type: {e}")))?;
         let fuel = self.store.data().env.config.fuel.unwrap_or(u64::MAX);
-        self.store
-            .set_fuel(fuel)
-            .map_err(|e| host_error(e.to_string()))?;
+        refuel(&mut self.store, fuel)?;
         self.store.set_epoch_deadline(1);
         self.store.data_mut().deadline = Instant::now() + timeout;
         self.store.data_mut().txn = Txn::default();
@@ -282,6 +278,15 @@ fn host_panic(panic: &Box<dyn std::any::Any + Send>) -> Exit {
         .unwrap_or_else(|| "unknown panic".to_string());
     tracing::error!(panic = %what, "host panicked while serving the plugin; contained");
     host_error(format!("host panicked while serving the call: {what}"))
+}
+
+/// Gives the store `fuel` for the next call; a store whose engine does not
+/// meter fuel (see [`crate::engine::Metering`]) runs unmetered.
+fn refuel(store: &mut Store<HostState>, fuel: u64) -> Result<(), Exit> {
+    if store.get_fuel().is_err() {
+        return Ok(());
+    }
+    store.set_fuel(fuel).map_err(|e| host_error(e.to_string()))
 }
 
 fn blocked_timeout(timeout: Duration, fuel_used: u64, memory_bytes: u64) -> Exit {

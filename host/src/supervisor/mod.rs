@@ -577,6 +577,15 @@ impl SupervisorHandle {
         }
     }
 
+    /// How many plugins there are (running or not).
+    pub fn plugin_count(&self) -> usize {
+        self.shared
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     /// Every plugin, in start order.
     pub fn list(&self) -> Vec<PluginInfo> {
         let order = self.start_order();
@@ -595,14 +604,21 @@ impl SupervisorHandle {
         Some(info)
     }
 
-    /// Whether every permanent plugin is running.
+    /// Whether every permanent plugin is running. Cheap (no plugin's info is
+    /// copied): load balancers and the benchmarks poll it often.
     pub fn ready(&self) -> bool {
-        !self.shared.shutting_down.load(Ordering::SeqCst)
-            && self
-                .list()
-                .iter()
-                .filter(|p| p.restart_type == RestartType::Permanent)
-                .all(|p| p.status == Status::Running)
+        if self.shared.shutting_down.load(Ordering::SeqCst) {
+            return false;
+        }
+        let plugins = self
+            .shared
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        plugins.values().all(|slot| {
+            let info = lock(&slot.info);
+            info.restart_type != RestartType::Permanent || info.status == Status::Running
+        })
     }
 
     /// The host's metrics.

@@ -17,7 +17,7 @@ async fn a_host_panic_is_contained_as_host_error() {
     )
     .unwrap();
     let config = Config::load(dir.path(), &HostOverrides::default()).unwrap();
-    let engine = crate::engine::engine(false).unwrap();
+    let engine = crate::engine::engine(false, 0).unwrap();
     let _ticker = crate::engine::EpochTicker::start(&engine, config.host.epoch_tick).unwrap();
     let linker = crate::compile::linker(&engine).unwrap();
     let wat = std::fs::read_to_string(

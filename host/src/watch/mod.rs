@@ -155,7 +155,7 @@ impl Folder {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         let total = specs.len();
         let mut progress = progress::Progress::new(total);
-        let (mut cached, mut compiled) = (0, 0);
+        let (mut shared, mut cached, mut compiled) = (0, 0, 0);
         let (dir, loader) = (self.dir.clone(), self.loader.clone());
         let cache_dir = self.host.cache_dir.clone();
         let mut loads = futures::stream::iter(specs)
@@ -176,8 +176,17 @@ impl Folder {
                     file_sha256,
                     rolled_back,
                 }) => {
+                    if let Some(why) = self.pool_full() {
+                        progress.step(|_| {});
+                        refused.push(Refused {
+                            path: spec.path.clone(),
+                            reason: why,
+                        });
+                        continue;
+                    }
                     self.note_load(&spec.name, &loaded);
                     match loaded.origin {
+                        Origin::Memory => shared += 1,
                         Origin::Cache => cached += 1,
                         Origin::Compiled => compiled += 1,
                     }
@@ -223,13 +232,24 @@ impl Folder {
             );
         } else {
             tracing::info!(
-                "loaded {} plugins in {:.2}s: {cached} from the compile cache, {compiled} compiled, {} refused",
-                cached + compiled,
+                "loaded {} plugins in {:.2}s: {cached} from the compile cache, {compiled} compiled, {shared} sharing the code of another with the same bytes, {} refused",
+                shared + cached + compiled,
                 took.as_secs_f64(),
                 refused.len()
             );
         }
         Ok(refused)
+    }
+
+    /// Why one more plugin cannot start: every slot of the instance pool is
+    /// taken (each plugin holds one instance).
+    fn pool_full(&self) -> Option<String> {
+        let pool = self.host.instance_pool;
+        (pool > 0 && self.supervisor.plugin_count() >= pool as usize).then(|| {
+            format!(
+                "not started: the instance pool is full ({pool} plugins running; [host] instance-pool = {pool}): raise instance-pool in wasm-sup.toml and restart the host, or remove a plugin"
+            )
+        })
     }
 
     fn start(
@@ -258,6 +278,7 @@ impl Folder {
             tracing::warn!(plugin, "compile cache entry rebuilt: {why}");
         }
         let result = match (loaded.origin, &loaded.rebuilt) {
+            (Origin::Memory, _) => "shared",
             (Origin::Cache, _) => "hit",
             (Origin::Compiled, Some(_)) => "rebuilt",
             (Origin::Compiled, None) => "miss",
@@ -541,6 +562,15 @@ impl Folder {
                 file_sha256,
                 rolled_back,
             }) => {
+                if plugin_config.is_some()
+                    && let Some(why) = self.pool_full()
+                {
+                    let key = found.path.display().to_string();
+                    self.error_once(key, format!("refused {}: {why}", found.path.display()));
+                    self.refused.insert(found.path.clone(), why);
+                    self.publish_refused();
+                    return;
+                }
                 self.note_load(&name, &loaded);
                 self.refused.remove(&found.path);
                 self.resolved(&found.path.display().to_string());
