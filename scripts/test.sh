@@ -37,5 +37,7 @@ echo "== build (release: one build for the binary and the tests)"
 cargo build --release --locked --workspace --bins
 echo "== tests"
 cargo test --release --locked --workspace "$@"
+echo "== benchmark harness, smoke size (checks that it runs, not how fast)"
+target/release/wasm-sup-bench --smoke
 echo "== clippy (warnings are errors)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings

@@ -1,0 +1,179 @@
+//! Messages per second through `handle`: an echo with no state writes
+//! (comparator: the raw instance layer calling `handle` in a loop), and a
+//! count with one durable `wasi:keyvalue` write per message, for one plugin
+//! and for 100 (comparator: raw redb, one durable transaction per write).
+
+use crate::harness::{Bench, Raw, Row, Spread, show, us};
+use anyhow::{Result, anyhow, bail};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use wasm_sup::mailbox::Outcome;
+use wasm_sup::supervisor::SupervisorHandle;
+
+/// Messages in flight at once.
+const IN_FLIGHT: usize = 256;
+
+/// The result of one load run.
+pub struct Load {
+    pub per_second: f64,
+    pub latency: Spread,
+}
+
+/// Sends `total` copies of `message` spread over `targets`, `IN_FLIGHT` at a
+/// time, each a reply that must be Ok.
+pub async fn load(
+    supervisor: &SupervisorHandle,
+    targets: &[String],
+    message: &[u8],
+    total: usize,
+) -> Result<Load> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let targets = Arc::new(targets.to_vec());
+    let message = Arc::new(message.to_vec());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (next, targets, message, sup) = (
+            next.clone(),
+            targets.clone(),
+            message.clone(),
+            supervisor.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let target = &targets[i % targets.len()];
+                let t = Instant::now();
+                let (rx, _) = sup
+                    .send(target, message.to_vec())
+                    .map_err(|e| anyhow!("send to {target}: {e:?}"))?;
+                match rx.await? {
+                    Outcome::Reply(_) => latencies.push(t.elapsed()),
+                    other => bail!("{target}: {other:?}"),
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    Ok(Load {
+        per_second: total as f64 / elapsed.as_secs_f64(),
+        latency: Spread::of(latencies),
+    })
+}
+
+pub async fn echo(minimal: &Path, total: usize) -> Result<Vec<Row>> {
+    let message = [b'x'; 64];
+    let bench = Bench::start(&[("echo".into(), minimal.to_path_buf())], "", "redb").await?;
+    let names = vec!["echo".to_string()];
+    load(&bench.host.supervisor, &names, &message, total / 10).await?; // warm-up
+    let supervised = load(&bench.host.supervisor, &names, &message, total).await?;
+    bench.stop().await;
+
+    let raw = Raw::new(minimal, "echo")?;
+    let mut instance = raw.start().await?;
+    let started = Instant::now();
+    for _ in 0..total {
+        instance
+            .handle(&message)
+            .await
+            .map_err(|e| anyhow!("{e:?}"))?
+            .map_err(|e| anyhow!("{e}"))?;
+        instance.take_txn();
+    }
+    let raw_rate = total as f64 / started.elapsed().as_secs_f64();
+    let overhead = Duration::from_secs_f64(1.0 / supervised.per_second - 1.0 / raw_rate);
+    Ok(vec![
+        Row::new(
+            "messages/s through `handle`, 64-byte echo, no state writes, one plugin",
+            format!("{:.0}/s", supervised.per_second),
+        )
+        .comparator(
+            format!("raw `handle` in a loop: {raw_rate:.0}/s"),
+            format!(
+                "{:.2}× raw; +{} per message",
+                supervised.per_second / raw_rate,
+                show(overhead)
+            ),
+        )
+        .target(
+            "≥ 200k/s; ≤ 2 µs per message over raw",
+            supervised.per_second >= 200_000.0 && us(overhead) <= 2.0,
+        )
+        .json(json!({
+            "messages": total,
+            "per_second": supervised.per_second,
+            "raw_per_second": raw_rate,
+            "overhead_us": us(overhead),
+            "latency_us": {"p50": us(supervised.latency.p50), "p99": us(supervised.latency.p99)},
+        })),
+    ])
+}
+
+pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec<Row>> {
+    let names: Vec<String> = (0..plugins).map(|i| format!("c{i:03}")).collect();
+    let files: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), counter.to_path_buf()))
+        .collect();
+    let bench = Bench::start(&files[..1], "", "redb").await?;
+    let one = load(&bench.host.supervisor, &names[..1], b"hello", total).await?;
+    bench.stop().await;
+    let bench = Bench::start(&files, "", "redb").await?;
+    let many = load(&bench.host.supervisor, &names, b"hello", total).await?;
+    bench.stop().await;
+    let raw = raw_redb(total.min(2_000))?;
+    let row = |label: &str, l: &Load, target: f64| {
+        Row::new(
+            format!("messages/s with one durable `wasi:keyvalue` write each, {label}"),
+            format!(
+                "{:.0}/s; reply p50 / p99 {} / {}",
+                l.per_second,
+                show(l.latency.p50),
+                show(l.latency.p99)
+            ),
+        )
+        .comparator(
+            format!("raw redb, one durable transaction per write: {raw:.0}/s"),
+            format!("{:.1}× raw redb", l.per_second / raw),
+        )
+        .target(
+            format!("≥ {}k/s, p99 ≤ 5 ms", target / 1000.0),
+            l.per_second >= target && us(l.latency.p99) <= 5_000.0,
+        )
+        .json(json!({
+            "messages": total,
+            "per_second": l.per_second,
+            "latency_us": {"p50": us(l.latency.p50), "p99": us(l.latency.p99)},
+            "raw_redb_per_second": raw,
+        }))
+    };
+    Ok(vec![
+        row("one plugin", &one, 20_000.0),
+        row(&format!("{plugins} plugins"), &many, 50_000.0),
+    ])
+}
+
+/// Durable single-write transactions per second straight into redb.
+fn raw_redb(n: usize) -> Result<f64> {
+    const T: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("kv");
+    let dir = tempfile::tempdir()?;
+    let db = redb::Database::create(dir.path().join("raw.redb"))?;
+    let started = Instant::now();
+    for i in 0..n {
+        let w = db.begin_write()?;
+        w.open_table(T)?.insert("count", i.to_string().as_bytes())?;
+        w.commit()?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
