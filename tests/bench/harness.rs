@@ -89,13 +89,21 @@ impl Raw {
             component,
             name,
             &wasm_sup::engine::engine(false, wasm_sup::config::DEFAULT_INSTANCE_POOL)?,
+            "",
         )
     }
 
-    /// On an engine of the caller's (the limit-overhead figure's metering).
-    pub fn with_engine(component: &Path, name: &str, engine: &wasmtime::Engine) -> Result<Raw> {
+    /// On an engine of the caller's (the limit-overhead figure's metering),
+    /// with `config` as the folder's `wasm-sup.toml`.
+    pub fn with_engine(
+        component: &Path,
+        name: &str,
+        engine: &wasmtime::Engine,
+        config: &str,
+    ) -> Result<Raw> {
         let engine = engine.clone();
         let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("wasm-sup.toml"), config)?;
         let config = Config::load(dir.path(), &HostOverrides::default())?;
         let linker = compile::linker(&engine)?;
         let compiled = compile::compile(&engine, &linker, &std::fs::read(component)?)?;

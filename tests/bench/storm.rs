@@ -9,13 +9,44 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// Twice: with the crashing plugins restarted at once (the worst case), and
+/// with the default exponential backoff (what a plugin gets unless its
+/// configuration says otherwise), their intensity never running out.
 pub async fn run(probe: &Path, plugins: usize, total: usize) -> Result<Vec<Row>> {
+    let mut rows = storm(probe, plugins, total, "immediate backoff", CRASH_FRIENDLY).await?;
+    let crashing = (plugins / 100).max(1);
+    let mut config = String::from("[host]\nmax-restarts = 4_000_000_000\nwindow = \"1s\"\n");
+    for i in 0..crashing {
+        config += &format!(
+            "[plugins.p{i:05}.restart]\nmax-restarts = 4_000_000_000\nwindow = \"1s\"\nmax-attempts = 1\n"
+        );
+    }
+    rows.extend(
+        storm(
+            probe,
+            plugins,
+            total,
+            "default exponential backoff",
+            &config,
+        )
+        .await?,
+    );
+    Ok(rows)
+}
+
+async fn storm(
+    probe: &Path,
+    plugins: usize,
+    total: usize,
+    policy: &str,
+    config: &str,
+) -> Result<Vec<Row>> {
     let names: Vec<String> = (0..plugins).map(|i| format!("p{i:05}")).collect();
     let files: Vec<_> = names
         .iter()
         .map(|n| (n.clone(), probe.to_path_buf()))
         .collect();
-    let bench = Bench::start(&files, CRASH_FRIENDLY, "memory").await?;
+    let bench = Bench::start(&files, config, "memory").await?;
     let crashing = (plugins / 100).max(1);
     let (storm, healthy) = names.split_at(crashing);
     let message = b"echo 0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
@@ -51,7 +82,7 @@ pub async fn run(probe: &Path, plugins: usize, total: usize) -> Result<Vec<Row>>
     Ok(vec![
         Row::new(
             format!(
-                "crash storm: {crashing} of {plugins} plugins crash-looping, echo to the other {}",
+                "crash storm: {crashing} of {plugins} plugins crash-looping ({policy}), echo to the other {}",
                 healthy.len()
             ),
             format!("{:.0}/s ({crashes} crashes meanwhile)", stormy.per_second),
@@ -62,6 +93,7 @@ pub async fn run(probe: &Path, plugins: usize, total: usize) -> Result<Vec<Row>>
         )
         .target("healthy throughput ≥ 95% of the no-crash run", kept >= 0.95)
         .json(json!({
+            "policy": policy,
             "plugins": plugins,
             "crashing": crashing,
             "messages": total,

@@ -30,6 +30,7 @@
 //! | `unreachable`               | executes the wasm `unreachable` instruction             |
 //! | `spin`                      | loops forever                                           |
 //! | `burn N`                    | N iterations of trivial work → `burned`                 |
+//! | `primes N`                  | sieve of Eratosthenes up to N → how many primes         |
 //! | `grow MIB`                  | allocates MIB MiB, touching every 64 KiB → `grew MIB`   |
 //! | `recurse N`                 | recurses N levels, 1 KiB of stack each → `recursed`     |
 //! | `sleep MS`                  | sleeps MS milliseconds → `slept`                        |
@@ -165,6 +166,24 @@ fn run(command: &str, args: &str) -> Reply {
 
         // Resource use.
         "spin" => spin(),
+        "primes" => {
+            // A sieve of Eratosthenes up to N: loops, loads and stores, the
+            // shape of real CPU-bound work (unlike `burn`'s empty loop).
+            let n = number::<usize>(args)?;
+            let mut composite = vec![false; n + 1];
+            let mut count = 0u64;
+            for i in 2..=n {
+                if !composite[i] {
+                    count += 1;
+                    let mut j = i.saturating_mul(i);
+                    while j <= n {
+                        composite[j] = true;
+                        j += i;
+                    }
+                }
+            }
+            text(black_box(count))
+        }
         "burn" => {
             for turn in 0..number::<u64>(args)? {
                 black_box(turn);
