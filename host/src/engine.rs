@@ -62,12 +62,13 @@ pub fn engine_with(coredumps: bool, metering: Metering, pool: u32) -> Result<Eng
 /// thread a TLB flush): slots are reset with `madvise` and kept warm. Each
 /// memory slot reserves the whole 4 GiB of a 32-bit memory, so any plugin's
 /// `memory` limit fits; it is address space, not memory. Per component the
-/// limits are generous enough for interpreters (componentize-py and
-/// componentize-js components hold several core instances and large tables).
+/// limits are generous enough for interpreters: a componentize-py component
+/// instantiates 18 core modules (the Rust counter 6), hence 24 core instance
+/// slots per plugin; their tables are large.
 fn pooling(pool: u32) -> PoolingAllocationConfig {
     let mut p = PoolingAllocationConfig::new();
     p.total_component_instances(pool)
-        .total_core_instances(pool.saturating_mul(8))
+        .total_core_instances(pool.saturating_mul(24))
         .total_memories(pool.saturating_mul(2))
         .total_tables(pool.saturating_mul(4))
         .total_stacks(pool)

@@ -131,6 +131,11 @@ impl PluginInstance {
                 let used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
                 let mem = store.data().limits.memory_bytes;
                 return Err(match other {
+                    Ok(Ok(Err(e))) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                        host_error(format!(
+                            "the instance pool is full ({e:#}): raise [host] instance-pool in wasm-sup.toml and restart the host"
+                        ))
+                    }
                     Ok(Ok(Err(e))) => {
                         with_coredump(classify::classify(&e, used, mem), &e, &mut store)
                     }
