@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Builds the host's engine; `coredumps` captures a wasm coredump at each trap;
-/// `pool` is `[host] instance-pool` (0: no pool).
+/// Builds the default engine (fuel and epochs); `coredumps` captures a wasm
+/// coredump at each trap; `pool` is `[host] instance-pool` (0: no pool).
 pub fn engine(coredumps: bool, pool: u32) -> Result<Engine> {
     engine_with(coredumps, Metering::default(), pool)
 }
 
-/// Which of the two instrumentations compiled code carries. The host always
-/// runs with both; the limit-overhead benchmark compares them.
+/// Which of the two instrumentations compiled code carries. Epochs are always
+/// on in the host (they enforce `timeout`); fuel follows `[host]
+/// fuel-metering`. The limit-overhead benchmark compares all four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metering {
     /// Fuel: a counter decremented as code runs (`fuel` per call).

@@ -88,7 +88,20 @@ async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
     let dir = config.dir.as_path();
     let backend = crate::state::open(&config.host.state)?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
-    let engine = engine::engine(config.host.coredumps.is_some(), config.host.instance_pool)?;
+    let metering = engine::Metering {
+        fuel: config.host.fuel_metering,
+        epoch: true,
+    };
+    if !metering.fuel {
+        tracing::warn!(
+            "[host] fuel-metering = false: plugins' `fuel` limits are not enforced; their `timeout` still stops a runaway call"
+        );
+    }
+    let engine = engine::engine_with(
+        config.host.coredumps.is_some(),
+        metering,
+        config.host.instance_pool,
+    )?;
     let ticker = EpochTicker::start(&engine, config.host.epoch_tick)?;
     let cache = config
         .host

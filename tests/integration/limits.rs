@@ -40,6 +40,21 @@ async fn fuel_limit_obeyed_and_violated() {
     h.stop().await;
 }
 
+/// `[host] fuel-metering = false` compiles no fuel counting: the same call
+/// that ran out of fuel above completes, and `timeout` still stops a spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fuel_metering_fuel_is_not_enforced_and_timeout_still_is() {
+    let dir = PluginDir::new();
+    dir.plugin("probe", PROBE).config(&format!(
+        "[host]\nfuel-metering = false\n{ONE_ATTEMPT}\n[plugins.probe]\nfuel = 20_000_000\ntimeout = \"1s\"\n"
+    ));
+    let h = TestHost::start(dir).await;
+    assert_eq!(h.send("probe", "burn 100000000").await.ok(), "burned");
+    assert_eq!(cause(&h.send("probe", "spin").await), "timeout");
+    assert_eq!(h.send("probe", "echo still here").await.ok(), "still here");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_obeyed_and_violated_in_guest_code_and_in_host_calls() {
     let h = host("timeout = \"400ms\"\nfuel = 0").await;

@@ -57,6 +57,9 @@ pub struct HostLayer {
     /// Plugin instances the pooling allocator holds slots for; 0: no pool.
     /// Example: `instance-pool = 1000`
     pub instance_pool: Option<u32>,
+    /// Compile fuel metering into plugin code (`fuel` limits). Example:
+    /// `fuel-metering = true`
+    pub fuel_metering: Option<bool>,
 }
 
 /// One layer of plugin settings (`[defaults]`, `[plugins.NAME]`, `NAME.toml`).

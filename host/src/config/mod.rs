@@ -153,6 +153,10 @@ pub struct HostConfig {
     /// Plugin instances the pooling allocator reserves slots for (each
     /// running plugin is one); 0: instances are allocated on demand.
     pub instance_pool: u32,
+    /// Whether plugin code counts fuel. Off, `fuel` limits are not enforced
+    /// (the `timeout` still stops a runaway call) and CPU-bound code runs
+    /// faster (see the README's Performance).
+    pub fuel_metering: bool,
     /// Whether DIR is watched for added, changed and removed files.
     pub watch: bool,
 }
@@ -547,6 +551,7 @@ impl Config {
             cache_dir: data_dir.join("cache"),
             watch: h.watch.unwrap_or(true),
             instance_pool: h.instance_pool.unwrap_or(DEFAULT_INSTANCE_POOL),
+            fuel_metering: h.fuel_metering.unwrap_or(true),
         };
         if host.epoch_tick < Duration::from_millis(1) || host.epoch_tick > Duration::from_secs(1) {
             bail!(
