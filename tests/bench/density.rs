@@ -90,17 +90,23 @@ impl Process {
     }
 }
 
+/// Writes `wasm-sup.toml` with an instance pool big enough for `plugins`.
+pub fn pool_for(dir: &Path, plugins: usize) -> Result<()> {
+    let pool = plugins.max(wasm_sup::config::DEFAULT_INSTANCE_POOL as usize);
+    std::fs::write(
+        dir.join("wasm-sup.toml"),
+        format!("[host]\ninstance-pool = {pool}\n"),
+    )?;
+    Ok(())
+}
+
 /// RSS of a host with `n` counters that each handled one message.
 async fn rss_with(bin: &Path, counter: &Path, n: usize) -> Result<(u64, Duration)> {
     let dir = tempfile::tempdir()?;
     for i in 0..n {
         std::fs::copy(counter, dir.path().join(format!("c{i:05}.wasm")))?;
     }
-    let pool = n.max(wasm_sup::config::DEFAULT_INSTANCE_POOL as usize);
-    std::fs::write(
-        dir.path().join("wasm-sup.toml"),
-        format!("[host]\ninstance-pool = {pool}\n"),
-    )?;
+    pool_for(dir.path(), n)?;
     let started = Instant::now();
     let p = Process::start(bin, dir.path()).await?;
     let ready = started.elapsed();

@@ -87,11 +87,7 @@ pub async fn host_start(bin: &Path, counter: &Path, plugins: usize) -> Result<Ve
         let bytes = wasm_sup_tests::variant(&component, &format!("start-{i}"));
         std::fs::write(dir.path().join(format!("p{i:05}.wasm")), bytes)?;
     }
-    let pool = plugins.max(wasm_sup::config::DEFAULT_INSTANCE_POOL as usize);
-    std::fs::write(
-        dir.path().join("wasm-sup.toml"),
-        format!("[host]\ninstance-pool = {pool}\n"),
-    )?;
+    crate::density::pool_for(dir.path(), plugins)?;
     let t = Instant::now();
     let p = Process::start(bin, dir.path()).await?;
     let cold = t.elapsed();
