@@ -225,17 +225,20 @@ impl Loader {
 
     /// The component with this SHA-256 if a plugin still holds it.
     fn shared(&self, sha256: &str) -> Option<Arc<Compiled>> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        loaded.retain(|_, c| c.strong_count() > 0);
-        loaded.get(sha256).and_then(Weak::upgrade)
-    }
-
-    /// Remembers `compiled` for [`Loader::shared`].
-    fn share(&self, compiled: &Arc<Compiled>) {
         self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(compiled.sha256.clone(), Arc::downgrade(compiled));
+            .get(sha256)
+            .and_then(Weak::upgrade)
+    }
+
+    /// Remembers `compiled` for [`Loader::shared`], forgetting components no
+    /// plugin holds any more. Only a compile or a cache hit gets here, not a
+    /// shared load, so a folder of copies is not scanned once per copy.
+    fn share(&self, compiled: &Arc<Compiled>) {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.retain(|_, c| c.strong_count() > 0);
+        loaded.insert(compiled.sha256.clone(), Arc::downgrade(compiled));
     }
 
     /// Loads a plugin from its file's bytes: from the cache when an entry for
