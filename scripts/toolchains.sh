@@ -198,6 +198,21 @@ for p in json.load(sys.stdin)["packages"]:
 
 # --- What the examples' build.sh scripts share ---
 
+# example_build_setup LANGUAGE ARG...: checks a build.sh's arguments (one:
+# OUT_WASM) and sets `out` (its absolute path) and `build_dir`
+# (<target dir>/wasm-guests/LANGUAGE, created).
+example_build_setup() {
+    local language="$1"
+    shift
+    if [[ $# -ne 1 ]]; then
+        echo "usage: $0 OUT_WASM" >&2
+        exit 2
+    fi
+    out="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+    build_dir="${CARGO_TARGET_DIR:-$toolchains_root/target}/wasm-guests/$language"
+    mkdir -p "$build_dir"
+}
+
 # wit_listing: "<sha256>  <path>" for every file under wit/, sorted bytewise.
 # Its own sha256 is the WIT-SHA256 that scripts/regenerate-bindings.sh records
 # (and tests/integration/conformance.rs recomputes); build stamps include it.

@@ -14,18 +14,12 @@
 # another non-zero status.
 set -euo pipefail
 
-if [[ $# -ne 1 ]]; then
-    echo "usage: $0 OUT_WASM" >&2
-    exit 2
-fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
-out="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-build_dir="${CARGO_TARGET_DIR:-$root/target}/wasm-guests/c"
-mkdir -p "$build_dir"
 
 # shellcheck source=../../../scripts/toolchains.sh
 source "$root/scripts/toolchains.sh"
+example_build_setup c "$@"
 
 toolchain_or_skip c "$build_dir/install.log" ensure_clang
 toolchain_or_skip c "$build_dir/install.log" ensure_wasm_tools

@@ -14,24 +14,18 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
-if [[ $# -ne 1 ]]; then
-    echo "usage: $0 OUT_WASM" >&2
-    exit 2
-fi
-out="$1"
 
 # shellcheck source=../../../scripts/toolchains.sh
 source "$root/scripts/toolchains.sh"
+example_build_setup javascript "$@"
 
 world=supervised-worker
 # wasi:http is not linked by wasm-sup: leave out the fetch() and fetch-event
 # support that would import it. stdio (console.log), clocks (Date, setTimeout)
 # and random (Math.random, crypto) stay.
 disable=(http fetch-event)
-build_dir="${CARGO_TARGET_DIR:-$root/target}/wasm-guests/javascript"
 component="$build_dir/counter.wasm"
 stamp="$build_dir/counter.stamp"
-mkdir -p "$build_dir"
 
 # Everything the component depends on, hashed.
 inputs_hash() {
