@@ -85,12 +85,7 @@ pub struct Raw {
 
 impl Raw {
     pub fn new(component: &Path, name: &str) -> Result<Raw> {
-        Raw::with_engine(
-            component,
-            name,
-            &wasm_sup::engine::engine(false, wasm_sup::config::DEFAULT_INSTANCE_POOL)?,
-            "",
-        )
+        Raw::with_engine(component, name, &host_engine()?, "")
     }
 
     /// On an engine of the caller's (the limit-overhead figure's metering),
@@ -101,33 +96,53 @@ impl Raw {
         engine: &wasmtime::Engine,
         config: &str,
     ) -> Result<Raw> {
-        let engine = engine.clone();
-        let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("wasm-sup.toml"), config)?;
-        let config = Config::load(dir.path(), &HostOverrides::default())?;
-        let linker = compile::linker(&engine)?;
-        let compiled = compile::compile(&engine, &linker, &std::fs::read(component)?)?;
-        let env = Arc::new(PluginEnv {
-            name: name.to_string(),
-            config: Arc::new(config.plugin(name)?),
-            backend: Arc::new(MemoryBackend::new()),
-            directory: Directory::new(),
-        });
-        Ok(Raw { compiled, env })
+        let linker = compile::linker(engine)?;
+        let compiled = compile::compile(engine, &linker, &std::fs::read(component)?)?;
+        Ok(Raw {
+            compiled,
+            env: plugin_env(name, config)?,
+        })
     }
 
     /// A new instance, `init` run.
     pub async fn start(&self) -> Result<PluginInstance> {
-        let mut instance = PluginInstance::start(self.compiled.clone(), self.env.clone(), 1, 0)
-            .await
-            .map_err(|e| anyhow!("start: {e:?}"))?;
-        instance
-            .init()
-            .await
-            .map_err(|e| anyhow!("init: {e:?}"))?
-            .map_err(|e| anyhow!("init: {e}"))?;
-        Ok(instance)
+        start_instance(self.compiled.clone(), &self.env).await
     }
+}
+
+/// The engine `wasm-sup run` makes with the default settings.
+pub fn host_engine() -> Result<wasmtime::Engine> {
+    wasm_sup::engine::engine(false, wasm_sup::config::DEFAULT_INSTANCE_POOL)
+}
+
+/// What plugin `name` runs with outside a host: its settings from `config`
+/// (as a folder's `wasm-sup.toml`), a memory backend, an empty directory.
+pub fn plugin_env(name: &str, config: &str) -> Result<Arc<PluginEnv>> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("wasm-sup.toml"), config)?;
+    let config = Config::load(dir.path(), &HostOverrides::default())?;
+    Ok(Arc::new(PluginEnv {
+        name: name.to_string(),
+        config: Arc::new(config.plugin(name)?),
+        backend: Arc::new(MemoryBackend::new()),
+        directory: Directory::new(),
+    }))
+}
+
+/// A new instance of `compiled`, `init` run.
+pub async fn start_instance(
+    compiled: Arc<Compiled>,
+    env: &Arc<PluginEnv>,
+) -> Result<PluginInstance> {
+    let mut instance = PluginInstance::start(compiled, env.clone(), 1, 0)
+        .await
+        .map_err(|e| anyhow!("start: {e:?}"))?;
+    instance
+        .init()
+        .await
+        .map_err(|e| anyhow!("init: {e:?}"))?
+        .map_err(|e| anyhow!("init: {e}"))?;
+    Ok(instance)
 }
 
 /// Median and 99th percentile of some timings.

@@ -4,28 +4,18 @@
 //! compile cache.
 
 use crate::density::Process;
-use crate::harness::{Row, Spread, show, us};
+use crate::harness::{Row, Spread, host_engine, plugin_env, show, start_instance, us};
 use anyhow::{Result, anyhow};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use wasm_sup::compile::Loader;
-use wasm_sup::config::{Config, HostOverrides};
-use wasm_sup::instance::{PluginEnv, PluginInstance};
-use wasm_sup::mailbox::Directory;
-use wasm_sup::state::memory::MemoryBackend;
+use wasm_sup::instance::PluginEnv;
 
 /// Load (compile or cache hit), instantiate, `init`, one message.
 async fn first_reply(loader: &Loader, env: &Arc<PluginEnv>, bytes: &[u8]) -> Result<()> {
-    let loaded = loader.load(bytes)?;
-    let mut i = PluginInstance::start(loaded.compiled, env.clone(), 1, 0)
-        .await
-        .map_err(|e| anyhow!("{e:?}"))?;
-    i.init()
-        .await
-        .map_err(|e| anyhow!("{e:?}"))?
-        .map_err(|e| anyhow!("{e}"))?;
+    let mut i = start_instance(loader.load(bytes)?.compiled, env).await?;
     i.handle(b"hello")
         .await
         .map_err(|e| anyhow!("{e:?}"))?
@@ -36,14 +26,8 @@ async fn first_reply(loader: &Loader, env: &Arc<PluginEnv>, bytes: &[u8]) -> Res
 pub async fn cold(counter: &Path, rounds: usize) -> Result<Vec<Row>> {
     let component = std::fs::read(counter)?;
     let dir = tempfile::tempdir()?;
-    let config = Config::load(dir.path(), &HostOverrides::default())?;
-    let engine = wasm_sup::engine::engine(false, wasm_sup::config::DEFAULT_INSTANCE_POOL)?;
-    let env = Arc::new(PluginEnv {
-        name: "counter".into(),
-        config: Arc::new(config.plugin("counter")?),
-        backend: Arc::new(MemoryBackend::new()),
-        directory: Directory::new(),
-    });
+    let engine = host_engine()?;
+    let env = plugin_env("counter", "")?;
     let cache = dir.path().join("cache");
     let loader = Loader::new(&engine, Some((&cache, 1 << 30)))?;
     let mut uncached = Vec::new();
