@@ -12,6 +12,7 @@ use wasm_sup::host::{self, Host, RunOptions};
 use wasm_sup::instance::{PluginEnv, PluginInstance};
 use wasm_sup::mailbox::{Directory, Outcome};
 use wasm_sup::state::memory::MemoryBackend;
+use wasm_sup::state::view::StateView;
 
 /// A host running in this process on a folder of its own.
 pub struct Bench {
@@ -124,7 +125,7 @@ pub fn plugin_env(name: &str, config: &str) -> Result<Arc<PluginEnv>> {
     Ok(Arc::new(PluginEnv {
         name: name.to_string(),
         config: Arc::new(config.plugin(name)?),
-        backend: Arc::new(MemoryBackend::new()),
+        state: Arc::new(StateView::new(name, Arc::new(MemoryBackend::new()))),
         directory: Directory::new(),
     }))
 }

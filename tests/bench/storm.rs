@@ -2,7 +2,7 @@
 //! plugins crash in a loop, against the same load with no crashes.
 
 use crate::harness::{Bench, CRASH_FRIENDLY, Row};
-use crate::throughput::load;
+use crate::throughput::{IN_FLIGHT, load};
 use anyhow::Result;
 use serde_json::json;
 use std::path::Path;
@@ -51,8 +51,8 @@ async fn storm(
     let (storm, healthy) = names.split_at(crashing);
     let message = b"echo 0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
     let sup = &bench.host.supervisor;
-    load(sup, healthy, message, total / 10).await?; // warm-up
-    let calm = load(sup, healthy, message, total).await?;
+    load(sup, healthy, message, total / 10, IN_FLIGHT).await?; // warm-up
+    let calm = load(sup, healthy, message, total, IN_FLIGHT).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let crashes = Arc::new(AtomicU64::new(0));
@@ -70,7 +70,7 @@ async fn storm(
             }
         }));
     }
-    let stormy = load(sup, healthy, message, total).await;
+    let stormy = load(sup, healthy, message, total, IN_FLIGHT).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;

@@ -13,8 +13,14 @@ use std::time::{Duration, Instant};
 use wasm_sup::mailbox::Outcome;
 use wasm_sup::supervisor::SupervisorHandle;
 
-/// Messages in flight at once.
-const IN_FLIGHT: usize = 256;
+/// Messages in flight at once: senders that each wait for their reply.
+pub const IN_FLIGHT: usize = 256;
+
+/// Messages in flight at once for the durable figures. In a closed loop the
+/// reply latency is about the senders in flight divided by the throughput, so
+/// this many keeps every group commit full without queueing replies for
+/// longer than the p99 target.
+const DURABLE_IN_FLIGHT: usize = 128;
 
 /// The result of one load run.
 pub struct Load {
@@ -22,20 +28,21 @@ pub struct Load {
     pub latency: Spread,
 }
 
-/// Sends `total` copies of `message` spread over `targets`, `IN_FLIGHT` at a
+/// Sends `total` copies of `message` spread over `targets`, `in_flight` at a
 /// time, each a reply that must be Ok.
 pub async fn load(
     supervisor: &SupervisorHandle,
     targets: &[String],
     message: &[u8],
     total: usize,
+    in_flight: usize,
 ) -> Result<Load> {
     let next = Arc::new(AtomicUsize::new(0));
     let targets = Arc::new(targets.to_vec());
     let message = Arc::new(message.to_vec());
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT {
+    for _ in 0..in_flight {
         let (next, targets, message, sup) = (
             next.clone(),
             targets.clone(),
@@ -76,8 +83,15 @@ pub async fn echo(minimal: &Path, total: usize) -> Result<Vec<Row>> {
     let message = [b'x'; 64];
     let bench = Bench::start(&[("echo".into(), minimal.to_path_buf())], "", "redb").await?;
     let names = vec!["echo".to_string()];
-    load(&bench.host.supervisor, &names, &message, total / 10).await?; // warm-up
-    let supervised = load(&bench.host.supervisor, &names, &message, total).await?;
+    load(
+        &bench.host.supervisor,
+        &names,
+        &message,
+        total / 10,
+        IN_FLIGHT,
+    )
+    .await?; // warm-up
+    let supervised = load(&bench.host.supervisor, &names, &message, total, IN_FLIGHT).await?;
     bench.stop().await;
 
     let raw = Raw::new(minimal, "echo")?;
@@ -127,10 +141,24 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
         .map(|n| (n.clone(), counter.to_path_buf()))
         .collect();
     let bench = Bench::start(&files[..1], "", "redb").await?;
-    let one = load(&bench.host.supervisor, &names[..1], b"hello", total).await?;
+    let one = load(
+        &bench.host.supervisor,
+        &names[..1],
+        b"hello",
+        total,
+        DURABLE_IN_FLIGHT,
+    )
+    .await?;
     bench.stop().await;
     let bench = Bench::start(&files, "", "redb").await?;
-    let many = load(&bench.host.supervisor, &names, b"hello", total).await?;
+    let many = load(
+        &bench.host.supervisor,
+        &names,
+        b"hello",
+        total,
+        DURABLE_IN_FLIGHT,
+    )
+    .await?;
     bench.stop().await;
     let raw = raw_redb(total.min(2_000))?;
     let row = |label: &str, l: &Load, target: f64| {

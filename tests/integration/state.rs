@@ -132,6 +132,46 @@ async fn redb_state_survives_a_host_restart_and_init_and_shutdown_are_transactio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_calls_read_each_others_writes_and_a_crash_among_them_discards_only_its_own() {
+    let dir = PluginDir::new();
+    dir.plugin("a", PROBE).config(ONE_ATTEMPT);
+    let h = TestHost::start_with(dir, None).await;
+    // Many at once: each call runs before the previous one's commit is
+    // durable, reads its write, and is answered after its own commit.
+    let replies = futures::future::join_all((0..200).map(|_| h.send("a", "incr n"))).await;
+    let mut counts: Vec<u64> = replies.iter().map(|r| r.ok().parse().unwrap()).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=200).collect::<Vec<u64>>());
+    // A crash among them: the calls before it keep their writes and answers,
+    // its own write is discarded, and the ones after it run on the next
+    // instance on top of every committed write.
+    let messages = (0..100).map(|i| {
+        if i == 50 {
+            "set-then-trap n 0"
+        } else {
+            "incr n"
+        }
+    });
+    let replies = futures::future::join_all(messages.map(|m| h.send("a", m))).await;
+    assert_eq!(replies.iter().filter(|r| r.status == 500).count(), 1);
+    let mut counts: Vec<u64> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.text().parse().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (201..=299).collect::<Vec<u64>>());
+    let dir = h.stop().await;
+    let h = TestHost::start_with(dir, None).await;
+    assert_eq!(
+        h.send("a", "get n").await.ok(),
+        "299",
+        "every answered write is durable"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailbox_send_errors_self_info_config_and_logging() {
     let dir = PluginDir::new();
     dir.plugin("a", PROBE).plugin("b", PROBE).config(

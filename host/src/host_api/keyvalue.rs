@@ -85,22 +85,15 @@ impl HostState {
     }
 
     fn kv_get(&self, bucket: &str, key: &str) -> R<Option<Vec<u8>>> {
-        Ok(self
-            .txn
-            .get(&*self.env.backend, &self.env.name, bucket, key)?)
+        Ok(self.txn.get(&self.env.state, bucket, key)?)
     }
 
     fn kv_write(&mut self, bucket: &str, key: &str, value: Option<Vec<u8>>) -> R<()> {
         check_key(key)?;
         let env = &self.env;
-        Ok(self.txn.write(
-            &*env.backend,
-            &env.name,
-            &env.config.state,
-            bucket,
-            key,
-            value,
-        )?)
+        Ok(self
+            .txn
+            .write(&env.state, &env.config.state, bucket, key, value)?)
     }
 }
 
@@ -152,7 +145,7 @@ impl HostBucket for HostState {
 
     fn list_keys(&mut self, b: Resource<Bucket>, cursor: Option<u64>) -> R<KeyResponse> {
         let bucket = self.bucket_name(&b)?;
-        let keys = self.txn.keys(&*self.env.backend, &self.env.name, &bucket)?;
+        let keys = self.txn.keys(&self.env.state, &bucket)?;
         let start = usize::try_from(cursor.unwrap_or(0))
             .unwrap_or(usize::MAX)
             .min(keys.len());

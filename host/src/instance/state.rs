@@ -4,21 +4,21 @@ use super::limits::Limits;
 use super::txn::Txn;
 use crate::config::PluginConfig;
 use crate::mailbox::Directory;
-use crate::state::StateBackend;
+use crate::state::view::StateView;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// What every instance of one plugin shares: its name, settings, state backend
+/// What every instance of one plugin shares: its name, settings, state view
 /// and the directory of mailboxes.
 pub struct PluginEnv {
     /// Plugin name.
     pub name: String,
     /// Resolved settings.
     pub config: Arc<PluginConfig>,
-    /// Where its state lives.
-    pub backend: Arc<dyn StateBackend>,
+    /// Its state: the backend, with the commits still pending in front.
+    pub state: Arc<StateView>,
     /// Every plugin's mailbox, for `mailbox.send`.
     pub directory: Arc<Directory>,
 }

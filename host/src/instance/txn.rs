@@ -1,14 +1,16 @@
 //! The transaction of one export call: buffered key-value writes and the outbox.
 //!
-//! Reads inside the call see the call's own writes first, then committed state.
-//! When the call returns, [`Txn::into_commit`] turns the buffer into one
-//! [`Commit`] plus the messages to release after it is durable; when the call
+//! Reads inside the call see the call's own writes first, then the plugin's
+//! [`StateView`] (earlier calls' commits, pending or durable). When the call
+//! returns, [`Txn::into_commit`] turns the buffer into one [`Commit`], its
+//! change in usage and the messages to release after it is durable; when the call
 //! traps, times out or exits, the instance and its `Txn` are dropped, which
 //! discards the writes and frees every mailbox slot the outbox reserved.
 
 use crate::config::StateQuota;
 use crate::mailbox::Reservation;
-use crate::state::{Commit, StateBackend, TimerRecord, Usage, Write, entry_size, fresh_id};
+use crate::state::view::{Delta, StateView};
+use crate::state::{Commit, TimerRecord, Usage, Write, entry_size, fresh_id};
 use std::collections::BTreeMap;
 
 /// A message a call sends, released only if the call commits.
@@ -31,8 +33,19 @@ pub struct Txn {
     writes: BTreeMap<(String, String), Option<Vec<u8>>>,
     outbox: Vec<Outgoing>,
     timers: Vec<TimerRecord>,
-    /// Change in keys and bytes against committed state.
-    delta: (i64, i64),
+    /// Change in keys and bytes against the view.
+    delta: Delta,
+}
+
+/// A call's transaction, ready to submit.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its writes and timers.
+    pub commit: Commit,
+    /// What it changes in the plugin's usage.
+    pub delta: Delta,
+    /// The messages to release once it is durable.
+    pub outbox: Vec<Outgoing>,
 }
 
 /// Why a write was refused.
@@ -48,29 +61,27 @@ impl Txn {
     /// The value of `key` as this call sees it.
     pub fn get(
         &self,
-        backend: &dyn StateBackend,
-        plugin: &str,
+        view: &StateView,
         bucket: &str,
         key: &str,
     ) -> anyhow::Result<Option<Vec<u8>>> {
         match self.writes.get(&(bucket.to_string(), key.to_string())) {
             Some(v) => Ok(v.clone()),
-            None => backend.get(plugin, bucket, key),
+            None => view.get(bucket, key),
         }
     }
 
     /// Buffers a write, refusing it if it would take the plugin past its quota.
     pub fn write(
         &mut self,
-        backend: &dyn StateBackend,
-        plugin: &str,
+        view: &StateView,
         quota: &StateQuota,
         bucket: &str,
         key: &str,
         value: Option<Vec<u8>>,
     ) -> Result<(), WriteError> {
         let old = self
-            .get(backend, plugin, bucket, key)
+            .get(view, bucket, key)
             .map_err(WriteError::Backend)?
             .map(|v| v.len());
         let new = value.as_ref().map(Vec::len);
@@ -78,9 +89,9 @@ impl Txn {
         let db = new.map_or(0, |n| entry_size(key, n) as i64)
             - old.map_or(0, |n| entry_size(key, n) as i64);
         if dk > 0 || db > 0 {
-            let Usage { keys, bytes } = backend.usage(plugin).map_err(WriteError::Backend)?;
-            let keys_after = keys as i64 + self.delta.0 + dk;
-            let bytes_after = bytes as i64 + self.delta.1 + db;
+            let Usage { keys, bytes } = view.usage().map_err(WriteError::Backend)?;
+            let keys_after = keys as i64 + self.delta.keys + dk;
+            let bytes_after = bytes as i64 + self.delta.bytes + db;
             if keys_after > quota.max_keys as i64 {
                 return Err(WriteError::Quota(format!(
                     "quota exceeded: {keys_after} keys, the plugin's limit is {} (config key state.max-keys)",
@@ -94,24 +105,16 @@ impl Txn {
                 )));
             }
         }
-        self.delta.0 += dk;
-        self.delta.1 += db;
+        self.delta.keys += dk;
+        self.delta.bytes += db;
         self.writes
             .insert((bucket.to_string(), key.to_string()), value);
         Ok(())
     }
 
     /// Keys of `bucket` as this call sees them, in order.
-    pub fn keys(
-        &self,
-        backend: &dyn StateBackend,
-        plugin: &str,
-        bucket: &str,
-    ) -> anyhow::Result<Vec<String>> {
-        let mut keys: std::collections::BTreeSet<String> = backend
-            .list_keys(plugin, bucket, None, usize::MAX)?
-            .into_iter()
-            .collect();
+    pub fn keys(&self, view: &StateView, bucket: &str) -> anyhow::Result<Vec<String>> {
+        let mut keys = view.keys(bucket)?;
         for ((b, k), v) in &self.writes {
             if b == bucket {
                 if v.is_some() {
@@ -139,9 +142,9 @@ impl Txn {
         });
     }
 
-    /// The commit of this call (its writes and timers) and the messages to
-    /// release once it is durable.
-    pub fn into_commit(self, plugin: &str) -> (Commit, Vec<Outgoing>) {
+    /// The commit of this call (its writes and timers), its change in usage
+    /// and the messages to release once it is durable.
+    pub fn into_commit(self, plugin: &str) -> Finished {
         let mut commit = Commit::new(plugin);
         commit.writes = self
             .writes
@@ -149,6 +152,10 @@ impl Txn {
             .map(|((bucket, key), value)| Write { bucket, key, value })
             .collect();
         commit.add_timers = self.timers;
-        (commit, self.outbox)
+        Finished {
+            commit,
+            delta: self.delta,
+            outbox: self.outbox,
+        }
     }
 }

@@ -111,6 +111,29 @@ async fn check(b: Arc<dyn StateBackend>) {
     );
     assert_eq!(b.get("a", "default", "fenced").unwrap(), None);
 
+    // Chains: a commit that may have read from a failed one is refused, in the
+    // same group or a later one; one made after the failure is not.
+    let chained = |seq, after, key: &str| {
+        let mut c = Commit::new("a");
+        c.chain = Some(Chain { seq, after });
+        c.writes = vec![set("default", key, "v")];
+        c
+    };
+    let mut failed = chained(100, 100, "lost");
+    failed.fence = Some(9);
+    let (first, second) = (b.commit(failed), b.commit(chained(101, 100, "after-lost")));
+    assert!(first.await.is_err());
+    let refused = second.await.unwrap_err().to_string();
+    assert!(refused.contains("earlier commit"), "{refused}");
+    assert!(b.commit(chained(102, 101, "still")).await.is_err());
+    b.commit(chained(103, 103, "fresh")).await.unwrap();
+    assert_eq!(b.get("a", "default", "after-lost").unwrap(), None);
+    assert_eq!(b.get("a", "default", "fresh").unwrap(), Some(b"v".to_vec()));
+    // Chains are per plugin.
+    let mut other = chained(104, 100, "other");
+    other.plugin = "b".into();
+    b.commit(other).await.unwrap();
+
     // Reset wipes one plugin only.
     b.reset("a").await.unwrap();
     assert!(b.list_all("a").unwrap().is_empty());

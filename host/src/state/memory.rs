@@ -14,6 +14,7 @@ struct Inner {
     timers: BTreeMap<u64, TimerRecord>,
     records: BTreeMap<(String, u8, u64), Vec<u8>>,
     fence: u64,
+    failures: Failures,
 }
 
 /// See the module doc.
@@ -36,8 +37,13 @@ impl MemoryBackend {
 
     fn apply(&self, c: Commit) -> Result<()> {
         let mut g = self.lock();
+        if let Err(refused) = g.failures.check(&c) {
+            g.failures.record(&c.plugin, c.chain);
+            bail!(refused);
+        }
         if let Some(f) = c.fence {
             if f < g.fence {
+                g.failures.record(&c.plugin, c.chain);
                 bail!(
                     "commit refused: fencing token {f} is older than {}",
                     g.fence

@@ -12,9 +12,14 @@
 //!   hosts refuses a commit whose token is older than the one it has seen, so a
 //!   host that lost ownership of a plugin cannot write. Single-host backends
 //!   record the highest token and enforce the same rule.
+//! - Commits are applied in the order they were submitted, and a commit with a
+//!   [`Chain`] is refused when a chained commit of the same plugin that it may
+//!   have read from failed (see [`view`]): nothing durable rests on a write
+//!   that never was.
 
 pub mod memory;
 pub mod redb;
+pub mod view;
 
 use anyhow::Result;
 use futures::future::BoxFuture;
@@ -84,6 +89,45 @@ pub struct Commit {
     pub remove_records: Vec<(RecordKind, u64)>,
     /// Fencing token of the writer (see the module doc).
     pub fence: Option<u64>,
+    /// Its place among the plugin's pipelined commits, if it is one.
+    pub chain: Option<Chain>,
+}
+
+/// Where a pipelined commit stands among its plugin's commits (see [`view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    /// This commit's number, increasing over the host's life.
+    pub seq: u64,
+    /// The oldest commit it may have read from that was not yet durable when
+    /// it was made; its own `seq` when there was none.
+    pub after: u64,
+}
+
+/// The chained commits a backend failed, per plugin: the newest failed `seq`.
+/// A chained commit that reaches back to one of them is refused (the module
+/// doc's last rule). Only failures are kept, so this stays small.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(std::collections::HashMap<String, u64>);
+
+impl Failures {
+    /// Refuses `c` if it may have read from a failed commit.
+    pub(crate) fn check(&self, c: &Commit) -> Result<(), String> {
+        match (c.chain, self.0.get(&c.plugin)) {
+            (Some(chain), Some(&failed)) if chain.after <= failed => Err(format!(
+                "commit refused: it read from an earlier commit of plugin {} that failed",
+                c.plugin
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that a commit of `plugin` failed.
+    pub(crate) fn record(&mut self, plugin: &str, chain: Option<Chain>) {
+        if let Some(chain) = chain {
+            let failed = self.0.entry(plugin.to_string()).or_default();
+            *failed = (*failed).max(chain.seq);
+        }
+    }
 }
 
 impl Commit {

@@ -5,10 +5,12 @@
 //! thread: it takes every operation waiting on its channel (up to
 //! [`MAX_GROUP`]), applies them in one write transaction, commits it with one
 //! fsync, and only then answers each waiter. A commit refused on its own (an
-//! old fencing token) is answered with its error and left out of the group.
+//! old fencing token, or a chain that reaches back to a failed commit) is
+//! answered with its error and left out of the group. The tables are opened
+//! once per group, not once per commit.
 
 use super::*;
-use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use anyhow::{Context, anyhow, bail};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -147,6 +149,7 @@ fn committer(
     usage: &Mutex<HashMap<String, Usage>>,
     rx: mpsc::Receiver<(Op, Waiter)>,
 ) {
+    let mut failures = Failures::default();
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -155,28 +158,46 @@ fn committer(
                 Err(_) => break,
             }
         }
-        let mut answers: Vec<(Waiter, Result<(), String>)> = Vec::with_capacity(group.len());
-        let mut accepted = Vec::with_capacity(group.len());
+        let mut refused: Vec<(Waiter, String)> = Vec::new();
+        // Each accepted waiter, with the chain to record if the group fails.
+        let mut accepted: Vec<(Waiter, Option<(String, Chain)>)> = Vec::with_capacity(group.len());
         let result = (|| -> Result<()> {
             let w = db.begin_write()?;
-            let mut fence = w.open_table(META)?.get("fence")?.map_or(0, |g| g.value());
             let mut deltas: HashMap<String, (i64, i64)> = HashMap::new();
-            for (op, waiter) in group {
-                if let Op::Commit(c) = &op
-                    && let Some(f) = c.fence
-                {
-                    if f < fence {
-                        let msg =
-                            format!("commit refused: fencing token {f} is older than {fence}");
-                        answers.push((waiter, Err(msg)));
-                        continue;
+            {
+                let mut tables = Tables {
+                    kv: w.open_table(KV)?,
+                    timers: w.open_table(TIMERS)?,
+                    records: w.open_table(RECORDS)?,
+                };
+                let mut meta = w.open_table(META)?;
+                let mut fence = meta.get("fence")?.map_or(0, |g| g.value());
+                for (op, waiter) in group {
+                    let mut chain = None;
+                    if let Op::Commit(c) = &op {
+                        if let Err(msg) = failures.check(c) {
+                            failures.record(&c.plugin, c.chain);
+                            refused.push((waiter, msg));
+                            continue;
+                        }
+                        if let Some(f) = c.fence {
+                            if f < fence {
+                                failures.record(&c.plugin, c.chain);
+                                let msg = format!(
+                                    "commit refused: fencing token {f} is older than {fence}"
+                                );
+                                refused.push((waiter, msg));
+                                continue;
+                            }
+                            fence = f;
+                        }
+                        chain = c.chain.map(|chain| (c.plugin.clone(), chain));
                     }
-                    fence = f;
+                    apply(&mut tables, op, &mut deltas)?;
+                    accepted.push((waiter, chain));
                 }
-                apply(&w, op, &mut deltas)?;
-                accepted.push(waiter);
+                meta.insert("fence", fence)?;
             }
-            w.open_table(META)?.insert("fence", fence)?;
             w.commit()?;
             let mut cache = lock(usage);
             for (plugin, (dk, db)) in deltas {
@@ -190,31 +211,40 @@ fn committer(
             Ok(())
         })();
         let outcome = result.map_err(|e| format!("state commit failed: {e:#}"));
-        for waiter in accepted {
+        for (waiter, chain) in accepted {
+            if let (Err(_), Some((plugin, chain))) = (&outcome, chain) {
+                failures.record(&plugin, Some(chain));
+            }
             let _ = waiter.send(outcome.clone());
         }
-        for (waiter, r) in answers {
-            let _ = waiter.send(r);
+        for (waiter, r) in refused {
+            let _ = waiter.send(Err(r));
         }
     }
 }
 
+/// The tables a group writes, opened once per write transaction.
+struct Tables<'t> {
+    kv: ::redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
+    timers: ::redb::Table<'t, u64, (&'static str, u64, &'static [u8])>,
+    records: ::redb::Table<'t, (&'static str, u8, u64), &'static [u8]>,
+}
+
 /// Applies one operation inside the group's write transaction, adding its
 /// usage change to `deltas` (`i64::MIN` keys: forget the cached usage).
-fn apply(w: &WriteTransaction, op: Op, deltas: &mut HashMap<String, (i64, i64)>) -> Result<()> {
+fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, (i64, i64)>) -> Result<()> {
     let c = match op {
         Op::Reset(plugin) => {
-            let mut kv = w.open_table(KV)?;
-            let keys: Vec<(String, String)> = kv
-                .range((plugin.as_str(), "", "")..)?
-                .map_while(|item| {
-                    let (k, _) = item.ok()?;
-                    let (p, b, key) = k.value();
-                    (p == plugin).then(|| (b.to_string(), key.to_string()))
-                })
-                .collect();
+            let keys: Vec<(String, String)> =
+                t.kv.range((plugin.as_str(), "", "")..)?
+                    .map_while(|item| {
+                        let (k, _) = item.ok()?;
+                        let (p, b, key) = k.value();
+                        (p == plugin).then(|| (b.to_string(), key.to_string()))
+                    })
+                    .collect();
             for (b, k) in keys {
-                kv.remove((plugin.as_str(), b.as_str(), k.as_str()))?;
+                t.kv.remove((plugin.as_str(), b.as_str(), k.as_str()))?;
             }
             deltas.insert(plugin, (i64::MIN, 0));
             return Ok(());
@@ -222,47 +252,42 @@ fn apply(w: &WriteTransaction, op: Op, deltas: &mut HashMap<String, (i64, i64)>)
         Op::Commit(c) => c,
     };
     let p = c.plugin.as_str();
-    {
-        let mut kv = w.open_table(KV)?;
-        let d = deltas.entry(c.plugin.clone()).or_default();
-        for wr in &c.writes {
-            let key = (p, wr.bucket.as_str(), wr.key.as_str());
-            let old = match &wr.value {
-                Some(v) => kv.insert(key, v.as_slice())?.map(|g| g.value().len()),
-                None => kv.remove(key)?.map(|g| g.value().len()),
-            };
-            if d.0 != i64::MIN {
-                let new = wr.value.as_ref().map(Vec::len);
-                d.0 += i64::from(new.is_some()) - i64::from(old.is_some());
-                d.1 += new.map_or(0, |n| entry_size(&wr.key, n) as i64)
-                    - old.map_or(0, |n| entry_size(&wr.key, n) as i64);
-            }
+    let d = deltas.entry(c.plugin.clone()).or_default();
+    for wr in &c.writes {
+        let key = (p, wr.bucket.as_str(), wr.key.as_str());
+        let old = match &wr.value {
+            Some(v) => t.kv.insert(key, v.as_slice())?.map(|g| g.value().len()),
+            None => t.kv.remove(key)?.map(|g| g.value().len()),
+        };
+        if d.0 != i64::MIN {
+            let new = wr.value.as_ref().map(Vec::len);
+            d.0 += i64::from(new.is_some()) - i64::from(old.is_some());
+            d.1 += new.map_or(0, |n| entry_size(&wr.key, n) as i64)
+                - old.map_or(0, |n| entry_size(&wr.key, n) as i64);
         }
     }
-    {
-        let mut timers = w.open_table(TIMERS)?;
-        for id in &c.remove_timers {
-            timers.remove(*id)?;
-        }
-        for t in &c.add_timers {
-            timers.insert(t.id, (t.plugin.as_str(), t.due_ms, t.message.as_slice()))?;
-        }
+    for id in &c.remove_timers {
+        t.timers.remove(*id)?;
     }
-    {
-        let mut records = w.open_table(RECORDS)?;
-        for (kind, id) in &c.remove_records {
-            records.remove((p, *kind as u8, *id))?;
-        }
-        for r in &c.records {
-            let kind = r.kind as u8;
-            records.insert((p, kind, r.id), r.body.as_slice())?;
-            let ids: Vec<u64> = records
-                .range((p, kind, 0)..=(p, kind, u64::MAX))?
-                .map(|item| item.map(|(k, _)| k.value().2))
-                .collect::<Result<_, _>>()?;
-            for id in ids.iter().take(ids.len().saturating_sub(r.keep)) {
-                records.remove((p, kind, *id))?;
-            }
+    for tm in &c.add_timers {
+        t.timers.insert(
+            tm.id,
+            (tm.plugin.as_str(), tm.due_ms, tm.message.as_slice()),
+        )?;
+    }
+    for (kind, id) in &c.remove_records {
+        t.records.remove((p, *kind as u8, *id))?;
+    }
+    for r in &c.records {
+        let kind = r.kind as u8;
+        t.records.insert((p, kind, r.id), r.body.as_slice())?;
+        let ids: Vec<u64> = t
+            .records
+            .range((p, kind, 0)..=(p, kind, u64::MAX))?
+            .map(|item| item.map(|(k, _)| k.value().2))
+            .collect::<Result<_, _>>()?;
+        for id in ids.iter().take(ids.len().saturating_sub(r.keep)) {
+            t.records.remove((p, kind, *id))?;
         }
     }
     Ok(())

@@ -16,6 +16,7 @@ pub mod budget;
 mod coredumps;
 mod groups;
 mod health;
+mod pipeline;
 pub mod policy;
 pub mod rollback;
 pub mod timers;
@@ -30,6 +31,7 @@ use crate::discovery::PluginSpec;
 use crate::instance::PluginEnv;
 use crate::mailbox::{Address, Directory, Envelope, Mailbox, Outcome, PushError, Source};
 use crate::state::StateBackend;
+use crate::state::view::StateView;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -334,7 +336,7 @@ impl SupervisorHandle {
         let env = Arc::new(PluginEnv {
             name: name.clone(),
             config: config.clone(),
-            backend: self.shared.backend.clone(),
+            state: Arc::new(StateView::new(&name, self.shared.backend.clone())),
             directory: self.shared.directory.clone(),
         });
         self.shared.directory.insert(

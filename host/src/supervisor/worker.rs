@@ -7,6 +7,15 @@
 //!   first between calls (`biased` select).
 //! - A reply is released only after its call's commit is durable; the outbox is
 //!   released after the commit too, and dropped with the instance otherwise.
+//!   Message calls are pipelined: the next call runs while earlier commits are
+//!   on their way to disk, and their replies wait in the [`Pipeline`]. Anything
+//!   else (a control request, a health probe, a crash) first waits for every
+//!   commit in flight.
+//! - A failed commit drops the instance: the calls waiting behind it read its
+//!   writes, so none of them is answered; their messages go back to the front
+//!   of the mailbox, in order. Seen in the pipeline's order, the failure is the
+//!   failed call's crash (`host-error`); seen while draining for something
+//!   else, the messages are delivered again to the next instance.
 //! - After any exit the instance is dropped before anything else happens.
 //! - The message in flight at a crash goes back to the front of the mailbox
 //!   until it has been delivered `max-attempts` times; then it is dead-lettered
@@ -24,6 +33,7 @@
 use super::breaker::Breaker;
 use super::groups::Job;
 use super::health::{self, Probes};
+use super::pipeline::{Pipeline, Settled, Waiting};
 use super::policy::{Decision, Ending, RestartTracker};
 use super::rollback::{self, Rollback};
 use super::timers::TimerHandle;
@@ -33,10 +43,10 @@ use crate::admin::metrics::{CauseLabels, Metrics, OutcomeLabels, PluginLabel};
 use crate::compile::Compiled;
 use crate::config::PluginConfig;
 use crate::crash::{Cause, Crash, CrashReport, DeadLetter, Exit, MessageInfo};
-use crate::instance::txn::Outgoing;
+use crate::instance::txn::{Finished, Outgoing};
 use crate::instance::{PluginEnv, PluginInstance};
 use crate::mailbox::{Address, Envelope, Mailbox, Outcome, Source};
-use crate::state::{Commit, Record, RecordKind, fresh_id, now_ms};
+use crate::state::{Commit, Record, RecordKind, TimerRecord, fresh_id, now_ms};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -96,6 +106,8 @@ pub(super) struct Worker {
     generation: u64,
     restarts: u32,
     instance: Option<PluginInstance>,
+    /// Calls waiting for their commits.
+    pipeline: Pipeline,
     running_since: Option<Instant>,
     /// Failed or stopped: only control requests are taken.
     parked: bool,
@@ -129,7 +141,8 @@ impl Worker {
         let labels = Metrics::plugin(&env.name);
         let name = env.name.clone();
         let pending = env
-            .backend
+            .state
+            .backend()
             .records(&env.name, RecordKind::DeadLetter, 0, host.dead_letters)
             .map_or(0, |r| r.len());
         metrics
@@ -169,6 +182,7 @@ impl Worker {
             generation: 0,
             restarts: 0,
             instance: None,
+            pipeline: Pipeline::default(),
             running_since: None,
             parked: false,
             held: false,
@@ -239,6 +253,9 @@ impl Worker {
             tokio::select! {
                 biased;
                 c = self.control.recv() => self.on_control(c).await,
+                Some(settled) = self.pipeline.next(), if !self.pipeline.is_empty() => {
+                    self.on_settled(settled).await
+                }
                 _ = sleep_until(close_at) => {
                     if self.breaker.close_if_due(self.running_since, Instant::now()) {
                         tracing::info!("circuit closed: the plugin ran healthily for reset-after after its cooldown");
@@ -248,7 +265,7 @@ impl Worker {
                 }
                 _ = sleep_until(self.next_probe) => self.probe().await,
                 _ = sleep_until(self.next_tick) => self.tick().await,
-                env = self.mailbox.pop() => self.deliver(env).await,
+                env = self.mailbox.pop(), if !self.pipeline.is_full() => self.deliver(env).await,
             }
         }
     }
@@ -263,6 +280,7 @@ impl Worker {
 
     /// Runs `health.check` between calls and acts on its answer.
     async fn probe(&mut self) -> Flow {
+        self.settle_all().await;
         let policy = self.env.config.health.clone();
         self.next_probe = Some(Instant::now() + policy.interval);
         let Some(inst) = self.instance.as_mut() else {
@@ -282,8 +300,8 @@ impl Worker {
                 return self.after_exit(exit, "check", None).await;
             }
         };
-        let (commit, outbox) = inst.take_txn().into_commit(&self.env.name);
-        if let Err(e) = self.commit_and_release(commit, outbox).await {
+        let done = inst.take_txn().into_commit(&self.env.name);
+        if let Err(e) = self.commit_and_release(done).await {
             self.instance = None;
             return self.after_exit(host_error(e), "check", None).await;
         }
@@ -332,6 +350,7 @@ impl Worker {
     }
 
     async fn on_control(&mut self, c: Option<Control>) -> Flow {
+        self.settle_all().await;
         let Some(c) = c else { return Flow::Exit };
         match c {
             Control::Shutdown(deadline, done) => {
@@ -392,7 +411,7 @@ impl Worker {
                 // instance without calling it again, then wipe and start.
                 self.instance = None;
                 self.running_since = None;
-                let r = self.env.backend.reset(&self.env.name).await;
+                let r = self.env.state.reset().await;
                 if r.is_ok() {
                     tracing::warn!("plugin state reset by an operator");
                     self.breaker.reset();
@@ -513,7 +532,7 @@ impl Worker {
         self.env = Arc::new(PluginEnv {
             name: self.env.name.clone(),
             config: config.clone(),
-            backend: self.env.backend.clone(),
+            state: self.env.state.clone(),
             directory: self.env.directory.clone(),
         });
         self.tracker.set_policy(config.restart.clone());
@@ -563,8 +582,8 @@ impl Worker {
         {
             match inst.shutdown(left).await {
                 Ok(()) => {
-                    let (commit, outbox) = inst.take_txn().into_commit(&self.env.name);
-                    self.commit_and_release(commit, outbox).await.ok();
+                    let done = inst.take_txn().into_commit(&self.env.name);
+                    self.commit_and_release(done).await.ok();
                 }
                 Err(exit) => {
                     tracing::warn!(cause = ?exit.crash().map(|c| c.cause), "lifecycle.shutdown did not return; its writes are discarded");
@@ -617,8 +636,8 @@ impl Worker {
         .await;
         match started {
             Ok(mut inst) => {
-                let (commit, outbox) = inst.take_txn().into_commit(&self.env.name);
-                if let Err(e) = self.commit_and_release(commit, outbox).await {
+                let done = inst.take_txn().into_commit(&self.env.name);
+                if let Err(e) = self.commit_and_release(done).await {
                     return Err((host_error(e), "init"));
                 }
                 let now = Instant::now();
@@ -681,29 +700,131 @@ impl Worker {
         match result {
             Ok(answer) => {
                 let inst = self.instance.as_mut().expect("checked above");
-                let (mut commit, outbox) = inst.take_txn().into_commit(&self.env.name);
+                let mut done = inst.take_txn().into_commit(&self.env.name);
                 if let Source::Timer(id) = env.source {
-                    commit.remove_timers.push(id);
+                    done.commit.remove_timers.push(id);
                 }
-                match self.commit_and_release(commit, outbox).await {
-                    Ok(()) => {
-                        self.count(if answer.is_ok() { "ok" } else { "err" });
-                        env.answer(match answer {
-                            Ok(reply) => Outcome::Reply(reply),
-                            Err(reason) => Outcome::Rejected(reason),
-                        });
-                        Flow::Continue
-                    }
-                    Err(e) => {
-                        self.instance = None;
-                        self.after_exit(host_error(e), "handle", Some(env)).await
-                    }
-                }
+                let timers = done.commit.add_timers.clone();
+                let submitted = Instant::now();
+                let (seq, durable) = self.env.state.submit(done.commit, done.delta);
+                let waiting = Waiting {
+                    seq,
+                    env,
+                    outcome: match answer {
+                        Ok(reply) => Outcome::Reply(reply),
+                        Err(reason) => Outcome::Rejected(reason),
+                    },
+                    outbox: done.outbox,
+                    timers,
+                    submitted,
+                };
+                self.pipeline.push(durable, waiting);
+                Flow::Continue
             }
             Err(exit) => {
                 self.instance = None;
                 self.after_exit(exit, "handle", Some(env)).await
             }
+        }
+    }
+
+    /// A call's commit resolved, in pipeline order: releases it, or treats
+    /// the failure as the call's crash (see the module doc).
+    async fn on_settled(&mut self, settled: Settled) -> Flow {
+        match self.settle(settled) {
+            None => Flow::Continue,
+            Some((e, env)) => {
+                self.fail_pipeline().await;
+                self.after_exit(host_error(e), "handle", Some(env)).await
+            }
+        }
+    }
+
+    /// Releases a call whose commit is durable: its timers, outbox and answer.
+    /// A failed commit drops the instance and hands back the error and message.
+    fn settle(&mut self, settled: Settled) -> Option<(anyhow::Error, Envelope)> {
+        let Settled { waiting: w, result } = settled;
+        self.env.state.settle(w.seq, result.is_ok());
+        if let Err(e) = result {
+            self.instance = None;
+            self.running_since = None;
+            return Some((e, w.env));
+        }
+        if w.seq != 0 {
+            self.metrics
+                .commit_seconds
+                .observe(w.submitted.elapsed().as_secs_f64());
+        }
+        self.release(w.timers, w.outbox);
+        self.count(match w.outcome {
+            Outcome::Rejected(_) => "err",
+            _ => "ok",
+        });
+        w.env.answer(w.outcome);
+        None
+    }
+
+    /// After a failed commit: the calls still waiting read from it, so none is
+    /// answered; their messages go back to the front of the mailbox, in order.
+    async fn fail_pipeline(&mut self) {
+        let again = self.unanswered().await;
+        self.put_back_all(again);
+    }
+
+    /// Every message still in the pipeline, in order, none answered.
+    async fn unanswered(&mut self) -> Vec<Envelope> {
+        let mut envs = Vec::new();
+        while let Some(Settled { waiting, .. }) = self.pipeline.next().await {
+            self.env.state.settle(waiting.seq, false);
+            envs.push(waiting.env);
+        }
+        envs
+    }
+
+    /// Waits for every commit in flight, releasing each call in order. When a
+    /// commit failed, the instance is dropped and the messages of the calls
+    /// from that one on are returned, in order, to be delivered again.
+    async fn drain(&mut self) -> Vec<Envelope> {
+        while let Some(settled) = self.pipeline.next().await {
+            if let Some((e, env)) = self.settle(settled) {
+                tracing::error!(
+                    "state commit failed: {e:#}; the instance is dropped and its unanswered messages will be delivered again"
+                );
+                let mut again = vec![env];
+                again.extend(self.unanswered().await);
+                return again;
+            }
+        }
+        Vec::new()
+    }
+
+    /// Waits for every commit in flight (see [`Worker::drain`]) and puts the
+    /// messages of failed ones back in the mailbox.
+    async fn settle_all(&mut self) {
+        let again = self.drain().await;
+        self.put_back_all(again);
+    }
+
+    /// Puts messages back at the front of the mailbox, keeping their order.
+    fn put_back_all(&self, envs: Vec<Envelope>) {
+        for env in envs.into_iter().rev() {
+            self.put_back(env);
+        }
+    }
+
+    /// Puts a message back at the front of the mailbox, or answers 503 when
+    /// the mailbox is closed.
+    fn put_back(&self, env: Envelope) {
+        if let Err((_, env)) = self.mailbox.push_front(env) {
+            let (status, reason) = self.mailbox.closed().unwrap_or_default();
+            answer_unavailable(
+                env,
+                &status,
+                &reason,
+                self.retry_in(),
+                &self.timers,
+                &self.env.name,
+            );
         }
     }
 
@@ -715,20 +836,26 @@ impl Worker {
         self.metrics.messages.get_or_create(&labels).inc();
     }
 
-    /// Commits a call's transaction, then releases its outbox and timers.
-    async fn commit_and_release(
-        &mut self,
-        commit: Commit,
-        outbox: Vec<Outgoing>,
-    ) -> anyhow::Result<()> {
-        let timers = commit.add_timers.clone();
-        if !commit.is_empty() {
-            let started = Instant::now();
-            self.env.backend.commit(commit).await?;
+    /// Commits a call's transaction and waits until it is durable, then
+    /// releases its outbox and timers (for calls other than messages).
+    async fn commit_and_release(&mut self, done: Finished) -> anyhow::Result<()> {
+        let timers = done.commit.add_timers.clone();
+        let started = Instant::now();
+        let (seq, durable) = self.env.state.submit(done.commit, done.delta);
+        let result = durable.await;
+        self.env.state.settle(seq, result.is_ok());
+        result?;
+        if seq != 0 {
             self.metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        self.release(timers, done.outbox);
+        Ok(())
+    }
+
+    /// Schedules a committed call's timers and delivers its outbox.
+    fn release(&self, timers: Vec<TimerRecord>, outbox: Vec<Outgoing>) {
         for t in timers {
             self.timers.schedule(t);
         }
@@ -739,13 +866,15 @@ impl Worker {
                 tracing::warn!(to = %to, "message dropped: the target stopped taking messages after it was sent");
             }
         }
-        Ok(())
     }
 
     /// After an instance ended (the instance is already dropped): report,
     /// settle the message in flight, and apply the restart policy.
     async fn after_exit(&mut self, exit: Exit, call: &str, env: Option<Envelope>) -> Flow {
         self.instance = None;
+        // Calls that ran before this one are answered first; if one of their
+        // commits failed, their messages go back in front of this one's.
+        let earlier = self.drain().await;
         let now = Instant::now();
         let up_since = self.running_since.take();
         let ending = match &exit {
@@ -886,18 +1015,11 @@ impl Worker {
             let max = self.tracker.policy().max_attempts.get();
             if e.attempts >= max || (!will_restart && ending == Ending::Crash) {
                 self.dead_letter(e).await;
-            } else if let Err((_, e)) = self.mailbox.push_front(e) {
-                let (status, reason) = self.mailbox.closed().unwrap_or_default();
-                answer_unavailable(
-                    e,
-                    &status,
-                    &reason,
-                    self.retry_in(),
-                    &self.timers,
-                    &self.env.name,
-                );
+            } else {
+                self.put_back(e);
             }
         }
+        self.put_back_all(earlier);
         if let Some((status, reason)) = parked {
             // Closing answers everything queued (the message in flight too,
             // when it was put back) with 503.
@@ -1014,7 +1136,7 @@ impl Worker {
             coredump: None,
         };
         let dump = self.coredumps.clone().zip(crash.coredump.clone());
-        let backend = self.env.backend.clone();
+        let backend = self.env.state.backend().clone();
         let keep = self.keep_reports;
         tokio::spawn(async move {
             if let Some(((dir, budget), bytes)) = dump {
@@ -1065,7 +1187,7 @@ impl Worker {
             commit.remove_timers.push(t);
         }
         tracing::warn!(dead_letter = id, attempts = env.attempts, causes = ?env.causes, "message dead-lettered");
-        if let Err(e) = self.env.backend.commit(commit).await {
+        if let Err(e) = self.env.state.backend().commit(commit).await {
             tracing::error!("failed to store dead letter {id}: {e:#}");
         }
         self.count("dead-lettered");
