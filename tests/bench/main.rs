@@ -42,7 +42,7 @@ struct Sizes {
 const FULL: Sizes = Sizes {
     restart_rounds: 2_000,
     echo_messages: 200_000,
-    durable_messages: 20_000,
+    durable_messages: 100_000,
     durable_plugins: 100,
     density_plugins: 10_000,
     cold_rounds: 5,
