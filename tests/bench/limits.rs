@@ -1,7 +1,8 @@
 //! Limit overhead: CPU-bound guests on engines with fuel and epoch
 //! instrumentation on and off: a sieve of Eratosthenes (`primes N` of the
-//! probe: loops, loads, stores) and the worst case, an empty loop (`burn N`),
-//! where the checks are most of the work.
+//! probe: tight loops of loads and stores), std's sort of pseudo-random
+//! numbers (`sort N`: branches, calls and swaps, as library code), and the
+//! worst case, an empty loop (`burn N`), where the checks are most of the work.
 
 use crate::harness::{Raw, Row, Spread, show};
 use anyhow::{Result, anyhow};
@@ -11,6 +12,7 @@ use wasm_sup::engine::{Metering, engine_with};
 
 pub async fn run(probe: &Path, iterations: u64, rounds: usize) -> Result<Vec<Row>> {
     let mut rows = overhead(probe, &format!("primes {iterations}"), rounds, true).await?;
+    rows.extend(overhead(probe, &format!("sort {}", iterations / 10), rounds, true).await?);
     rows.extend(overhead(probe, &format!("burn {iterations}"), rounds, false).await?);
     Ok(rows)
 }
@@ -20,24 +22,28 @@ const UNMETERED: &str = "[defaults]\nfuel = 0\ntimeout = \"60s\"\nmemory = \"256
 
 /// One workload on the four engines; `judged`: whether the target applies.
 async fn overhead(probe: &Path, message: &str, rounds: usize, judged: bool) -> Result<Vec<Row>> {
-    let mut times = Vec::new();
+    // The four engines take turns, round by round, so that drift in the
+    // machine's speed falls on all of them alike.
+    let mut instances = Vec::new();
     for (fuel, epoch) in [(false, false), (true, false), (false, true), (true, true)] {
         let engine = engine_with(false, Metering { fuel, epoch }, 0)?;
         let raw = Raw::with_engine(probe, "probe", &engine, UNMETERED)?;
-        let mut instance = raw.start().await?;
-        let mut samples = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
+        let instance = raw.start().await?;
+        instances.push((raw, instance));
+    }
+    let mut samples = vec![Vec::with_capacity(rounds); instances.len()];
+    for _ in 0..rounds {
+        for (i, (_, instance)) in instances.iter_mut().enumerate() {
             let t = std::time::Instant::now();
             instance
                 .handle(message.as_bytes())
                 .await
                 .map_err(|e| anyhow!("{e:?}"))?
                 .map_err(|e| anyhow!("{e}"))?;
-            samples.push(t.elapsed());
+            samples[i].push(t.elapsed());
         }
-        let spread = Spread::of(samples);
-        times.push(spread.p50);
     }
+    let times: Vec<_> = samples.into_iter().map(|s| Spread::of(s).p50).collect();
     let base = times[0].as_secs_f64();
     let over = |i: usize| (times[i].as_secs_f64() / base - 1.0) * 100.0;
     let row = Row::new(

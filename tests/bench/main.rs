@@ -47,8 +47,8 @@ const FULL: Sizes = Sizes {
     density_plugins: 10_000,
     cold_rounds: 5,
     start_plugins: 1_000,
-    burn_iterations: 20_000_000,
-    burn_rounds: 5,
+    burn_iterations: 5_000_000,
+    burn_rounds: 21,
     storm_plugins: 1_000,
     storm_messages: 50_000,
 };

@@ -31,6 +31,7 @@
 //! | `spin`                      | loops forever                                           |
 //! | `burn N`                    | N iterations of trivial work → `burned`                 |
 //! | `primes N`                  | sieve of Eratosthenes up to N → how many primes         |
+//! | `sort N`                    | sorts N pseudo-random numbers (std's sort) → a checksum |
 //! | `grow MIB`                  | allocates MIB MiB, touching every 64 KiB → `grew MIB`   |
 //! | `recurse N`                 | recurses N levels, 1 KiB of stack each → `recursed`     |
 //! | `sleep MS`                  | sleeps MS milliseconds → `slept`                        |
@@ -183,6 +184,26 @@ fn run(command: &str, args: &str) -> Reply {
                 }
             }
             text(black_box(count))
+        }
+        "sort" => {
+            // N xorshift numbers through std's unstable sort: branches,
+            // calls, comparisons and swaps, as library code does.
+            let n = number::<usize>(args)?;
+            let mut x = 0x9e37_79b9_u32;
+            let mut numbers: Vec<u32> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x
+                })
+                .collect();
+            numbers.sort_unstable();
+            let checksum = numbers
+                .iter()
+                .enumerate()
+                .fold(0u64, |acc, (i, v)| acc.wrapping_add(i as u64 * u64::from(*v)));
+            text(black_box(checksum))
         }
         "burn" => {
             for turn in 0..number::<u64>(args)? {
