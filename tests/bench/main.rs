@@ -50,7 +50,7 @@ const FULL: Sizes = Sizes {
     burn_iterations: 5_000_000,
     burn_rounds: 21,
     storm_plugins: 1_000,
-    storm_messages: 50_000,
+    storm_messages: 120_000,
 };
 
 const SMOKE: Sizes = Sizes {
