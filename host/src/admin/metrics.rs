@@ -20,6 +20,22 @@ pub struct PluginLabel {
 }
 
 /// `{plugin, outcome}`: `ok`, `err`, `crashed` (a delivery that crashed),
+/// Handles on one plugin's per-call metrics (see [`Metrics::calls`]); they
+/// share their values with the registry's families.
+#[derive(Clone)]
+pub struct CallMetrics {
+    /// Its `wasm_sup_handle_duration_seconds`.
+    pub handle_seconds: Histogram,
+    /// Its `wasm_sup_fuel_consumed_total`.
+    pub fuel: Counter,
+    /// Its `wasm_sup_memory_bytes`.
+    pub memory: Gauge,
+    /// Its `wasm_sup_messages_total{outcome="ok"}`.
+    pub ok: Counter,
+    /// Its `wasm_sup_messages_total{outcome="err"}`.
+    pub err: Counter,
+}
+
 /// `dead-lettered`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -277,6 +293,27 @@ impl Metrics {
         }
         self.mailbox_depth.remove(&Metrics::plugin(plugin));
         self.memory.remove(&Metrics::plugin(plugin));
+    }
+
+    /// The per-call metrics of `plugin`, looked up once: a worker updates
+    /// them on every message without hashing labels or taking a family's lock.
+    pub fn calls(&self, plugin: &str) -> CallMetrics {
+        let label = Metrics::plugin(plugin);
+        let outcome = |outcome| {
+            self.messages
+                .get_or_create(&OutcomeLabels {
+                    plugin: plugin.to_string(),
+                    outcome,
+                })
+                .clone()
+        };
+        CallMetrics {
+            handle_seconds: self.handle_seconds.get_or_create(&label).clone(),
+            fuel: self.fuel.get_or_create(&label).clone(),
+            memory: self.memory.get_or_create(&label).clone(),
+            ok: outcome("ok"),
+            err: outcome("err"),
+        }
     }
 
     /// Labels for `plugin`.

@@ -39,7 +39,7 @@ use super::rollback::{self, Rollback};
 use super::timers::TimerHandle;
 use super::tree::Plan;
 use super::{Control, PluginInfo, Shared, Status, lock};
-use crate::admin::metrics::{CauseLabels, Metrics, OutcomeLabels, PluginLabel};
+use crate::admin::metrics::{CallMetrics, CauseLabels, Metrics, OutcomeLabels, PluginLabel};
 use crate::compile::Compiled;
 use crate::config::PluginConfig;
 use crate::crash::{Cause, Crash, CrashReport, DeadLetter, Exit, MessageInfo};
@@ -119,6 +119,8 @@ pub(super) struct Worker {
     groups: Arc<super::groups::Groups>,
     metrics: Arc<Metrics>,
     labels: PluginLabel,
+    /// This plugin's per-call metrics.
+    calls: CallMetrics,
     /// Coredump folder and budget, when coredumps are on.
     coredumps: Option<(std::path::PathBuf, u64)>,
     /// The span of the current instance (`plugin`, `generation`).
@@ -188,6 +190,7 @@ impl Worker {
             held: false,
             failed_start: None,
             groups: shared.groups.clone(),
+            calls: metrics.calls(&name),
             metrics,
             labels,
             coredumps: host.coredumps.map(|b| (host.coredump_dir.clone(), b)),
@@ -668,18 +671,11 @@ impl Worker {
         env.attempts += 1;
         let started = Instant::now();
         let handled = inst.handle(&env.message).await;
-        self.metrics
+        self.calls
             .handle_seconds
-            .get_or_create(&self.labels)
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .fuel
-            .get_or_create(&self.labels)
-            .inc_by(inst.last_fuel_used());
-        self.metrics
-            .memory
-            .get_or_create(&self.labels)
-            .set(inst.memory_bytes() as i64);
+        self.calls.fuel.inc_by(inst.last_fuel_used());
+        self.calls.memory.set(inst.memory_bytes() as i64);
         let result = match handled {
             Ok(Ok(reply)) if reply.len() as u64 > self.env.config.max_reply => {
                 Err(Exit::Crashed(Crash {
@@ -718,7 +714,16 @@ impl Worker {
                     timers,
                     submitted,
                 };
-                self.pipeline.push(durable, waiting);
+                if seq == 0 && self.pipeline.is_empty() {
+                    // Nothing to commit and nothing it could have read from
+                    // in flight: answered at once.
+                    self.settle(Settled {
+                        waiting,
+                        result: Ok(()),
+                    });
+                } else {
+                    self.pipeline.push(durable, waiting);
+                }
                 Flow::Continue
             }
             Err(exit) => {
@@ -756,10 +761,10 @@ impl Worker {
                 .observe(w.submitted.elapsed().as_secs_f64());
         }
         self.release(w.timers, w.outbox);
-        self.count(match w.outcome {
-            Outcome::Rejected(_) => "err",
-            _ => "ok",
-        });
+        match w.outcome {
+            Outcome::Rejected(_) => self.calls.err.inc(),
+            _ => self.calls.ok.inc(),
+        };
         w.env.answer(w.outcome);
         None
     }
