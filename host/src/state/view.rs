@@ -17,8 +17,8 @@
 //! - A failed commit empties the view (pending writes and usage): the worker
 //!   resolves every commit in flight before its next call, and usage is read
 //!   again from committed state.
-//! - Usage is loaded from the backend only while nothing is pending, so the
-//!   figure never counts a commit twice or misses one.
+//! - Usage is loaded from the backend only while no pending commit carries
+//!   writes, so the figure never counts a write twice or misses one.
 //! - Only the plugin's worker writes through its view, one call at a time;
 //!   admin reads go to the backend and see committed state only.
 
@@ -131,8 +131,8 @@ impl StateView {
             return Ok(u);
         }
         debug_assert!(
-            g.pending.is_empty(),
-            "usage is kept while commits are pending"
+            g.writes.is_empty(),
+            "usage is kept while writes are pending"
         );
         let u = backend.usage(plugin)?;
         g.usage = Some(u);
@@ -143,7 +143,9 @@ impl StateView {
     /// this view). Its writes are visible to the next call at once. Returns
     /// the commit's `seq`, to hand to [`StateView::settle`], and a future that
     /// resolves once the commit is durable (or failed). A commit with nothing
-    /// in it goes nowhere: it resolves at once, with `seq` 0.
+    /// in it goes nowhere: it resolves at once, with `seq` 0; so does one that
+    /// cannot be submitted because the plugin's usage cannot be read, with
+    /// that error.
     pub fn submit(
         &self,
         mut commit: Commit,

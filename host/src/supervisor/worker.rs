@@ -701,6 +701,7 @@ impl Worker {
                     done.commit.remove_timers.push(id);
                 }
                 let timers = done.commit.add_timers.clone();
+                let nothing_to_commit = done.commit.is_empty();
                 let submitted = Instant::now();
                 let (seq, durable) = self.env.state.submit(done.commit, done.delta);
                 let waiting = Waiting {
@@ -714,7 +715,7 @@ impl Worker {
                     timers,
                     submitted,
                 };
-                if seq == 0 && self.pipeline.is_empty() {
+                if nothing_to_commit && self.pipeline.is_empty() {
                     // Nothing to commit and nothing it could have read from
                     // in flight: answered at once.
                     self.settle(Settled {
