@@ -158,9 +158,17 @@ fn committer(
                 Err(_) => break,
             }
         }
-        let mut refused: Vec<(Waiter, String)> = Vec::new();
-        // Each accepted waiter, with the chain to record if the group fails.
-        let mut accepted: Vec<(Waiter, Option<(String, Chain)>)> = Vec::with_capacity(group.len());
+        let (ops, waiters): (Vec<Op>, Vec<Waiter>) = group.into_iter().unzip();
+        // Each chained commit's plugin and chain, recorded if the group fails.
+        let chains: Vec<Option<(String, Chain)>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Commit(c) => c.chain.map(|chain| (c.plugin.clone(), chain)),
+                Op::Reset(_) => None,
+            })
+            .collect();
+        // Operations refused on their own, by position, with the reason.
+        let mut refused: Vec<Option<String>> = vec![None; ops.len()];
         let result = (|| -> Result<()> {
             let w = db.begin_write()?;
             let mut deltas: HashMap<String, (i64, i64)> = HashMap::new();
@@ -172,29 +180,25 @@ fn committer(
                 };
                 let mut meta = w.open_table(META)?;
                 let mut fence = meta.get("fence")?.map_or(0, |g| g.value());
-                for (op, waiter) in group {
-                    let mut chain = None;
+                for (i, op) in ops.into_iter().enumerate() {
                     if let Op::Commit(c) = &op {
                         if let Err(msg) = failures.check(c) {
                             failures.record(&c.plugin, c.chain);
-                            refused.push((waiter, msg));
+                            refused[i] = Some(msg);
                             continue;
                         }
                         if let Some(f) = c.fence {
                             if f < fence {
                                 failures.record(&c.plugin, c.chain);
-                                let msg = format!(
+                                refused[i] = Some(format!(
                                     "commit refused: fencing token {f} is older than {fence}"
-                                );
-                                refused.push((waiter, msg));
+                                ));
                                 continue;
                             }
                             fence = f;
                         }
-                        chain = c.chain.map(|chain| (c.plugin.clone(), chain));
                     }
                     apply(&mut tables, op, &mut deltas)?;
-                    accepted.push((waiter, chain));
                 }
                 meta.insert("fence", fence)?;
             }
@@ -211,14 +215,19 @@ fn committer(
             Ok(())
         })();
         let outcome = result.map_err(|e| format!("state commit failed: {e:#}"));
-        for (waiter, chain) in accepted {
-            if let (Err(_), Some((plugin, chain))) = (&outcome, chain) {
-                failures.record(&plugin, Some(chain));
-            }
-            let _ = waiter.send(outcome.clone());
-        }
-        for (waiter, r) in refused {
-            let _ = waiter.send(Err(r));
+        for (i, waiter) in waiters.into_iter().enumerate() {
+            let answer = match refused[i].take() {
+                Some(reason) => Err(reason),
+                None => {
+                    // A failed group fails every operation it was to apply,
+                    // those after the failing one included.
+                    if let (Err(_), Some((plugin, chain))) = (&outcome, &chains[i]) {
+                        failures.record(plugin, Some(*chain));
+                    }
+                    outcome.clone()
+                }
+            };
+            let _ = waiter.send(answer);
         }
     }
 }
