@@ -9,8 +9,8 @@
 
 use crate::config::StateQuota;
 use crate::mailbox::Reservation;
-use crate::state::view::{Delta, StateView};
-use crate::state::{Commit, TimerRecord, Usage, Write, entry_size, fresh_id};
+use crate::state::view::StateView;
+use crate::state::{Commit, Delta, TimerRecord, Usage, Write, fresh_id};
 use std::collections::BTreeMap;
 
 /// A message a call sends, released only if the call commits.
@@ -84,14 +84,11 @@ impl Txn {
             .get(view, bucket, key)
             .map_err(WriteError::Backend)?
             .map(|v| v.len());
-        let new = value.as_ref().map(Vec::len);
-        let dk = i64::from(new.is_some()) - i64::from(old.is_some());
-        let db = new.map_or(0, |n| entry_size(key, n) as i64)
-            - old.map_or(0, |n| entry_size(key, n) as i64);
-        if dk > 0 || db > 0 {
+        let change = Delta::of_write(key, old, value.as_ref().map(Vec::len));
+        if change.keys > 0 || change.bytes > 0 {
             let Usage { keys, bytes } = view.usage().map_err(WriteError::Backend)?;
-            let keys_after = keys as i64 + self.delta.keys + dk;
-            let bytes_after = bytes as i64 + self.delta.bytes + db;
+            let keys_after = keys as i64 + self.delta.keys + change.keys;
+            let bytes_after = bytes as i64 + self.delta.bytes + change.bytes;
             if keys_after > quota.max_keys as i64 {
                 return Err(WriteError::Quota(format!(
                     "quota exceeded: {keys_after} keys, the plugin's limit is {} (config key state.max-keys)",
@@ -105,8 +102,7 @@ impl Txn {
                 )));
             }
         }
-        self.delta.keys += dk;
-        self.delta.bytes += db;
+        self.delta += change;
         self.writes
             .insert((bucket.to_string(), key.to_string()), value);
         Ok(())

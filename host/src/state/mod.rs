@@ -225,6 +225,44 @@ pub(crate) fn entry_size(key: &str, value_len: usize) -> u64 {
     (key.len() + value_len) as u64
 }
 
+/// A change in a plugin's [`Usage`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Change in the number of keys.
+    pub keys: i64,
+    /// Change in bytes of keys and values.
+    pub bytes: i64,
+}
+
+impl Delta {
+    /// What writing `key` does to usage: its value had `old` bytes and gets
+    /// `new` (`None`: absent before, or deleted).
+    pub fn of_write(key: &str, old: Option<usize>, new: Option<usize>) -> Delta {
+        let size = |len: Option<usize>| len.map_or(0, |n| entry_size(key, n) as i64);
+        Delta {
+            keys: i64::from(new.is_some()) - i64::from(old.is_some()),
+            bytes: size(new) - size(old),
+        }
+    }
+}
+
+impl std::ops::AddAssign for Delta {
+    fn add_assign(&mut self, other: Delta) {
+        self.keys += other.keys;
+        self.bytes += other.bytes;
+    }
+}
+
+impl Usage {
+    /// This usage changed by `delta`.
+    pub fn plus(self, delta: Delta) -> Usage {
+        Usage {
+            keys: self.keys.saturating_add_signed(delta.keys),
+            bytes: self.bytes.saturating_add_signed(delta.bytes),
+        }
+    }
+}
+
 /// Opens the backend a [`crate::config::StateLocation`] names.
 pub fn open(location: &crate::config::StateLocation) -> Result<std::sync::Arc<dyn StateBackend>> {
     Ok(match location {

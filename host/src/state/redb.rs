@@ -171,7 +171,7 @@ fn committer(
         let mut refused: Vec<Option<String>> = vec![None; ops.len()];
         let result = (|| -> Result<()> {
             let w = db.begin_write()?;
-            let mut deltas: HashMap<String, (i64, i64)> = HashMap::new();
+            let mut deltas: HashMap<String, Option<Delta>> = HashMap::new();
             {
                 let mut tables = Tables {
                     kv: w.open_table(KV)?,
@@ -204,12 +204,16 @@ fn committer(
             }
             w.commit()?;
             let mut cache = lock(usage);
-            for (plugin, (dk, db)) in deltas {
-                if dk == i64::MIN {
-                    cache.remove(&plugin);
-                } else if let Some(u) = cache.get_mut(&plugin) {
-                    u.keys = u.keys.saturating_add_signed(dk);
-                    u.bytes = u.bytes.saturating_add_signed(db);
+            for (plugin, delta) in deltas {
+                match delta {
+                    None => {
+                        cache.remove(&plugin);
+                    }
+                    Some(delta) => {
+                        if let Some(u) = cache.get_mut(&plugin) {
+                            *u = u.plus(delta);
+                        }
+                    }
                 }
             }
             Ok(())
@@ -240,8 +244,8 @@ struct Tables<'t> {
 }
 
 /// Applies one operation inside the group's write transaction, adding its
-/// usage change to `deltas` (`i64::MIN` keys: forget the cached usage).
-fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, (i64, i64)>) -> Result<()> {
+/// usage change to `deltas` (`None`: forget the cached usage).
+fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>) -> Result<()> {
     let c = match op {
         Op::Reset(plugin) => {
             let keys: Vec<(String, String)> =
@@ -255,24 +259,23 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, (i64, i64)>) -
             for (b, k) in keys {
                 t.kv.remove((plugin.as_str(), b.as_str(), k.as_str()))?;
             }
-            deltas.insert(plugin, (i64::MIN, 0));
+            deltas.insert(plugin, None);
             return Ok(());
         }
         Op::Commit(c) => c,
     };
     let p = c.plugin.as_str();
-    let d = deltas.entry(c.plugin.clone()).or_default();
+    let delta = deltas
+        .entry(c.plugin.clone())
+        .or_insert(Some(Delta::default()));
     for wr in &c.writes {
         let key = (p, wr.bucket.as_str(), wr.key.as_str());
         let old = match &wr.value {
             Some(v) => t.kv.insert(key, v.as_slice())?.map(|g| g.value().len()),
             None => t.kv.remove(key)?.map(|g| g.value().len()),
         };
-        if d.0 != i64::MIN {
-            let new = wr.value.as_ref().map(Vec::len);
-            d.0 += i64::from(new.is_some()) - i64::from(old.is_some());
-            d.1 += new.map_or(0, |n| entry_size(&wr.key, n) as i64)
-                - old.map_or(0, |n| entry_size(&wr.key, n) as i64);
+        if let Some(delta) = delta {
+            *delta += Delta::of_write(&wr.key, old, wr.value.as_ref().map(Vec::len));
         }
     }
     for id in &c.remove_timers {

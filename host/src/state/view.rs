@@ -22,21 +22,12 @@
 //! - Only the plugin's worker writes through its view, one call at a time;
 //!   admin reads go to the backend and see committed state only.
 
-use super::{Chain, Commit, StateBackend, Usage};
+use super::{Chain, Commit, Delta, StateBackend, Usage};
 use anyhow::Result;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// A change in keys and bytes of key-value state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Delta {
-    /// Change in the number of keys.
-    pub keys: i64,
-    /// Change in bytes of keys and values.
-    pub bytes: i64,
-}
 
 /// See the module doc.
 pub struct StateView {
@@ -169,10 +160,7 @@ impl StateView {
             seq,
             after: g.pending.front().copied().unwrap_or(seq),
         });
-        g.usage = usage.map(|u| Usage {
-            keys: u.keys.saturating_add_signed(delta.keys),
-            bytes: u.bytes.saturating_add_signed(delta.bytes),
-        });
+        g.usage = usage.map(|u| u.plus(delta));
         for w in &commit.writes {
             let pending = PendingWrite {
                 seq,
