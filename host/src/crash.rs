@@ -2,8 +2,11 @@
 //! instance reports about a failed call, and the crash report kept for operators.
 //!
 //! Classification from wasmtime errors happens in [`crate::instance`]; nothing
-//! here depends on wasmtime.
+//! here depends on wasmtime. A report keeps the guest text of a crash (its
+//! message can quote an `Err` or health reason, its backtrace names the
+//! guest's functions) cut to [`MAX_KEPT_BYTES`].
 
+use crate::guest_text::{self, MAX_KEPT_BYTES};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -96,6 +99,22 @@ pub struct Crash {
     pub coredump: Option<Vec<u8>>,
 }
 
+impl Crash {
+    /// The message as a report keeps it (and the crash's log line shows it):
+    /// cut to [`MAX_KEPT_BYTES`].
+    pub fn kept_message(&self) -> String {
+        guest_text::cap(&self.message, MAX_KEPT_BYTES).into_owned()
+    }
+
+    /// The backtrace as a report keeps it: each frame cut to [`MAX_KEPT_BYTES`].
+    pub fn kept_backtrace(&self) -> Vec<String> {
+        self.backtrace
+            .iter()
+            .map(|frame| guest_text::cap(frame, MAX_KEPT_BYTES).into_owned())
+            .collect()
+    }
+}
+
 /// How a call into an instance ended when it did not return a value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Exit {
@@ -170,9 +189,9 @@ pub struct CrashReport {
     pub cause: Cause,
     /// Which call: `init`, `handle`, `check`, `shutdown`.
     pub call: String,
-    /// Trap or error message.
+    /// Trap or error message, cut to [`MAX_KEPT_BYTES`].
     pub message: String,
-    /// Wasm backtrace, innermost first.
+    /// Wasm backtrace, innermost first, each frame cut to [`MAX_KEPT_BYTES`].
     pub backtrace: Vec<String>,
     /// Fuel used by the call.
     pub fuel_used: u64,
@@ -203,4 +222,36 @@ pub struct DeadLetter {
     pub reports: Vec<u64>,
     /// Unix time, milliseconds.
     pub time_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hole09_a_report_keeps_guest_text_cut() {
+        let crash = Crash {
+            cause: Cause::InitFailed,
+            message: format!("init returned Err: {}", "x".repeat(8 << 20)),
+            backtrace: vec!["m!f".to_string(), "n".repeat(1 << 20)],
+            fuel_used: 0,
+            memory_bytes: 0,
+            coredump: None,
+        };
+        let message = crash.kept_message();
+        assert!(
+            message.len() < MAX_KEPT_BYTES + 64,
+            "{} bytes",
+            message.len()
+        );
+        assert!(message.starts_with("init returned Err: xxx"), "{message}");
+        assert!(message.ends_with(" bytes in all]"), "{message}");
+        let frames = crash.kept_backtrace();
+        assert_eq!(frames[0], "m!f");
+        assert!(
+            frames[1].len() < MAX_KEPT_BYTES + 64,
+            "{} bytes",
+            frames[1].len()
+        );
+    }
 }

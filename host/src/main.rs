@@ -3,15 +3,24 @@
 //!
 //! Exit codes: 0 ok; 1 the operation failed (e.g. the plugin crashed or
 //! rejected the message); 2 usage or connection error.
+//!
+//! `run` logs through a non-blocking writer: a reader of stderr that falls
+//! behind costs dropped (and counted) log lines, never a stalled plugin.
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use wasm_sup::admin::client::Client;
 use wasm_sup::cli;
 use wasm_sup::config::{DEFAULT_ADMIN_ADDR, HostOverrides};
+use wasm_sup::guest_text;
 use wasm_sup::host::RunOptions;
 
 #[derive(Parser, Debug)]
@@ -179,33 +188,70 @@ enum LogFormat {
     Json,
 }
 
-fn init_tracing(format: LogFormat) {
+/// Log lines held for a reader of stderr that falls behind (a line is at
+/// most about 16 KiB, so this bounds the memory they take); past them lines
+/// are dropped and counted in `wasm_sup_log_lines_dropped_total`.
+const LOG_BUFFER_LINES: usize = 16 * 1024;
+
+/// Sets up logging for `run`. The writer never blocks: lines go through a
+/// bounded queue to a thread of their own that writes stderr, and are dropped
+/// (and counted) when the queue is full. The guard flushes the queue when
+/// dropped, so it must live until the end of `main`.
+fn init_tracing(format: LogFormat) -> WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("wasm-sup-log")
+        .finish(std::io::stderr());
+    wasm_sup::admin::metrics::count_dropped_log_lines(writer.error_counter());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields::default()).init(),
+        // JSON strings escape control characters by themselves.
         LogFormat::Json => builder.json().init(),
+    }
+    guard
+}
+
+/// The text format's fields, passed through [`guest_text::escape`]: guest
+/// text in any event (a guest's log line, or its reason quoted in a host
+/// message) cannot break the event's line.
+#[derive(Default)]
+struct EscapedFields(DefaultFields);
+
+impl<'w> FormatFields<'w> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut text = String::new();
+        self.0.format_fields(Writer::new(&mut text), fields)?;
+        writer.write_str(&guest_text::escape(&text))
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let logs = match &cli.command {
+        Command::Run { log_format, .. } => Some(init_tracing(*log_format)),
+        _ => None,
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: failed to start the tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rt.block_on(run(cli)) {
+        .context("failed to start the tokio runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    // Flush the queued log lines before the last word goes to stderr.
+    drop(logs);
+    match result {
         Ok(code) => ExitCode::from(code),
+        // The host started and later gave up: exit 1, not 2.
+        Err(e) if e.is::<wasm_sup::host::GaveUp>() => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -220,22 +266,13 @@ async fn run(cli: Cli) -> Result<u8> {
             admin,
             token_file,
             state,
-            log_format,
+            log_format: _,
         } => {
-            init_tracing(log_format);
             let opts = RunOptions {
                 overrides: HostOverrides { state, admin },
                 admin_token: read_token(token_file.as_deref())?,
             };
-            match wasm_sup::host::run(&dir, opts).await {
-                Ok(()) => Ok(0),
-                // The host started and later gave up: exit 1, not 2.
-                Err(e) if e.is::<wasm_sup::host::GaveUp>() => {
-                    eprintln!("error: {e}");
-                    Ok(1)
-                }
-                Err(e) => Err(e),
-            }
+            wasm_sup::host::run(&dir, opts).await.map(|()| 0)
         }
         Command::Send {
             name,

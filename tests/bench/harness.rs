@@ -127,6 +127,7 @@ pub fn plugin_env(name: &str, config: &str) -> Result<Arc<PluginEnv>> {
         config: Arc::new(config.plugin(name)?),
         state: Arc::new(StateView::new(name, Arc::new(MemoryBackend::new()))),
         directory: Directory::new(),
+        output_dropped: Default::default(),
     }))
 }
 

@@ -5,12 +5,15 @@
 //! gauges that describe the present (status, mailbox depth, plugins loaded and
 //! failed) are set from the supervisor's view when a scrape comes in.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use tracing_appender::non_blocking::ErrorCounter;
 
 /// `{plugin}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -134,6 +137,9 @@ pub struct Metrics {
     pub escalations: Family<GroupLabel, Counter>,
     /// `wasm_sup_compile_cache_total{result}`.
     pub compile_cache: Family<CacheLabels, Counter>,
+    /// `wasm_sup_guest_output_dropped_bytes_total{plugin}`: guest output
+    /// over the plugin's `output` budget.
+    pub guest_output_dropped: Family<PluginLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -171,6 +177,7 @@ impl Metrics {
             group_restarts: Family::default(),
             escalations: Family::default(),
             compile_cache: Family::default(),
+            guest_output_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -242,6 +249,16 @@ impl Metrics {
             "compile_cache",
             "Component loads, by compile cache result",
             m.compile_cache.clone(),
+        );
+        registry.register(
+            "guest_output_dropped_bytes",
+            "Guest stdout, stderr and wasi:logging bytes dropped over the plugin's `output` budget",
+            m.guest_output_dropped.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Host log lines dropped because the reader of stderr fell behind",
+            LogLinesDropped,
         );
         Metrics { registry, ..m }
     }
@@ -321,5 +338,32 @@ impl Metrics {
         PluginLabel {
             plugin: plugin.to_string(),
         }
+    }
+}
+
+/// The host's non-blocking log writer's count of dropped lines.
+static LOG_LINES_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Makes `wasm_sup_log_lines_dropped_total` report `counter`, the dropped
+/// lines of the host's log writer (`main` installs it once; without one, as
+/// when the host runs inside tests, the metric stays 0).
+pub fn count_dropped_log_lines(counter: ErrorCounter) {
+    let _ = LOG_LINES_DROPPED.set(counter);
+}
+
+/// `wasm_sup_log_lines_dropped_total`, read from the log writer at each scrape.
+#[derive(Debug)]
+struct LogLinesDropped;
+
+impl EncodeMetric for LogLinesDropped {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let dropped = LOG_LINES_DROPPED
+            .get()
+            .map_or(0, |c| c.dropped_lines() as u64);
+        encoder.encode_counter::<NoLabelSet, _, u64>(&dropped, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
     }
 }

@@ -1,9 +1,15 @@
-//! Guest stdout and stderr as log lines: each complete line becomes a tracing
-//! event (target `wasm_sup::guest`) inside the plugin's span; blank lines are
-//! skipped. At most the
-//! plugin's `output` bytes per second are logged; the rest is dropped and
-//! counted, and the count is logged once the next second begins.
+//! A plugin instance's output budget ([`GuestOutput`]) and its stdout and
+//! stderr ([`GuestStream`]).
+//!
+//! Guest stdout, stderr and `wasi:logging` share one budget per instance: at
+//! most the plugin's `output` bytes per second reach the host log, as tracing
+//! events (target `wasm_sup::guest`) inside the plugin's span. The rest is
+//! dropped and counted in `wasm_sup_guest_output_dropped_bytes_total`, and
+//! logged as one warning (at most one a second) once the next second begins.
+//! Each complete line of stdout or stderr is one event; blank lines are
+//! skipped and lines longer than [`MAX_LINE_BYTES`] split.
 
+use prometheus_client::metrics::counter::Counter;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,92 +21,133 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 /// Longest line kept whole; longer lines are split.
 pub const MAX_LINE_BYTES: usize = 4096;
 
+/// The tracing target of everything a guest logs.
+pub const GUEST_TARGET: &str = "wasm_sup::guest";
+
+/// The budget's current one-second window.
 #[derive(Debug)]
-struct Budget {
-    line: Vec<u8>,
-    window_start: Instant,
+struct Window {
+    start: Instant,
     used: u64,
     dropped: u64,
 }
 
-/// One of a plugin's output streams.
+/// One instance's output budget, shared by its stdout, stderr and
+/// `wasi:logging` (clones share it).
 #[derive(Debug, Clone)]
 pub struct GuestOutput {
-    stream: &'static str,
     per_second: u64,
-    state: Arc<Mutex<Budget>>,
+    window: Arc<Mutex<Window>>,
+    dropped: Counter,
     span: tracing::Span,
 }
 
 impl GuestOutput {
-    /// A stream named `stream` ("stdout" or "stderr") logging at most `per_second` bytes a second.
-    pub fn new(stream: &'static str, per_second: u64) -> GuestOutput {
+    /// A budget of `per_second` bytes a second, logging in the current span
+    /// and counting what it drops in `dropped`.
+    pub fn new(per_second: u64, dropped: Counter) -> GuestOutput {
         GuestOutput {
-            stream,
             per_second,
-            state: Arc::new(Mutex::new(Budget {
-                line: Vec::new(),
-                window_start: Instant::now(),
+            window: Arc::new(Mutex::new(Window {
+                start: Instant::now(),
                 used: 0,
                 dropped: 0,
             })),
+            dropped,
             span: tracing::Span::current(),
         }
     }
 
+    /// Charges `bytes` about to be logged: `true` when they fit this second's
+    /// budget, `false` when they must be dropped (and are counted as such).
+    pub fn admit(&self, bytes: usize) -> bool {
+        let cost = bytes as u64;
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(w.start) >= Duration::from_secs(1) {
+            if w.dropped > 0 {
+                let _g = self.span.enter();
+                tracing::warn!(
+                    target: GUEST_TARGET,
+                    dropped_bytes = w.dropped,
+                    per_second = self.per_second,
+                    "guest output over its budget was dropped"
+                );
+            }
+            *w = Window {
+                start: now,
+                used: 0,
+                dropped: 0,
+            };
+        }
+        if w.used.saturating_add(cost) > self.per_second {
+            w.dropped += cost;
+            self.dropped.inc_by(cost);
+            return false;
+        }
+        w.used += cost;
+        true
+    }
+
+    /// A stream (`"stdout"` or `"stderr"`) logging its lines within this budget.
+    pub fn stream(&self, name: &'static str) -> GuestStream {
+        GuestStream {
+            name,
+            output: self.clone(),
+            line: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+/// A guest's stdout or stderr (clones share the line being written).
+#[derive(Debug, Clone)]
+pub struct GuestStream {
+    name: &'static str,
+    output: GuestOutput,
+    line: Arc<Mutex<Vec<u8>>>,
+}
+
+impl GuestStream {
     fn write(&self, buf: &[u8]) {
-        let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
         for &byte in buf {
-            if byte == b'\n' || b.line.len() >= MAX_LINE_BYTES {
-                let line = std::mem::take(&mut b.line);
-                self.emit(&mut b, &line);
+            if byte == b'\n' || line.len() >= MAX_LINE_BYTES {
+                let full = std::mem::take(&mut *line);
+                self.emit(&full);
                 if byte == b'\n' {
                     continue;
                 }
             }
-            b.line.push(byte);
+            line.push(byte);
         }
     }
 
-    fn emit(&self, b: &mut Budget, line: &[u8]) {
+    fn emit(&self, line: &[u8]) {
         if line.iter().all(u8::is_ascii_whitespace) {
             return; // blank lines carry nothing worth a log event
         }
-        let now = Instant::now();
-        if now.duration_since(b.window_start) >= Duration::from_secs(1) {
-            if b.dropped > 0 {
-                let _g = self.span.enter();
-                tracing::warn!(target: "wasm_sup::guest", stream = self.stream, dropped_bytes = b.dropped, "guest output over its cap was dropped");
-            }
-            b.window_start = now;
-            b.used = 0;
-            b.dropped = 0;
-        }
-        let cost = line.len() as u64 + 1;
-        if b.used + cost > self.per_second {
-            b.dropped += cost;
+        if !self.output.admit(line.len() + 1) {
             return;
         }
-        b.used += cost;
         let text = String::from_utf8_lossy(line);
-        let _g = self.span.enter();
-        tracing::info!(target: "wasm_sup::guest", stream = self.stream, "{text}");
+        let _g = self.output.span.enter();
+        tracing::info!(target: GUEST_TARGET, stream = self.name, "{text}");
     }
 }
 
-impl IsTerminal for GuestOutput {
+impl IsTerminal for GuestStream {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for GuestOutput {
+impl StdoutStream for GuestStream {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
     }
 }
 
-impl AsyncWrite for GuestOutput {
+impl AsyncWrite for GuestStream {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
@@ -116,5 +163,31 @@ impl AsyncWrite for GuestOutput {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_stderr_and_logging_share_one_budget() {
+        let dropped = Counter::default();
+        let output = GuestOutput::new(1000, dropped.clone());
+        let (stdout, stderr) = (output.stream("stdout"), output.stream("stderr"));
+        let line = format!("{}\n", "a".repeat(399));
+        stdout.write(line.as_bytes()); // 400 bytes: fits
+        stderr.write(line.as_bytes()); // 800: fits
+        assert!(output.admit(200), "1000 bytes: the budget is full");
+        assert!(
+            !output.admit(1),
+            "a logging message over the budget is dropped"
+        );
+        stdout.write(line.as_bytes());
+        assert_eq!(
+            dropped.get(),
+            401,
+            "the dropped bytes are counted"
+        );
     }
 }

@@ -5,6 +5,7 @@ use super::txn::Txn;
 use crate::config::PluginConfig;
 use crate::mailbox::Directory;
 use crate::state::view::StateView;
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -21,11 +22,15 @@ pub struct PluginEnv {
     pub state: Arc<StateView>,
     /// Every plugin's mailbox, for `mailbox.send`.
     pub directory: Arc<Directory>,
+    /// Where the bytes of guest output over its `output` budget are counted.
+    pub output_dropped: Counter,
 }
 
 /// The data of one instance's `Store`.
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
+    /// The output budget its stdout, stderr and `wasi:logging` share.
+    pub(crate) output: super::output::GuestOutput,
     pub(crate) table: ResourceTable,
     pub(crate) limits: Limits,
     /// When the current call must end.

@@ -1,8 +1,8 @@
 //! A plugin's WASI context from its configuration: deny by default.
 //!
 //! No preopened directory, no environment, no arguments, no network unless the
-//! plugin's config grants them; stdin is empty; stdout and stderr go to
-//! [`super::output::GuestOutput`]. The `inherit_*` builder methods are never used.
+//! plugin's config grants them; stdin is empty; stdout and stderr go to the
+//! instance's [`GuestOutput`] budget. The `inherit_*` builder methods are never used.
 
 use super::output::GuestOutput;
 use crate::config::{DirMode, NetworkGrant, PluginConfig};
@@ -11,11 +11,11 @@ use std::sync::Arc;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
-/// Builds the WASI context of one instance.
-pub fn wasi_ctx(config: &PluginConfig) -> Result<WasiCtx> {
+/// Builds the WASI context of one instance, writing stdout and stderr into `output`.
+pub fn wasi_ctx(config: &PluginConfig, output: &GuestOutput) -> Result<WasiCtx> {
     let mut b = WasiCtxBuilder::new();
-    b.stdout(GuestOutput::new("stdout", config.output));
-    b.stderr(GuestOutput::new("stderr", config.output));
+    b.stdout(output.stream("stdout"));
+    b.stderr(output.stream("stderr"));
     for (k, v) in &config.env {
         b.env(k, v);
     }

@@ -1,9 +1,11 @@
 //! Health probes (DESIGN.md, "Health"): how the answers of `health.check`
 //! are judged. The worker runs the probe between calls every
 //! `health.interval`; this module keeps the streak of `unhealthy` answers and
-//! turns a probe into a crash when the plugin must be restarted.
+//! turns a probe into a crash when the plugin must be restarted. A reason
+//! given by the guest is kept cut to [`guest_text::MAX_KEPT_BYTES`].
 
 use crate::crash::{Cause, Crash, Exit};
+use crate::guest_text::{self, MAX_KEPT_BYTES};
 use crate::instance::Health;
 use std::time::Duration;
 
@@ -25,9 +27,13 @@ impl Probes {
             }
             Health::Degraded(why) => {
                 self.streak = 0;
-                Ok(format!("degraded: {why}"))
+                Ok(format!(
+                    "degraded: {}",
+                    guest_text::cap(&why, MAX_KEPT_BYTES)
+                ))
             }
             Health::Unhealthy(why) => {
+                let why = guest_text::cap(&why, MAX_KEPT_BYTES);
                 self.streak += 1;
                 if self.streak >= threshold {
                     self.streak = 0;
@@ -105,5 +111,24 @@ mod tests {
         p.judge(bad(), 2).unwrap();
         assert_eq!(p.judge(Health::Healthy, 2).unwrap(), "healthy");
         assert!(p.judge(bad(), 2).is_ok());
+    }
+
+    #[test]
+    fn hole09_a_long_reason_is_kept_cut() {
+        let mut p = Probes::default();
+        let long = "x".repeat(8 << 20);
+        let label = p.judge(Health::Degraded(long.clone()), 2).unwrap();
+        assert!(label.len() < MAX_KEPT_BYTES + 64, "{} bytes", label.len());
+        assert!(label.ends_with("[cut: 8388608 bytes in all]"), "{label}");
+        let label = p.judge(Health::Unhealthy(long.clone()), 2).unwrap();
+        assert!(label.len() < MAX_KEPT_BYTES + 64, "{} bytes", label.len());
+        let Err(Exit::Crashed(c)) = p.judge(Health::Unhealthy(long), 2) else {
+            panic!("the second unhealthy answer restarts it");
+        };
+        assert!(
+            c.message.len() < MAX_KEPT_BYTES + 128,
+            "{} bytes",
+            c.message.len()
+        );
     }
 }

@@ -50,6 +50,7 @@
 //! | `config KEY`                | wasi:config value, or `Err("missing")`                  |
 //! | `config-all`                | every `k=v`, sorted, joined with `,`                    |
 //! | `log LEVEL MESSAGE`         | wasi:logging at LEVEL (`trace` … `critical`), context `probe` → `logged` |
+//! | `log-many N MESSAGE`        | `log info MESSAGE` N times → `logged N`                 |
 //!
 //! Anything else is `Err("unknown command \"…\"")`.
 //!
@@ -61,7 +62,9 @@
 //! - `health.check`: config key `health`, or else key `health` of the
 //!   default bucket (so `set health unhealthy` changes it at run time):
 //!   `unhealthy` / `degraded` → that status with reason "told to", `trap` →
-//!   panic, `hang` → sleeps 10 s; otherwise healthy.
+//!   panic, `hang` → sleeps 10 s; `unhealthy N` / `degraded N` → that status
+//!   with a reason of N bytes ("told to", a line break, then `x`s); otherwise
+//!   healthy.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -275,6 +278,37 @@ fn run(command: &str, args: &str) -> Reply {
             mailbox::send_after(number(delay_ms)?, message.as_bytes()).map_err(send_error)?;
             text("scheduled")
         }
+        // Floods: `send-many TO N BYTES` / `send-after-many DELAY_MS N BYTES`
+        // send N messages of BYTES bytes; the reply is how many were
+        // accepted and the first refusal ("1024 mailbox-full"). A trailing
+        // ` trap` traps after sending.
+        "send-many" | "send-after-many" => {
+            let words: Vec<&str> = args.split(' ').collect();
+            let [target, n, bytes, rest @ ..] = words.as_slice() else {
+                return Err(format!("usage: {command} TO|DELAY_MS N BYTES [trap]"));
+            };
+            let message = vec![b'm'; number(bytes)?];
+            let mut accepted = 0u32;
+            let mut refused = String::from("none");
+            for _ in 0..number::<u32>(n)? {
+                let sent = if command == "send-many" {
+                    mailbox::send(target, &message)
+                } else {
+                    mailbox::send_after(number(target)?, &message)
+                };
+                match sent {
+                    Ok(()) => accepted += 1,
+                    Err(e) => {
+                        refused = send_error(e);
+                        break;
+                    }
+                }
+            }
+            if rest == ["trap"] {
+                panic!("trap after {accepted} sends");
+            }
+            text(format!("{accepted} {refused}"))
+        }
         "send-then-trap" => {
             let (to, message) = two(args)?;
             mailbox::send(to, message.as_bytes()).map_err(send_error)?;
@@ -303,6 +337,15 @@ fn run(command: &str, args: &str) -> Reply {
             let (level, message) = two(args)?;
             log(parse_level(level)?, "probe", message);
             text("logged")
+        }
+
+        "log-many" => {
+            let (times, message) = two(args)?;
+            let times: u32 = number(times)?;
+            for _ in 0..times {
+                log(Level::Info, "probe", message);
+            }
+            text(format!("logged {times}"))
         }
 
         _ => Err(format!("unknown command {command:?}")),
@@ -498,8 +541,22 @@ impl health::Guest for Probe {
                 std::thread::sleep(std::time::Duration::from_secs(10));
                 health::Status::Healthy
             }
-            _ => health::Status::Healthy,
+            Some(told) => sized_health(told).unwrap_or(health::Status::Healthy),
+            None => health::Status::Healthy,
         }
+    }
+}
+
+/// `unhealthy N` / `degraded N`: that status with a reason of N bytes.
+fn sized_health(told: &str) -> Option<health::Status> {
+    let (status, size) = told.split_once(' ')?;
+    let size: usize = size.parse().ok()?;
+    let mut reason = String::from("told to\n");
+    reason.extend(std::iter::repeat_n('x', size.saturating_sub(reason.len())));
+    match status {
+        "unhealthy" => Some(health::Status::Unhealthy(reason)),
+        "degraded" => Some(health::Status::Degraded(reason)),
+        _ => None,
     }
 }
 
