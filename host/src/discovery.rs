@@ -13,10 +13,13 @@
 //! - Refused, with one line saying why: a `.wasm` name that is not a valid
 //!   plugin name, an extension in another case (`NAME.WASM`), a symlink that
 //!   leads outside DIR or nowhere, a `NAME.wasm` that is not a regular file,
-//!   and a file that cannot be read.
+//!   a file that cannot be read, and one larger than `[host] max-plugin-file`
+//!   (never read past the limit).
 
+use crate::config::values::format_size;
 use crate::config::{Config, PluginConfig};
 use cap_std::fs::{Dir, MetadataExt};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -77,14 +80,17 @@ pub struct Scan {
 pub struct PluginDir {
     path: PathBuf,
     dir: Dir,
+    max_file: u64,
 }
 
 impl PluginDir {
-    /// Opens `path`.
-    pub fn open(path: &Path) -> std::io::Result<PluginDir> {
+    /// Opens `path`, whose plugin files are read up to `max_file` bytes
+    /// (`[host] max-plugin-file`).
+    pub fn open(path: &Path, max_file: u64) -> std::io::Result<PluginDir> {
         Ok(PluginDir {
             path: path.to_path_buf(),
             dir: Dir::open_ambient_dir(path, cap_std::ambient_authority())?,
+            max_file,
         })
     }
 
@@ -168,17 +174,43 @@ impl PluginDir {
     }
 
     /// Reads a plugin file (through the capability: a symlink that leads
-    /// outside DIR is not followed).
+    /// outside DIR is not followed), refusing one larger than
+    /// `[host] max-plugin-file` without reading more than that.
     pub fn read(&self, found: &Found) -> anyhow::Result<Vec<u8>> {
-        let file_name = format!("{}.wasm", found.name);
-        self.dir.read(&file_name).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 ": make it readable by the user running wasm-sup"
             } else {
                 ""
             };
             anyhow::anyhow!("{}: cannot read the file: {e}{fix}", found.path.display())
-        })
+        };
+        let too_large = |len: u64| {
+            anyhow::anyhow!(
+                "{}: the file is {len} bytes, more than `[host] max-plugin-file` ({} = {} bytes): raise max-plugin-file in wasm-sup.toml, or make the build smaller",
+                found.path.display(),
+                format_size(self.max_file),
+                self.max_file
+            )
+        };
+        let mut file = self
+            .dir
+            .open(format!("{}.wasm", found.name))
+            .map_err(cannot)?;
+        let len = file.metadata().map_err(cannot)?.len();
+        if len > self.max_file {
+            return Err(too_large(len));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        // The file may grow while it is read: never read past the limit.
+        (&mut file)
+            .take(self.max_file.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() as u64 > self.max_file {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     /// The folder's path.
@@ -306,7 +338,7 @@ mod tests {
         std::os::unix::fs::symlink("../x.wasm", p.join("up.wasm")).unwrap();
         std::os::unix::fs::symlink("gone.wasm", p.join("broken.wasm")).unwrap();
         let config = Config::load(p, &HostOverrides::default()).unwrap();
-        let plugin_dir = PluginDir::open(p).unwrap();
+        let plugin_dir = PluginDir::open(p, 1 << 20).unwrap();
         let Discovered { specs, refused } = discover(&config, &plugin_dir).unwrap();
         let names: Vec<_> = specs.iter().map(|s| s.0.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "link"]);
@@ -327,5 +359,31 @@ mod tests {
         // A symlink inside the folder is read through.
         let link = &specs[2].1;
         assert_eq!(plugin_dir.read(link).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_file_over_max_plugin_file_is_refused_naming_size_limit_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(
+            p.join("wasm-sup.toml"),
+            "[host]\nmax-plugin-file = \"1KiB\"\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("big.wasm"), vec![0u8; 2049]).unwrap();
+        std::fs::write(p.join("small.wasm"), vec![0u8; 1024]).unwrap();
+        let config = Config::load(p, &HostOverrides::default()).unwrap();
+        assert_eq!(config.host.max_plugin_file, 1024);
+        let plugin_dir = PluginDir::open(p, config.host.max_plugin_file).unwrap();
+        let Discovered { specs, .. } = discover(&config, &plugin_dir).unwrap();
+        let err = plugin_dir.read(&specs[0].1).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: the file is 2049 bytes, more than `[host] max-plugin-file` (1KiB = 1024 bytes): raise max-plugin-file in wasm-sup.toml, or make the build smaller",
+                p.join("big.wasm").display()
+            )
+        );
+        assert_eq!(plugin_dir.read(&specs[1].1).unwrap().len(), 1024);
     }
 }

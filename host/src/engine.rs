@@ -5,6 +5,9 @@
 //! per call. One [`EpochTicker`] thread increments the epoch every tick; each
 //! store's epoch callback yields to tokio at every tick and traps once the
 //! call's deadline has passed (see [`crate::instance`]).
+//!
+//! It also owns the pooling allocator's per-module limits, and so the one
+//! message that names the limit a component exceeds ([`pool_misfit`]).
 
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -74,17 +77,87 @@ fn pooling(pool: u32) -> PoolingAllocationConfig {
     let mut p = PoolingAllocationConfig::new();
     p.total_component_instances(pool)
         .total_core_instances(pool.saturating_mul(24))
-        .total_memories(pool.saturating_mul(2))
-        .total_tables(pool.saturating_mul(4))
+        .total_memories(pool.saturating_mul(POOL_MEMORIES_PER_MODULE))
+        .total_tables(pool.saturating_mul(POOL_TABLES_PER_MODULE))
         .total_stacks(pool)
-        .max_memory_size(1 << 32)
-        .max_memories_per_module(2)
-        .max_tables_per_module(4)
-        .table_elements(1 << 17)
-        .max_core_instance_size(1 << 22)
-        .max_component_instance_size(1 << 22)
+        .max_memory_size(POOL_MEMORY_BYTES)
+        .max_memories_per_module(POOL_MEMORIES_PER_MODULE)
+        .max_tables_per_module(POOL_TABLES_PER_MODULE)
+        .table_elements(POOL_TABLE_ELEMENTS)
+        .max_core_instance_size(POOL_INSTANCE_BYTES)
+        .max_component_instance_size(POOL_INSTANCE_BYTES)
         .decommit_batch_size(8);
     p
+}
+
+/// Linear memories a core module may define under the pool.
+pub const POOL_MEMORIES_PER_MODULE: u32 = 2;
+/// Tables a core module may define under the pool.
+pub const POOL_TABLES_PER_MODULE: u32 = 4;
+/// Initial elements of a table under the pool.
+pub const POOL_TABLE_ELEMENTS: usize = 1 << 17;
+/// Bytes of one memory slot: a whole 32-bit memory.
+pub const POOL_MEMORY_BYTES: usize = 1 << 32;
+/// Bytes of instance data (`VMContext`) of a core module, and of a component
+/// with all its core instances.
+pub const POOL_INSTANCE_BYTES: usize = 1 << 22;
+
+/// Why a component does not fit the pool, when `e` (from compiling or
+/// deserializing it) is wasmtime's refusal of its per-module limits: the
+/// limit it exceeds, wasmtime's detail, and the fix. `None` for any other
+/// error.
+pub fn pool_misfit(e: &anyhow::Error) -> Option<String> {
+    if !e
+        .chain()
+        .any(|c| c.to_string().contains("pooling allocator"))
+    {
+        return None;
+    }
+    let root = e.root_cause().to_string();
+    // The first sentence: the instance-size refusal goes on with a breakdown.
+    let detail = root.split(['\n', ';']).next().unwrap_or_default().trim();
+    let limits = [
+        (
+            "defined memories count",
+            format!("{POOL_MEMORIES_PER_MODULE} memories per core module"),
+        ),
+        (
+            "memory has a minimum byte size",
+            format!("{} GiB per memory", POOL_MEMORY_BYTES >> 30),
+        ),
+        ("memory is shared", "0 shared memories".to_string()),
+        (
+            "defined tables count",
+            format!("{POOL_TABLES_PER_MODULE} tables per core module"),
+        ),
+        (
+            "minimum element size",
+            format!("{POOL_TABLE_ELEMENTS} initial elements per table"),
+        ),
+        (
+            "allocation for this module",
+            format!(
+                "{} MiB of instance data per core module",
+                POOL_INSTANCE_BYTES >> 20
+            ),
+        ),
+        (
+            "allocation for this component",
+            format!(
+                "{} MiB of instance data per component",
+                POOL_INSTANCE_BYTES >> 20
+            ),
+        ),
+    ];
+    let limit = limits
+        .iter()
+        .find(|(phrase, _)| detail.contains(phrase))
+        .map_or("per-module limits".to_string(), |(_, l)| {
+            format!("limit of {l}")
+        });
+    Some(format!(
+        "exceeds the instance pool's {limit} ({detail}): set `[host] instance-pool = 0` in wasm-sup.toml to allocate instances on demand, which has no per-module limits"
+    ))
 }
 
 /// Increments the engine's epoch every tick, on its own thread, until dropped.

@@ -14,16 +14,17 @@
 //! The cache is bounded: after each store, the least recently used entries
 //! (by modification time, refreshed on every hit) are deleted until the folder
 //! fits its budget. Rollback markers live beside the entries
-//! (see [`crate::supervisor::rollback`]).
+//! (see [`crate::supervisor::rollback`]). The folder and its entries are
+//! owner-only ([`crate::private_files`]).
 //!
 //! Why not wasmtime's own cache (`Config::cache`): it does not check an entry's
 //! contents before loading the machine code in it, its size bound is enforced
 //! by a background worker after the fact, and it cannot tell the host whether
 //! a component came from the cache, which the log and the metrics report.
 
+use crate::private_files;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use wasmtime::Engine;
@@ -54,7 +55,7 @@ pub struct CompileCache {
 impl CompileCache {
     /// Opens (creating) the cache folder `dir`, bounded to `budget` bytes.
     pub fn open(dir: &Path, budget: u64, engine: &Engine) -> Result<CompileCache> {
-        create_private_dir(dir)
+        private_files::create_dir(dir)
             .with_context(|| format!("failed to create the compile cache {}", dir.display()))?;
         let mut hasher = HashWriter(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
@@ -115,18 +116,9 @@ impl CompileCache {
         let tmp = self
             .dir
             .join(format!(".{sha256}.{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&Sha256::digest(&payload))?;
-            f.write_all(&payload)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("failed to write {}", path.display()));
-        }
+        let digest = Sha256::digest(&payload);
+        private_files::write(&path, &tmp, &[MAGIC, &digest, &payload])
+            .with_context(|| format!("failed to write {}", path.display()))?;
         self.trim();
         Ok(())
     }
@@ -184,14 +176,6 @@ fn deserialize(engine: &Engine, payload: &[u8]) -> Result<Component> {
     unsafe { Component::deserialize(engine, payload) }.map_err(anyhow::Error::from)
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
 /// Feeds a `Hash` value into SHA-256: a stable key, unlike `DefaultHasher`.
 struct HashWriter(Sha256);
 
@@ -245,6 +229,21 @@ mod tests {
 
         std::fs::write(&path, b"short").unwrap();
         assert!(matches!(cache.get(&engine, "aa"), Lookup::Invalid(_)));
+    }
+
+    #[test]
+    fn hole12_the_folder_and_its_entries_are_owner_only() {
+        let engine = crate::engine::engine(false, 0).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(".wasm-sup/cache");
+        let cache = CompileCache::open(&dir, 1 << 30, &engine).unwrap();
+        cache.put("aa", &component(&engine, 1)).unwrap();
+        for d in [root.path().join(".wasm-sup"), dir.clone()] {
+            assert_eq!(private_files::mode(&d).unwrap(), private_files::DIR_MODE);
+        }
+        for e in entries(&dir) {
+            assert_eq!(private_files::mode(&e).unwrap(), private_files::FILE_MODE);
+        }
     }
 
     #[test]

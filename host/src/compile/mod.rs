@@ -3,7 +3,9 @@
 //!
 //! Each plugin is compiled once and held as an `InstancePre`: a restart is a new
 //! `Store` and an instantiation, never a compile. The checks, in order, each
-//! give one line naming what is wrong: empty file, not wasm, a core module, an
+//! give one line naming what is wrong: empty file, not wasm, a core module, a
+//! component over a per-module limit of the instance pool (naming the limit
+//! and `[host] instance-pool = 0`, see [`crate::engine::pool_misfit`]), an
 //! invalid or truncated component, no `handler` export (or one of the wrong
 //! type), imports the host cannot satisfy.
 //!
@@ -105,9 +107,13 @@ fn compile_component(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     if !wasmparser::Parser::is_component(bytes) {
         bail!("unsupported WebAssembly version or layer: a plugin is a WASI 0.2 component");
     }
-    Component::new(engine, bytes)
-        .map_err(anyhow::Error::from)
-        .context("is not a valid component (truncated or corrupt?)")
+    Component::new(engine, bytes).map_err(|e| {
+        let e = anyhow::Error::from(e);
+        match crate::engine::pool_misfit(&e) {
+            Some(why) => anyhow!(why),
+            None => e.context("is not a valid component (truncated or corrupt?)"),
+        }
+    })
 }
 
 /// Checks a compiled component against the contract and pre-links it.
@@ -336,4 +342,55 @@ fn check_handle_type(f: &ComponentFunc) -> Result<()> {
         bail!("expected func(message: list<u8>) -> result<list<u8>, string>");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module in a component with `extra` beside its one memory.
+    fn component_with(extra: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            "(component (core module (memory 1) {extra}) (core instance (instantiate 0)))"
+        ))
+        .unwrap()
+    }
+
+    /// Issue 13, hole 13: a component over the pool's per-module limits was
+    /// refused as "not a valid component (truncated or corrupt?)".
+    #[test]
+    fn hole13_the_pool_limit_exceeded_is_named_with_its_fix() {
+        let pooled = crate::engine::engine(false, 1).unwrap();
+        let on_demand = crate::engine::engine(false, 0).unwrap();
+        for (extra, limit) in [
+            (
+                "(memory 1) (memory 1)",
+                "limit of 2 memories per core module",
+            ),
+            (
+                "(table 200000 funcref)",
+                "limit of 131072 initial elements per table",
+            ),
+            (
+                "(table 1 funcref) (table 1 funcref) (table 1 funcref) (table 1 funcref) (table 1 funcref)",
+                "limit of 4 tables per core module",
+            ),
+        ] {
+            let bytes = component_with(extra);
+            let e = format!("{:#}", compile_component(&pooled, &bytes).unwrap_err());
+            assert!(e.starts_with("exceeds the instance pool's "), "{e}");
+            assert!(e.contains(limit), "{e}");
+            assert!(
+                e.ends_with("set `[host] instance-pool = 0` in wasm-sup.toml to allocate instances on demand, which has no per-module limits"),
+                "{e}"
+            );
+            assert!(!e.contains("truncated or corrupt"), "{e}");
+            compile_component(&on_demand, &bytes).expect("on demand, it compiles");
+        }
+        // A truly corrupt component still says so.
+        let mut bytes = component_with("");
+        bytes.truncate(bytes.len() - 3);
+        let e = format!("{:#}", compile_component(&pooled, &bytes).unwrap_err());
+        assert!(e.contains("truncated or corrupt"), "{e}");
+    }
 }

@@ -4,11 +4,14 @@
 //! `DIR/NAME.toml` are each a [`PluginLayer`], overlaid in that order (later
 //! wins, key by key; `config` and `env` tables merge by entry). Resolution into
 //! concrete values happens in [`super::PluginConfig::resolve`].
+//!
+//! Each duration, size and count names its allowed range in its type
+//! (`Dur<1, HOUR>`: 1ms to 1h; see [`super::values`]); README.md lists them.
 
 use super::values::*;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 
 /// `DIR/wasm-sup.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -40,23 +43,26 @@ pub struct HostLayer {
     /// The root group's restart budget. Example: `max-restarts = 100`
     pub max_restarts: Option<u32>,
     /// The window of the root budget. Example: `window = "60s"`
-    pub window: Option<Dur>,
+    pub window: Option<Dur<1, WEEK>>,
     /// Interval of the epoch ticker. Example: `epoch-tick = "10ms"`
-    pub epoch_tick: Option<Dur>,
+    pub epoch_tick: Option<Dur<1, SEC>>,
     /// Crash reports kept per plugin. Example: `crash-reports = 100`
-    pub crash_reports: Option<NonZeroUsize>,
+    pub crash_reports: Option<Count<1, 10_000>>,
     /// Dead letters kept per plugin. Example: `dead-letters = 1000`
-    pub dead_letters: Option<NonZeroUsize>,
+    pub dead_letters: Option<Count<1, 100_000>>,
     /// Wasm coredumps of crashed instances: a disk budget, or "off".
     /// Example: `coredumps = "256MiB"`
-    pub coredumps: Option<SizeOrOff>,
+    pub coredumps: Option<SizeOrOff<1, { 1024 * GIB }>>,
     /// Disk budget of the compile cache, or "off". Example: `compile-cache = "1GiB"`
-    pub compile_cache: Option<SizeOrOff>,
+    pub compile_cache: Option<SizeOrOff<1, { 1024 * GIB }>>,
+    /// Largest plugin file read; a larger one is refused. Example:
+    /// `max-plugin-file = "256MiB"`
+    pub max_plugin_file: Option<Size<1, { 4 * GIB }>>,
     /// Watch DIR and apply changes while running. Example: `watch = true`
     pub watch: Option<bool>,
     /// Plugin instances the pooling allocator holds slots for; 0: no pool.
     /// Example: `instance-pool = 1000`
-    pub instance_pool: Option<u32>,
+    pub instance_pool: Option<Count<0, 15_000>>,
     /// Compile fuel metering into plugin code (`fuel` limits). Example:
     /// `fuel-metering = true`
     pub fuel_metering: Option<bool>,
@@ -67,23 +73,23 @@ pub struct HostLayer {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginLayer {
     /// Max linear memory per instance. Example: `memory = "64MiB"`
-    pub memory: Option<Size>,
+    pub memory: Option<Size<{ 64 * KIB }, { 4 * GIB }>>,
     /// Fuel per call, 0 = unmetered. Example: `fuel = 1_000_000_000`
     pub fuel: Option<u64>,
     /// Wall clock per call. Example: `timeout = "5s"`
-    pub timeout: Option<Dur>,
+    pub timeout: Option<Dur<1, HOUR>>,
     /// How long a synchronous sender waits. Example: `reply-timeout = "30s"`
-    pub reply_timeout: Option<Dur>,
+    pub reply_timeout: Option<Dur<1, HOUR>>,
     /// Largest message accepted. Example: `max-message = "1MiB"`
-    pub max_message: Option<Size>,
+    pub max_message: Option<Size<0, { 64 * MIB }>>,
     /// Largest reply accepted. Example: `max-reply = "1MiB"`
-    pub max_reply: Option<Size>,
+    pub max_reply: Option<Size<0, { 64 * MIB }>>,
     /// Mailbox capacity. Example: `mailbox = 1024`
-    pub mailbox: Option<NonZeroUsize>,
+    pub mailbox: Option<Count<1, 1_000_000>>,
     /// Guest stdout/stderr bytes per second. Example: `output = "64KiB"`
-    pub output: Option<Size>,
+    pub output: Option<Size<0, { 64 * MIB }>>,
     /// Time for a graceful stop. Example: `shutdown-timeout = "5s"`
-    pub shutdown_timeout: Option<Dur>,
+    pub shutdown_timeout: Option<Dur<0, HOUR>>,
     /// Served through wasi:config. Example: `config = { greeting = "hi" }`
     pub config: Option<BTreeMap<String, toml::Value>>,
     /// Environment granted. Example: `env = { LANG = "C" }`
@@ -94,9 +100,9 @@ pub struct PluginLayer {
     /// Network access. Example: `network = ["127.0.0.1:6379"]`
     pub network: Option<NetworkLayer>,
     /// Periodic message. Example: `tick = "1s"`
-    pub tick: Option<OffOr>,
+    pub tick: Option<OffOr<1, DAY>>,
     /// Rollback window after an upgrade. Example: `upgrade-probation = "30s"`
-    pub upgrade_probation: Option<Dur>,
+    pub upgrade_probation: Option<Dur<0, WEEK>>,
     /// `[restart]` keys.
     pub restart: Option<RestartLayer>,
     /// `[health]` keys.
@@ -142,9 +148,9 @@ pub struct RestartLayer {
     /// Example: `backoff = "fixed"`
     pub backoff: Option<BackoffKind>,
     /// Example: `initial = "100ms"`
-    pub initial: Option<Dur>,
+    pub initial: Option<Dur<0, HOUR>>,
     /// Example: `max = "30s"`
-    pub max: Option<Dur>,
+    pub max: Option<Dur<0, HOUR>>,
     /// Example: `multiplier = 2.0`
     pub multiplier: Option<Multiplier>,
     /// Example: `jitter = 0.1`
@@ -152,15 +158,15 @@ pub struct RestartLayer {
     /// Example: `max-restarts = 5`
     pub max_restarts: Option<u32>,
     /// Example: `window = "60s"`
-    pub window: Option<Dur>,
+    pub window: Option<Dur<1, WEEK>>,
     /// Example: `reset-after = "60s"`
-    pub reset_after: Option<Dur>,
+    pub reset_after: Option<Dur<0, WEEK>>,
     /// Example: `max-attempts = 2`
     pub max_attempts: Option<NonZeroU32>,
     /// Example: `cooldown = "60s"` or `"off"`
-    pub cooldown: Option<OffOr>,
+    pub cooldown: Option<OffOr<1, WEEK>>,
     /// Example: `cooldown-max = "10m"`
-    pub cooldown_max: Option<Dur>,
+    pub cooldown_max: Option<Dur<1, WEEK>>,
 }
 
 /// `[health]`.
@@ -168,9 +174,9 @@ pub struct RestartLayer {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HealthLayer {
     /// Example: `interval = "10s"`
-    pub interval: Option<Dur>,
+    pub interval: Option<Dur<1, DAY>>,
     /// Example: `timeout = "1s"`
-    pub timeout: Option<Dur>,
+    pub timeout: Option<Dur<1, HOUR>>,
     /// Example: `threshold = 3`
     pub threshold: Option<NonZeroU32>,
 }
@@ -182,7 +188,7 @@ pub struct StateLayer {
     /// Example: `max-keys = 100_000`
     pub max_keys: Option<u64>,
     /// Example: `max-bytes = "64MiB"`
-    pub max_bytes: Option<Size>,
+    pub max_bytes: Option<Size<0, { 1024 * GIB }>>,
 }
 
 /// `[groups.NAME]`.
@@ -197,7 +203,7 @@ pub struct GroupLayer {
     /// Example: `max-restarts = 3`
     pub max_restarts: Option<u32>,
     /// Example: `window = "60s"`
-    pub window: Option<Dur>,
+    pub window: Option<Dur<1, WEEK>>,
     /// Parent group; the root when absent. Example: `parent = "backend"`
     pub parent: Option<String>,
     /// Example: `auto-shutdown = "never"`

@@ -6,6 +6,10 @@
 //! `NAME.toml` into a [`PluginConfig`] of concrete values. Bad values are caught
 //! while deserializing, so every error names the file, the line and the key.
 //!
+//! Every duration, size and count is bounded while it is deserialized (see
+//! [`values`]), so a value out of range is an error naming its file, line, key
+//! and range, never an overflow at run time.
+//!
 //! The defaults live in the `default_*` functions below; if one changes, update
 //! the configuration reference in README.md and DESIGN.md.
 
@@ -19,7 +23,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use values::{AutoShutdown, BackoffKind, DirMode, RestartType, Strategy};
+pub use values::{AutoShutdown, BackoffKind, DirMode, RestartType, Strategy, instant_after};
 
 /// The name of the host-wide configuration file inside DIR.
 pub const HOST_CONFIG_FILE: &str = "wasm-sup.toml";
@@ -108,6 +112,9 @@ fn default_compile_cache() -> u64 {
 fn default_dead_letters() -> usize {
     1000
 }
+fn default_max_plugin_file() -> u64 {
+    256 << 20
+}
 
 /// The whole configuration of a plugin directory.
 #[derive(Debug, Clone)]
@@ -159,6 +166,8 @@ pub struct HostConfig {
     pub fuel_metering: bool,
     /// Whether DIR is watched for added, changed and removed files.
     pub watch: bool,
+    /// Largest plugin file read, bytes; a larger one is refused at load.
+    pub max_plugin_file: u64,
 }
 
 /// Where plugin state lives.
@@ -543,6 +552,9 @@ impl Config {
             dead_letters: h
                 .dead_letters
                 .map_or_else(default_dead_letters, |n| n.get()),
+            max_plugin_file: h
+                .max_plugin_file
+                .map_or_else(default_max_plugin_file, |s| s.0),
             coredumps: h.coredumps.and_then(|c| c.0),
             coredump_dir: data_dir.join("coredumps"),
             compile_cache: h
@@ -550,16 +562,11 @@ impl Config {
                 .map_or(Some(default_compile_cache()), |c| c.0),
             cache_dir: data_dir.join("cache"),
             watch: h.watch.unwrap_or(true),
-            instance_pool: h.instance_pool.unwrap_or(DEFAULT_INSTANCE_POOL),
+            instance_pool: h.instance_pool.map_or(DEFAULT_INSTANCE_POOL, |n| {
+                u32::try_from(n.0).unwrap_or(u32::MAX)
+            }),
             fuel_metering: h.fuel_metering.unwrap_or(true),
         };
-        if host.epoch_tick < Duration::from_millis(1) || host.epoch_tick > Duration::from_secs(1) {
-            bail!(
-                "{}:{}: [host] key `epoch-tick`: must be between 1ms and 1s",
-                path.display(),
-                line_of(src, "epoch-tick")
-            );
-        }
         for name in file.plugins.keys() {
             if let Err(why) = crate::discovery::validate_name(name) {
                 bail!(
@@ -656,9 +663,6 @@ impl PluginConfig {
                 ),
             ));
         }
-        if restart.window.is_zero() {
-            return Err(key_error("restart.window", "must be more than zero"));
-        }
         let mut health = default_health();
         if let Some(h) = l.health {
             if let Some(v) = h.interval {
@@ -718,24 +722,13 @@ impl PluginConfig {
                 })
             })
             .collect::<Result<_>>()?;
-        let timeout = l.timeout.map_or_else(default_timeout, |d| d.0);
-        if timeout.is_zero() {
-            return Err(key_error("timeout", "must be more than zero"));
-        }
-        let memory = l.memory.map_or_else(default_memory, |s| s.0);
-        if memory < 64 << 10 {
-            return Err(key_error(
-                "memory",
-                "must be at least 64KiB (one wasm page)",
-            ));
-        }
         Ok(PluginConfig {
-            memory,
+            memory: l.memory.map_or_else(default_memory, |s| s.0),
             fuel: match l.fuel.unwrap_or_else(default_fuel) {
                 0 => None,
                 n => Some(n),
             },
-            timeout,
+            timeout: l.timeout.map_or_else(default_timeout, |d| d.0),
             reply_timeout: l.reply_timeout.map_or_else(default_reply_timeout, |d| d.0),
             max_message: l.max_message.map_or_else(default_max_message, |s| s.0),
             max_reply: l.max_reply.map_or_else(default_max_reply, |s| s.0),

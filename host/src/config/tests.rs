@@ -77,6 +77,10 @@ fn every_key_parses_and_layers_win_in_order() {
     assert_eq!(c.host.compile_cache, None);
     assert_eq!(c.host.cache_dir, dir.path().join("state/cache"));
     assert!(!c.host.watch);
+    assert_eq!(
+        (c.host.max_plugin_file, c.host.instance_pool),
+        (128 << 20, 10)
+    );
     let p = c.plugin("counter").unwrap();
     // NAME.toml > [plugins.NAME] > [defaults].
     assert_eq!(p.timeout, Duration::from_secs(7));
@@ -198,4 +202,92 @@ fn invalid_configs_match_their_snapshots() {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} invalid configs found");
+}
+
+/// Issue 13, hole 4: a huge duration, size or count used to be accepted and
+/// overflow `Instant` arithmetic at run time (a panicking worker, a plugin
+/// wedged in `starting`). Every one is now refused at load, naming the file,
+/// line, table, key and the allowed range.
+#[test]
+fn hole04_huge_values_are_refused_naming_key_and_range() {
+    const HUGE_DUR: &str = "\"10000000000s\"";
+    const HUGE_SIZE: &str = "\"999999GiB\"";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("host", "window", HUGE_DUR, "1ms and 7days"),
+        ("host", "epoch-tick", HUGE_DUR, "1ms and 1s"),
+        ("host", "crash-reports", "1_000_000_000", "1 and 10000"),
+        ("host", "dead-letters", "1_000_000_000", "1 and 100000"),
+        ("host", "coredumps", HUGE_SIZE, "1B and 1024GiB"),
+        ("host", "compile-cache", HUGE_SIZE, "1B and 1024GiB"),
+        ("host", "max-plugin-file", HUGE_SIZE, "1B and 4GiB"),
+        ("host", "instance-pool", "4_000_000_000", "0 and 15000"),
+        ("defaults", "memory", HUGE_SIZE, "64KiB and 4GiB"),
+        ("defaults", "timeout", HUGE_DUR, "1ms and 1h"),
+        ("defaults", "reply-timeout", HUGE_DUR, "1ms and 1h"),
+        ("defaults", "max-message", HUGE_SIZE, "0B and 64MiB"),
+        ("defaults", "max-reply", HUGE_SIZE, "0B and 64MiB"),
+        (
+            "defaults",
+            "mailbox",
+            "9_000_000_000_000_000_000",
+            "1 and 1000000",
+        ),
+        ("defaults", "output", HUGE_SIZE, "0B and 64MiB"),
+        ("defaults", "shutdown-timeout", HUGE_DUR, "0s and 1h"),
+        ("defaults", "tick", HUGE_DUR, "1ms and 1day"),
+        ("defaults", "upgrade-probation", HUGE_DUR, "0s and 7days"),
+        ("defaults.restart", "initial", HUGE_DUR, "0s and 1h"),
+        ("defaults.restart", "max", HUGE_DUR, "0s and 1h"),
+        ("defaults.restart", "window", HUGE_DUR, "1ms and 7days"),
+        ("defaults.restart", "reset-after", HUGE_DUR, "0s and 7days"),
+        ("defaults.restart", "cooldown", HUGE_DUR, "1ms and 7days"),
+        (
+            "defaults.restart",
+            "cooldown-max",
+            HUGE_DUR,
+            "1ms and 7days",
+        ),
+        ("defaults.health", "interval", HUGE_DUR, "1ms and 1day"),
+        ("defaults.health", "timeout", HUGE_DUR, "1ms and 1h"),
+        ("defaults.state", "max-bytes", HUGE_SIZE, "0B and 1024GiB"),
+        ("plugins.counter", "timeout", HUGE_DUR, "1ms and 1h"),
+        ("groups.g", "window", HUGE_DUR, "1ms and 7days"),
+    ];
+    for (table, key, value, range) in cases {
+        let src = format!("# line 1\n[{table}]\n{key} = {value}\n");
+        let (dir, result) = load_str(&src);
+        let e = format!("{:#}", result.expect_err(&src));
+        let file = dir.path().join(HOST_CONFIG_FILE);
+        let want = format!("{}:3: [{table}] key `{key}`: ", file.display());
+        assert!(e.starts_with(&want), "{e}\nwants {want}");
+        assert!(e.contains(&format!("must be between {range}")), "{e}");
+    }
+    // NAME.toml too, where a plugin's own settings live.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.toml"), "[restart]\nmax = \"400days\"\n").unwrap();
+    let c = Config::load(dir.path(), &HostOverrides::default()).unwrap();
+    let e = format!("{:#}", c.plugin("p").unwrap_err());
+    assert!(
+        e.contains(
+            "p.toml:2: [restart] key `max`: invalid duration \"400days\": must be between 0s and 1h"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn hole04_the_bounds_themselves_are_accepted() {
+    let (_d, c) = load_str(
+        "[host]\nwindow = \"7days\"\ninstance-pool = 0\nmax-plugin-file = \"4GiB\"\n\
+         [defaults]\nmemory = \"4GiB\"\ntimeout = \"1h\"\nmailbox = 1_000_000\nmax-message = 0\n\
+         tick = \"1day\"\nshutdown-timeout = \"0s\"\n\
+         [defaults.restart]\ninitial = \"0s\"\nmax = \"1h\"\ncooldown-max = \"7days\"\n",
+    );
+    let c = c.unwrap();
+    assert_eq!(c.host.instance_pool, 0);
+    assert_eq!(c.host.max_plugin_file, 4 << 30);
+    let p = c.plugin("x").unwrap();
+    assert_eq!((p.memory, p.timeout), (4 << 30, Duration::from_secs(3600)));
+    assert_eq!((p.mailbox, p.max_message), (1_000_000, 0));
+    assert_eq!(p.restart.cooldown_max, Duration::from_secs(7 * 24 * 3600));
 }

@@ -1,6 +1,12 @@
-//! Value types of the configuration files: durations, sizes, fractions and the
-//! small enums, each validated while it is deserialized so that a bad value is
-//! reported with the file, line and key it came from.
+//! Value types of the configuration files: durations, sizes, counts,
+//! fractions and the small enums, each validated while it is deserialized so
+//! that a bad value is reported with the file, line and key it came from.
+//!
+//! Every duration, size and count carries its allowed range in its type
+//! (`Dur<1, HOUR>` is 1ms to 1h): a value out of range is refused at load with
+//! the range in the message, so nothing the configuration says can overflow
+//! the host's arithmetic at run time. The ranges are listed in README.md
+//! ("Configuration").
 //!
 //! Sizes are parsed here rather than with a crate: the accepted grammar is a
 //! dozen lines (a number and one of `B`, `KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`),
@@ -9,16 +15,58 @@
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A duration written as a string: `"250ms"`, `"5s"`, `"10m"`.
+/// Milliseconds in a second, for the ranges of durations.
+pub const SEC: u64 = 1000;
+/// Milliseconds in an hour.
+pub const HOUR: u64 = 3600 * SEC;
+/// Milliseconds in a day.
+pub const DAY: u64 = 24 * HOUR;
+/// Milliseconds in a week.
+pub const WEEK: u64 = 7 * DAY;
+/// Bytes in a KiB, for the ranges of sizes.
+pub const KIB: u64 = 1 << 10;
+/// Bytes in a MiB.
+pub const MIB: u64 = 1 << 20;
+/// Bytes in a GiB.
+pub const GIB: u64 = 1 << 30;
+
+/// `at + d`, or a century after `at` when an `Instant` cannot hold that (and
+/// `at` itself on a clock that cannot even go a century further: a deadline
+/// passed rather than a panic). Durations from the configuration are bounded
+/// at load; this keeps the arithmetic of deadlines from panicking anyway.
+pub fn instant_after(at: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(d)
+        .or_else(|| at.checked_add(CENTURY))
+        .unwrap_or(at)
+}
+
+/// `"must be between MIN and MAX"` when `v` is outside `min..=max`.
+fn check_range<T: PartialOrd>(
+    v: T,
+    min: T,
+    max: T,
+    show: impl Fn(&T) -> String,
+) -> Result<T, String> {
+    if v < min || v > max {
+        return Err(format!("must be between {} and {}", show(&min), show(&max)));
+    }
+    Ok(v)
+}
+
+/// A duration written as a string (`"250ms"`, `"5s"`, `"10m"`) between
+/// `MIN_MS` and `MAX_MS` milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
+pub struct Dur<const MIN_MS: u64, const MAX_MS: u64>(pub Duration);
 
-impl<'de> Deserialize<'de> for Dur {
+impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for Dur<MIN_MS, MAX_MS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+        bounded_duration(&s, MIN_MS, MAX_MS)
+            .map(Dur)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -28,32 +76,37 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?} ({e}): write e.g. \"250ms\", \"5s\", \"10m\""))
 }
 
-/// A duration that may be switched off: `"off"` or a duration string.
+/// Parses a duration that must lie between `min_ms` and `max_ms` milliseconds.
+fn bounded_duration(s: &str, min_ms: u64, max_ms: u64) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let (min, max) = (Duration::from_millis(min_ms), Duration::from_millis(max_ms));
+    check_range(d, min, max, |d| humantime::format_duration(*d).to_string())
+        .map_err(|range| format!("invalid duration {s:?}: {range}"))
+}
+
+/// A duration that may be switched off: `"off"` or a duration string between
+/// `MIN_MS` and `MAX_MS` milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OffOr {
+pub enum OffOr<const MIN_MS: u64, const MAX_MS: u64> {
     /// `"off"`.
     Off,
     /// A duration.
     On(Duration),
 }
 
-impl<'de> Deserialize<'de> for OffOr {
+impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for OffOr<MIN_MS, MAX_MS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if s.trim() == "off" {
             return Ok(OffOr::Off);
         }
-        match parse_duration(&s) {
-            Ok(d) if d.is_zero() => Err(de::Error::custom(format!(
-                "invalid interval {s:?}: must be more than zero, or \"off\""
-            ))),
-            Ok(d) => Ok(OffOr::On(d)),
-            Err(e) => Err(de::Error::custom(format!("{e}, or \"off\""))),
-        }
+        bounded_duration(&s, MIN_MS, MAX_MS)
+            .map(OffOr::On)
+            .map_err(|e| de::Error::custom(format!("{e}, or \"off\"")))
     }
 }
 
-impl OffOr {
+impl<const MIN_MS: u64, const MAX_MS: u64> OffOr<MIN_MS, MAX_MS> {
     /// The duration, or `None` when off.
     pub fn get(self) -> Option<Duration> {
         match self {
@@ -63,32 +116,46 @@ impl OffOr {
     }
 }
 
-/// A size in bytes: a string like `"64MiB"` or a plain integer of bytes.
+/// A size in bytes between `MIN` and `MAX`: a string like `"64MiB"` or a
+/// plain integer of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Size(pub u64);
+pub struct Size<const MIN: u64, const MAX: u64>(pub u64);
 
-impl<'de> Deserialize<'de> for Size {
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Size<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a size such as \"64MiB\" or a number of bytes")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom(format!("invalid size {v}: must not be negative")))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
-                Ok(Size(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
-                parse_size(v).map(Size).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
+        let n = d.deserialize_any(SizeVisitor)?;
+        bounded_size(n, MIN, MAX)
+            .map(Size)
+            .map_err(de::Error::custom)
     }
+}
+
+/// A size as written: a string or a number of bytes, not yet range-checked.
+struct SizeVisitor;
+
+impl Visitor<'_> for SizeVisitor {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a size such as \"64MiB\" or a number of bytes")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        size_of_integer(v).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        parse_size(v).map_err(E::custom)
+    }
+}
+
+fn size_of_integer(v: i64) -> Result<u64, String> {
+    u64::try_from(v).map_err(|_| format!("invalid size {v}: must not be negative"))
+}
+
+fn bounded_size(n: u64, min: u64, max: u64) -> Result<u64, String> {
+    check_range(n, min, max, |n| format_size(*n))
+        .map_err(|range| format!("invalid size {}: {range}", format_size(n)))
 }
 
 /// Parses `"64MiB"`, `"512KiB"`, `"1GB"`, `"100"` (bytes).
@@ -102,11 +169,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KB" | "kB" => 1000,
-        "KiB" => 1 << 10,
+        "KiB" => KIB,
         "MB" => 1000 * 1000,
-        "MiB" => 1 << 20,
+        "MiB" => MIB,
         "GB" => 1000 * 1000 * 1000,
-        "GiB" => 1 << 30,
+        "GiB" => GIB,
         _ => return Err(bad_size(s)),
     };
     num.checked_mul(mult).ok_or_else(|| bad_size(s))
@@ -116,23 +183,51 @@ fn bad_size(s: &str) -> String {
     format!("invalid size {s:?}: write e.g. \"64MiB\", \"512KiB\", \"1GB\" or a number of bytes")
 }
 
-/// A size that may be switched off: `"off"` or a size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SizeOrOff(pub Option<u64>);
+/// `n` bytes in the largest binary unit that holds it exactly: `"64MiB"`,
+/// `"1536KiB"`, `"1000B"`.
+pub fn format_size(n: u64) -> String {
+    let (div, unit) = [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")]
+        .into_iter()
+        .find(|(d, _)| n != 0 && n.is_multiple_of(*d))
+        .unwrap_or((1, "B"));
+    format!("{}{unit}", n / div)
+}
 
-impl<'de> Deserialize<'de> for SizeOrOff {
+/// A size that may be switched off: `"off"` or a size between `MIN` and `MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeOrOff<const MIN: u64, const MAX: u64>(pub Option<u64>);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for SizeOrOff<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = toml::Value::deserialize(d)?;
-        match v {
-            toml::Value::String(s) if s.trim() == "off" => Ok(SizeOrOff(None)),
-            toml::Value::String(s) => parse_size(&s)
-                .map(|n| SizeOrOff(Some(n)))
-                .map_err(|e| de::Error::custom(format!("{e}, or \"off\""))),
-            toml::Value::Integer(n) if n >= 0 => Ok(SizeOrOff(Some(n as u64))),
-            other => Err(de::Error::custom(format!(
-                "invalid size {other}: write e.g. \"256MiB\", or \"off\""
-            ))),
-        }
+        let n = match toml::Value::deserialize(d)? {
+            toml::Value::String(s) if s.trim() == "off" => return Ok(SizeOrOff(None)),
+            toml::Value::String(s) => parse_size(&s),
+            toml::Value::Integer(n) => size_of_integer(n),
+            other => Err(format!("invalid size {other}: write e.g. \"256MiB\"")),
+        };
+        n.and_then(|n| bounded_size(n, MIN, MAX))
+            .map(|n| SizeOrOff(Some(n)))
+            .map_err(|e| de::Error::custom(format!("{e}, or \"off\"")))
+    }
+}
+
+/// A count (of messages, reports, slots) between `MIN` and `MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Count<const MIN: u64, const MAX: u64>(pub u64);
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i128::from(i64::deserialize(d)?);
+        check_range(n, MIN.into(), MAX.into(), i128::to_string)
+            .map(|n| Count(n as u64))
+            .map_err(|range| de::Error::custom(format!("invalid number {n}: {range}")))
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> Count<MIN, MAX> {
+    /// The count as a `usize` (every `MAX` the configuration uses fits).
+    pub fn get(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
     }
 }
 
@@ -248,5 +343,42 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_are_shown_in_the_largest_exact_unit() {
+        assert_eq!(format_size(64 << 20), "64MiB");
+        assert_eq!(format_size(4 << 30), "4GiB");
+        assert_eq!(format_size(1536 << 10), "1536KiB");
+        assert_eq!(format_size(1000), "1000B");
+        assert_eq!(format_size(0), "0B");
+    }
+
+    #[test]
+    fn hole04_out_of_range_values_name_the_range() {
+        assert_eq!(
+            bounded_duration("2h", 1, HOUR).unwrap_err(),
+            "invalid duration \"2h\": must be between 1ms and 1h"
+        );
+        assert_eq!(
+            bounded_duration("1h", 1, HOUR),
+            Ok(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            bounded_size(5 * GIB, 64 * KIB, 4 * GIB).unwrap_err(),
+            "invalid size 5GiB: must be between 64KiB and 4GiB"
+        );
+    }
+
+    #[test]
+    fn hole04_instant_after_never_panics() {
+        let now = Instant::now();
+        let sec = Duration::from_secs(1);
+        assert_eq!(instant_after(now, sec), now + sec);
+        let far = instant_after(now, Duration::MAX);
+        assert!(
+            far > now + Duration::from_secs(50 * 365 * 24 * 3600),
+            "far in the future"
+        );
     }
 }

@@ -14,11 +14,18 @@ pub fn delay(policy: &RestartPolicy, consecutive: u32, unit: f64) -> Duration {
         BackoffKind::Exponential => {
             let exp = consecutive.saturating_sub(1).min(64) as i32;
             let secs = policy.initial.as_secs_f64() * policy.multiplier.powi(exp);
-            Duration::from_secs_f64(secs.min(policy.max.as_secs_f64()))
+            secs_or_max(secs.min(policy.max.as_secs_f64()))
         }
     };
     let spread = 1.0 + policy.jitter * (2.0 * unit - 1.0);
-    Duration::from_secs_f64((base.as_secs_f64() * spread).max(0.0)).min(policy.max.max(base))
+    secs_or_max((base.as_secs_f64() * spread).max(0.0)).min(policy.max.max(base))
+}
+
+/// `secs` as a duration, saturating instead of panicking on a value no
+/// `Duration` holds (the configuration bounds `restart.max`; this guards the
+/// float arithmetic anyway).
+fn secs_or_max(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -55,6 +62,16 @@ mod tests {
         assert_eq!(delay(&p, 1, 0.5).as_millis(), 100);
         assert!(delay(&p, 1, 0.999_999).as_millis() >= 109);
         assert_eq!(delay(&p, 50, 0.999).as_millis(), 30000, "never past max");
+    }
+
+    #[test]
+    fn hole04_huge_delays_saturate_instead_of_panicking() {
+        let mut p = policy();
+        p.initial = Duration::MAX;
+        p.max = Duration::MAX;
+        p.multiplier = 1000.0;
+        p.jitter = 1.0;
+        assert_eq!(delay(&p, 64, 0.999), Duration::MAX);
     }
 
     #[test]

@@ -67,7 +67,10 @@ impl Breaker {
     /// breaker.
     pub fn closes_at(&self, running_since: Option<Instant>) -> Option<Instant> {
         self.trial?;
-        Some(running_since? + self.reset_after)
+        Some(crate::config::instant_after(
+            running_since?,
+            self.reset_after,
+        ))
     }
 
     /// Closes the breaker if the trial's instance has run healthily for
@@ -144,6 +147,18 @@ mod tests {
         assert!(b.close_if_due(Some(up), up + Duration::from_secs(60)));
         assert_eq!(b.state(false), None);
         assert_eq!(b.open(), Some(Duration::from_secs(60)), "back to the base");
+    }
+
+    #[test]
+    fn hole04_a_huge_reset_after_does_not_panic() {
+        let mut p = policy(Some(60), 600);
+        p.reset_after = Duration::MAX;
+        let mut b = Breaker::new(&p);
+        let t0 = Instant::now();
+        b.open();
+        b.half_open(t0);
+        assert!(b.closes_at(Some(t0)).is_some_and(|at| at > t0));
+        assert!(!b.close_if_due(Some(t0), t0 + Duration::from_secs(3600)));
     }
 
     #[test]

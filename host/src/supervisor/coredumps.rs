@@ -2,8 +2,10 @@
 //! per crash, `PLUGIN-REPORTID.coredump`, in the coredump folder, the oldest
 //! deleted once the folder is over its budget. Written by the crash report's
 //! task, off the restart path. Open one with any tool that reads the wasm
-//! coredump format (e.g. `wasmgdb`).
+//! coredump format (e.g. `wasmgdb`). The folder and its files are
+//! owner-only ([`crate::private_files`]): a coredump holds the guest's memory.
 
+use crate::private_files;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -24,12 +26,11 @@ pub fn store(
         );
         return Ok(None);
     }
-    std::fs::create_dir_all(dir)
+    private_files::create_dir(dir)
         .with_context(|| format!("failed to create coredump folder {}", dir.display()))?;
     let path = dir.join(format!("{plugin}-{id}.coredump"));
-    let tmp = path.with_extension("coredump.tmp");
-    std::fs::write(&tmp, dump).with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("failed to write {}", path.display()))?;
+    private_files::write(&path, &path.with_extension("coredump.tmp"), &[dump])
+        .with_context(|| format!("failed to write {}", path.display()))?;
     trim(dir, budget)?;
     Ok(path.exists().then_some(path))
 }
@@ -59,6 +60,8 @@ fn trim(dir: &Path, budget: u64) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use crate::private_files;
+
     #[test]
     fn keeps_the_newest_within_the_budget() {
         let dir = tempfile::tempdir().unwrap();
@@ -74,6 +77,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!a.exists() && b.exists() && c.exists());
+        assert_eq!(private_files::mode(&c).unwrap(), private_files::FILE_MODE);
         assert_eq!(
             super::store(dir.path(), 25, "p", 4, &[0; 26]).unwrap(),
             None

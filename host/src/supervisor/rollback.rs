@@ -1,8 +1,10 @@
 //! Rollback markers: which version of a plugin was rolled back, kept on disk
 //! (`cache/rollbacks/NAME.json`) so that the same bytes are not started again
 //! until the file changes, across host restarts too. The good version itself
-//! is kept in the compile cache.
+//! is kept in the compile cache. Markers are owner-only files
+//! ([`crate::private_files`]).
 
+use crate::private_files;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -33,14 +35,10 @@ pub fn read(cache_dir: &Path, plugin: &str) -> Option<Rollback> {
 pub fn write(cache_dir: &Path, plugin: &str, marker: &Rollback) -> std::io::Result<()> {
     let p = path(cache_dir, plugin);
     if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent)?;
+        private_files::create_dir(parent)?;
     }
-    let tmp = p.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(marker).expect("a marker serializes"),
-    )?;
-    std::fs::rename(&tmp, &p)
+    let json = serde_json::to_vec(marker).expect("a marker serializes");
+    private_files::write(&p, &p.with_extension("json.tmp"), &[&json])
 }
 
 /// Forgets `plugin`'s marker (its file changed).
@@ -51,4 +49,29 @@ pub fn clear(cache_dir: &Path, plugin: &str) {
 /// The first 12 hex digits of a SHA-256, for log lines.
 pub fn short(sha256: &str) -> &str {
     &sha256[..sha256.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hole12_markers_are_owner_only_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let marker = Rollback {
+            bad_sha256: "b".repeat(64),
+            good_sha256: "g".repeat(64),
+            reason: "crashed in probation".into(),
+            time_ms: 1,
+        };
+        write(&cache, "p", &marker).unwrap();
+        assert_eq!(read(&cache, "p"), Some(marker));
+        let mode = |p: &Path| private_files::mode(p).unwrap();
+        assert_eq!(mode(&cache), private_files::DIR_MODE);
+        assert_eq!(mode(&cache.join("rollbacks")), private_files::DIR_MODE);
+        assert_eq!(mode(&path(&cache, "p")), private_files::FILE_MODE);
+        clear(&cache, "p");
+        assert_eq!(read(&cache, "p"), None);
+    }
 }

@@ -36,7 +36,7 @@ impl TimerHandle {
         self.schedule(TimerRecord {
             id,
             plugin: plugin.to_string(),
-            due_ms: now_ms() + RETRY.as_millis() as u64,
+            due_ms: now_ms().saturating_add(RETRY.as_millis() as u64),
             message,
         });
     }
@@ -87,7 +87,7 @@ async fn run(
                     heap.pop();
                     let Some(t) = pending.remove(&id) else { continue };
                     if let Err(t) = deliver(&directory, t) {
-                        add(TimerRecord { due_ms: now + RETRY.as_millis() as u64, ..t }, &mut heap, &mut pending);
+                        add(TimerRecord { due_ms: now.saturating_add(RETRY.as_millis() as u64), ..t }, &mut heap, &mut pending);
                     }
                 }
             }

@@ -1,6 +1,7 @@
-//! Loading one plugin file: read it through the folder capability, honour a
-//! rollback marker, and compile through the cache. Blocking; the callers run
-//! it on tokio's blocking pool.
+//! Loading one plugin file: read it through the folder capability (never past
+//! `[host] max-plugin-file`, see [`crate::discovery::PluginDir::read`]),
+//! honour a rollback marker, and compile through the cache. Blocking; the
+//! callers run it on tokio's blocking pool.
 
 use crate::compile::{Loaded, Loader, Origin, sha256_hex};
 use crate::discovery::{Found, PluginDir};

@@ -1,0 +1,226 @@
+//! Sandbox holes of issue 13, each with the test that would have failed
+//! before its fix: config values that overflowed at run time (hole 4), host
+//! files readable by every user (hole 12), the pool's per-module limits
+//! reported as a corrupt file (hole 13), and `[host] max-plugin-file`.
+
+use crate::util::{ONE_ATTEMPT, PluginDir, TestHost, wat};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use wasm_sup::private_files::{DIR_MODE, FILE_MODE};
+use wasm_sup_tests::PROBE;
+
+/// Runs `wasm-sup run DIR`, expects exit code 2 (a bad configuration) within
+/// a minute, and returns its one `error:` line. A host that starts instead
+/// is killed and the test fails (it does not hang).
+fn config_error(dir: &PluginDir) -> String {
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(crate::util::wasm_sup_bin())
+        .args(["run", dir.path().to_str().unwrap(), "--admin"])
+        .arg(crate::util::free_port().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the host started instead of refusing its configuration:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn hole04_a_huge_timeout_is_a_config_error_at_startup() {
+    let dir = PluginDir::new();
+    dir.plugin("probe", PROBE)
+        .config("[defaults]\ntimeout = \"10000000000s\"\n");
+    let err = config_error(&dir);
+    assert!(
+        err.contains("wasm-sup.toml:2: [defaults] key `timeout`: invalid duration \"10000000000s\": must be between 1ms and 1h"),
+        "{err}"
+    );
+    dir.config("")
+        .plugin_config("probe", "[restart]\ninitial = \"10000000000s\"\n");
+    let err = config_error(&dir);
+    assert!(
+        err.contains("probe.toml:2: [restart] key `initial`: invalid duration \"10000000000s\": must be between 0s and 1h"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole12_state_coredumps_and_the_compile_cache_are_owner_only() {
+    let dir = PluginDir::new();
+    dir.plugin("probe", PROBE)
+        .config(&format!("[host]\ncoredumps = \"64MiB\"\n{ONE_ATTEMPT}"));
+    // The default state: DIR/.wasm-sup/state.redb.
+    let h = TestHost::start_with(dir, None).await;
+    assert_eq!(h.send("probe", "crash").await.status, 500);
+    let mut coredump = serde_json::Value::Null;
+    for _ in 0..250 {
+        let v = h.admin.get("/v1/plugins/probe/crashes").await.json();
+        coredump = v["crashes"][0]["coredump"].clone();
+        if coredump.is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(coredump.is_string(), "no coredump was written");
+    let dir = h.stop().await;
+    let data = dir.path().join(".wasm-sup");
+    let mut seen = Vec::new();
+    check_owner_only(&data, &mut seen);
+    for want in ["state.redb", ".coredump", ".cwasm"] {
+        assert!(
+            seen.iter().any(|p| p.ends_with(want)),
+            "no {want} under .wasm-sup: {seen:?}"
+        );
+    }
+}
+
+/// Asserts `path` and everything under it is owner-only; collects the paths.
+fn check_owner_only(path: &Path, seen: &mut Vec<String>) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let mode = meta.permissions().mode() & 0o777;
+    let want = if meta.is_dir() { DIR_MODE } else { FILE_MODE };
+    assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    seen.push(path.display().to_string());
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            check_owner_only(&e.unwrap().path(), seen);
+        }
+    }
+}
+
+/// A valid plugin (it answers Ok) whose core module also holds `extra`.
+fn ok_plugin_with(extra: &str) -> String {
+    let memory = "(memory (export \"memory\") 1)";
+    let wat = wat::ok_empty();
+    assert!(wat.contains(memory));
+    wat.replace(memory, &format!("{memory} {extra}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole13_a_component_over_the_pool_limits_is_refused_naming_the_limit_and_the_fix() {
+    let dir = PluginDir::new();
+    dir.wat("good", &wat::ok_empty())
+        .wat("memories", &ok_plugin_with("(memory 1) (memory 1)"))
+        .wat("table", &ok_plugin_with("(table 200000 funcref)"));
+    // The default pool.
+    let h = TestHost::start(dir).await;
+    assert_eq!(h.send("good", "x").await.ok(), "");
+    let reason = |file: &str| {
+        h.host
+            .refused
+            .iter()
+            .find(|r| r.path.ends_with(file))
+            .map(|r| r.reason.clone())
+            .unwrap_or_else(|| panic!("{file} not refused: {:?}", h.host.refused))
+    };
+    for (file, limit) in [
+        ("memories.wasm", "limit of 2 memories per core module"),
+        ("table.wasm", "limit of 131072 initial elements per table"),
+    ] {
+        let why = reason(file);
+        assert!(why.contains(limit), "{why}");
+        assert!(
+            why.contains("set `[host] instance-pool = 0` in wasm-sup.toml"),
+            "{why}"
+        );
+        assert!(!why.contains("truncated or corrupt"), "{why}");
+    }
+    // The fix the message names works: on-demand allocation runs them.
+    let dir = h.stop().await;
+    dir.config("[host]\ninstance-pool = 0\n");
+    let h = TestHost::start(dir).await;
+    assert!(h.host.refused.is_empty(), "{:?}", h.host.refused);
+    assert_eq!(h.send("memories", "x").await.ok(), "");
+    assert_eq!(h.send("table", "x").await.ok(), "");
+    h.stop().await;
+}
+
+/// `component` with a custom section appended, `len` bytes longer in all:
+/// still a valid plugin.
+fn padded(component: &[u8], len: usize) -> Vec<u8> {
+    let leb = |mut n: usize| {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return out;
+            }
+        }
+    };
+    let mut body = vec![3, b'p', b'a', b'd'];
+    body.resize(len - 1 - leb(len).len(), 0);
+    let mut out = component.to_vec();
+    out.push(0);
+    out.extend(leb(body.len()));
+    out.extend(body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_max_plugin_file_is_refused_and_the_others_run() {
+    let small = ::wat::parse_str(wat::ok_empty()).unwrap();
+    let big = padded(&small, 4096);
+    let dir = PluginDir::new();
+    dir.bytes("small", &small)
+        .bytes("big", &big)
+        .config("[host]\nmax-plugin-file = \"2KiB\"\n");
+    let h = TestHost::start(dir).await;
+    assert_eq!(h.send("small", "x").await.ok(), "");
+    let [refused] = h.host.refused.as_slice() else {
+        panic!("{:?}", h.host.refused);
+    };
+    assert!(refused.path.ends_with("big.wasm"));
+    assert!(
+        refused.reason.ends_with(&format!(
+            "big.wasm: the file is {} bytes, more than `[host] max-plugin-file` (2KiB = 2048 bytes): raise max-plugin-file in wasm-sup.toml, or make the build smaller",
+            big.len()
+        )),
+        "{}",
+        refused.reason
+    );
+    // Dropped in while running: refused too, and the others run on.
+    h.dir.replace("late", &big);
+    let refused_now = || async {
+        let text = h.admin.get("/metrics").await.text();
+        crate::util::scrape(&text)
+            .get("wasm_sup_plugins_refused{}")
+            .copied()
+    };
+    for _ in 0..500 {
+        if refused_now().await == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refused_now().await, Some(2.0), "late.wasm was not refused");
+    assert_eq!(h.admin.get("/v1/plugins/late").await.status, 404);
+    assert_eq!(h.send("small", "x").await.ok(), "");
+    // The same bytes under the default limit are a good plugin.
+    let dir = h.stop().await;
+    dir.config("");
+    let h = TestHost::start(dir).await;
+    assert!(h.host.refused.is_empty(), "{:?}", h.host.refused);
+    assert_eq!(h.send("late", "x").await.ok(), "");
+    h.stop().await;
+}
