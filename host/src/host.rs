@@ -61,7 +61,7 @@ impl Drop for Host {
 /// Loads DIR and starts every plugin in it. Must run inside a tokio runtime.
 pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
     let config = load(dir, opts)?;
-    let host = start_loaded(&config, opts).await?;
+    let host = start_loaded(&config, opts, |_| {}).await?;
     Ok((host, config))
 }
 
@@ -84,7 +84,13 @@ fn load(dir: &Path, opts: &RunOptions) -> Result<Config> {
 }
 
 /// Starts every plugin of a loaded configuration, then watches the folder.
-async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
+/// `serving` gets the supervisor before the first plugin loads, so the
+/// admin API can answer (`loading`) while plugins compile.
+async fn start_loaded(
+    config: &Config,
+    opts: &RunOptions,
+    serving: impl FnOnce(&SupervisorHandle),
+) -> Result<Host> {
     let dir = config.dir.as_path();
     let backend = crate::state::open(&config.host.state)?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
@@ -117,9 +123,11 @@ async fn start_loaded(config: &Config, opts: &RunOptions) -> Result<Host> {
         }
         Err(e) => return Err(e),
     };
-    let plugin_dir = discovery::PluginDir::open(dir)
+    let plugin_dir = discovery::PluginDir::open(dir, config.host.max_plugin_file)
         .with_context(|| format!("failed to open plugin directory {}", dir.display()))?;
     let supervisor = SupervisorHandle::new(config.host.clone(), backend, &config.groups)?;
+    supervisor.begin_loading();
+    serving(&supervisor);
     let mut folder = Folder::new(
         plugin_dir,
         loader,
@@ -153,14 +161,28 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
             "failed to listen on {admin} for the admin API: is another wasm-sup running? pass --admin ADDR"
         )
     })?;
-    let host = start_loaded(&config, &opts).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "admin API listening on http://{addr}");
-    let mut app = crate::admin::router(host.supervisor.clone());
-    if let Some(token) = opts.admin_token.clone() {
-        app = crate::admin::require_token(app, token);
-    }
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // The admin API answers from before the first plugin loads: /healthz at
+    // once, /readyz and messages with `loading` until the load is over.
+    let mut server = None;
+    let host = start_loaded(&config, &opts, |supervisor| {
+        let mut app = crate::admin::router(supervisor.clone());
+        if let Some(token) = opts.admin_token.clone() {
+            app = crate::admin::require_token(app, token);
+        }
+        server = Some(tokio::spawn(crate::admin::serve(listener, app)));
+        tracing::info!(%addr, "admin API listening on http://{addr}");
+    })
+    .await;
+    let host = match host {
+        Ok(host) => host,
+        Err(e) => {
+            if let Some(server) = server {
+                server.abort();
+            }
+            return Err(e);
+        }
+    };
 
     let gave_up = tokio::select! {
         _ = wait_for_signal() => None,
@@ -172,11 +194,18 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     }
     tokio::spawn(async {
         wait_for_signal().await;
-        eprintln!("second signal: exiting at once (committed state is intact)");
+        // Written from a thread of its own: a stderr nobody reads must not
+        // keep the host from exiting.
+        std::thread::spawn(|| {
+            eprintln!("second signal: exiting at once (committed state is intact)")
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
         std::process::exit(130);
     });
     host.shutdown().await;
-    server.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     let backend = Arc::clone(host.supervisor.backend());
     drop(host);
     drop(backend);

@@ -5,9 +5,12 @@
 mod admin;
 mod bad_input;
 mod conformance;
+mod containment;
 mod crashes;
 mod dropin;
 mod groups;
+mod guest_text;
+mod hardening;
 mod limits;
 mod process;
 mod sandbox;

@@ -347,7 +347,17 @@ pub struct HostProcess {
 }
 
 impl HostProcess {
+    /// Starts the host and waits until its startup load is over (`/readyz`
+    /// no longer says `loading`).
     pub async fn start(dir: &Path, extra: &[&str]) -> HostProcess {
+        let p = Self::start_live(dir, extra).await;
+        p.wait_loaded().await;
+        p
+    }
+
+    /// Starts the host and waits only until `/healthz` answers, which it
+    /// does while plugins are still loading.
+    pub async fn start_live(dir: &Path, extra: &[&str]) -> HostProcess {
         let addr = free_port();
         let log = dir.join(format!("host-{}.log", addr.port()));
         let child = Command::new(wasm_sup_bin())
@@ -368,6 +378,25 @@ impl HostProcess {
         };
         p.wait_healthy().await;
         p
+    }
+
+    async fn wait_loaded(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let a = self.admin.get("/readyz").await;
+            let loading = a.status == 503
+                && serde_json::from_slice::<serde_json::Value>(&a.body)
+                    .is_ok_and(|j| j["status"] == "loading");
+            if !loading {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host never finished loading:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     async fn wait_healthy(&self) {

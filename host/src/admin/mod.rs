@@ -4,5 +4,7 @@ pub mod client;
 pub mod metrics;
 mod ops;
 mod router;
+mod serve;
 
 pub use router::{require_token, router};
+pub use serve::{BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, serve};

@@ -22,7 +22,12 @@ use serde_json::json;
 /// against the body after it is read (answer 413).
 pub const MAX_BODY_BYTES: usize = 64 << 20;
 
-/// Requires `Authorization: Bearer TOKEN` on every request but `/healthz`.
+/// Paths served without the token: load-balancer probes send none
+/// (DESIGN.md, refinement 9).
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/health"];
+
+/// Requires `Authorization: Bearer TOKEN` on every request but the probes
+/// of [`OPEN_PATHS`].
 pub fn require_token(router: Router, token: String) -> Router {
     let token: std::sync::Arc<str> = token.into();
     router.layer(axum::middleware::from_fn(
@@ -34,7 +39,7 @@ pub fn require_token(router: Router, token: String) -> Router {
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "));
-                if req.uri().path() == "/healthz"
+                if OPEN_PATHS.contains(&req.uri().path())
                     || given.is_some_and(|g| same(g.as_bytes(), token.as_bytes()))
                 {
                     next.run(req).await
@@ -129,6 +134,17 @@ pub(super) fn bad_name(name: &str) -> Option<Response> {
 }
 
 async fn readyz(State(sup): State<SupervisorHandle>) -> Response {
+    if let Some((done, total)) = sup.loading() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "ready": false,
+                "status": "loading",
+                "reason": format!("loading {done}/{total}"),
+            })),
+        )
+            .into_response();
+    }
     if sup.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

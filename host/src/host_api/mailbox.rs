@@ -5,10 +5,12 @@
 //! `send-after` adds a durable timer to the call's transaction. Both are
 //! released only if the call commits. A plugin that is failed, stopped or
 //! shutting down has a closed mailbox, which `send` reports as `mailbox-full`.
+//! The bounds of a call's outbox and of a plugin's timers are kept by
+//! [`crate::instance::txn`].
 
 use crate::bindings::mailbox::{Host, InstanceInfo, SendError};
 use crate::instance::HostState;
-use crate::instance::txn::Outgoing;
+use crate::instance::txn::{Outgoing, SendRefusal};
 use crate::state::now_ms;
 
 impl Host for HostState {
@@ -18,6 +20,12 @@ impl Host for HostState {
         };
         if message.len() as u64 > addr.max_message {
             return Ok(Err(SendError::TooLarge));
+        }
+        if !self
+            .txn
+            .outbox_has_room(message.len(), self.env.config.max_message)
+        {
+            return Ok(Err(SendError::MailboxFull));
         }
         let Ok(slot) = addr.mailbox.reserve() else {
             return Ok(Err(SendError::MailboxFull));
@@ -31,12 +39,23 @@ impl Host for HostState {
         delay_ms: u64,
         message: Vec<u8>,
     ) -> wasmtime::Result<Result<(), SendError>> {
-        if message.len() as u64 > self.env.config.max_message {
-            return Ok(Err(SendError::TooLarge));
-        }
-        let due = now_ms().saturating_add(delay_ms);
-        self.txn.send_after(&self.env.name, due, message);
-        Ok(Ok(()))
+        let env = &self.env;
+        let sent = self
+            .txn
+            .send_after(
+                &env.state,
+                &env.config.state,
+                env.config.max_message,
+                &env.name,
+                now_ms(),
+                delay_ms,
+                message,
+            )
+            .map_err(|e| wasmtime::Error::msg(format!("{e:#}")))?;
+        Ok(sent.map_err(|refusal| match refusal {
+            SendRefusal::Full => SendError::MailboxFull,
+            SendRefusal::TooLarge => SendError::TooLarge,
+        }))
     }
 
     fn self_info(&mut self) -> wasmtime::Result<InstanceInfo> {

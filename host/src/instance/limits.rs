@@ -1,11 +1,20 @@
-//! Per-store resource limits: linear memory (a grow past the plugin's limit traps
-//! with cause `memory-limit`), and the number of instances, memories and tables
-//! (interpreted guests hold several core instances; a guest that asks for more
-//! than these is refused at instantiation).
+//! Per-store resource limits, each a bound on the whole plugin instance, not
+//! on one of its parts (a component holds many core instances, each with its
+//! own memories and tables):
 //!
-//! Written by hand over wasmtime's `StoreLimits` because the host needs two
-//! things it does not give: the current memory size (for crash reports) and an
-//! error of our own type, so the crash is classified `memory-limit` exactly.
+//! - `memory` bounds the **sum** of the store's linear memories: a memory
+//!   created or grown past what the others leave traps with cause
+//!   `memory-limit`, at instantiation as well as during a call;
+//! - the table elements of all the store's tables together are bounded by
+//!   [`MAX_TABLE_ELEMENTS`];
+//! - the numbers of core instances, memories and tables by the constants
+//!   below (interpreted guests hold several core instances; a guest that asks
+//!   for more is refused at instantiation).
+//!
+//! Written by hand over wasmtime's `StoreLimits` because the host needs what
+//! it does not give: sums across memories and tables (`StoreLimits` bounds
+//! each one alone), the current memory size (for crash reports), and an error
+//! of our own type, so the crash is classified `memory-limit` exactly.
 
 use std::fmt;
 use wasmtime::ResourceLimiter;
@@ -16,14 +25,15 @@ pub const MAX_INSTANCES: usize = 64;
 pub const MAX_MEMORIES: usize = 64;
 /// Tables one store may hold.
 pub const MAX_TABLES: usize = 64;
-/// Elements one table may hold.
+/// Elements all the store's tables hold together (about 16 MiB of host
+/// memory at most).
 pub const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// The error a grow past the limit fails with.
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryLimitExceeded {
-    /// Bytes asked for.
-    pub desired: usize,
+    /// Bytes all the store's memories would hold.
+    pub desired: u64,
     /// The limit.
     pub limit: u64,
 }
@@ -32,7 +42,7 @@ impl fmt::Display for MemoryLimitExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "memory limit exceeded: a memory grew to {} bytes, past the plugin's limit of {} bytes (config key `memory`)",
+            "memory limit exceeded: the plugin's memories would hold {} bytes in all, past its limit of {} bytes (config key `memory`, the sum of all its linear memories)",
             self.desired, self.limit
         )
     }
@@ -46,14 +56,17 @@ pub struct Limits {
     memory_limit: u64,
     /// Sum of the current sizes of the store's memories, bytes.
     pub memory_bytes: u64,
+    /// Sum of the current sizes of the store's tables, elements.
+    table_elements: usize,
 }
 
 impl Limits {
-    /// Limits with `memory_limit` bytes per memory.
+    /// Limits with `memory_limit` bytes for all memories together.
     pub fn new(memory_limit: u64) -> Limits {
         Limits {
             memory_limit,
             memory_bytes: 0,
+            table_elements: 0,
         }
     }
 }
@@ -65,26 +78,34 @@ impl ResourceLimiter for Limits {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory_limit {
+        // `current` is 0 when a memory is created, so instantiation counts too.
+        let others = self.memory_bytes.saturating_sub(current as u64);
+        let total = others.saturating_add(desired as u64);
+        if total > self.memory_limit {
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
-                desired,
+                desired: total,
                 limit: self.memory_limit,
             }));
         }
         if maximum.is_some_and(|m| desired > m) {
             return Ok(false);
         }
-        self.memory_bytes = self.memory_bytes + desired as u64 - current as u64;
+        self.memory_bytes = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|m| desired <= m))
+        let total = (self.table_elements.saturating_sub(current)).saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS || maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
     }
 
     fn instances(&self) -> usize {
@@ -97,5 +118,35 @@ impl ResourceLimiter for Limits {
 
     fn memories(&self) -> usize {
         MAX_MEMORIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    /// Hole 1 of the adversarial run: many memories each just under
+    /// `memory` must not add up past it.
+    #[test]
+    fn hole01_memory_bounds_the_sum_of_all_memories() {
+        let mut l = Limits::new(64 << 20);
+        assert!(l.memory_growing(0, 60 * MIB, None).unwrap());
+        let err = l.memory_growing(0, 60 * MIB, None).unwrap_err();
+        assert!(err.is::<MemoryLimitExceeded>(), "{err}");
+        assert!(l.memory_growing(0, 4 * MIB, None).unwrap());
+        assert_eq!(l.memory_bytes, 64 << 20);
+        // Growing the first memory again counts it once, not twice.
+        assert!(l.memory_growing(60 * MIB, 61 * MIB, None).is_err());
+    }
+
+    #[test]
+    fn hole01_table_elements_are_bounded_across_tables() {
+        let mut l = Limits::new(64 << 20);
+        assert!(l.table_growing(0, MAX_TABLE_ELEMENTS - 10, None).unwrap());
+        assert!(!l.table_growing(0, 11, None).unwrap());
+        assert!(l.table_growing(0, 10, None).unwrap());
+        assert!(!l.table_growing(10, 11, None).unwrap());
     }
 }

@@ -88,15 +88,17 @@ impl PluginInstance {
         restarts: u32,
     ) -> Result<PluginInstance, Exit> {
         let config = env.config.clone();
-        let wasi = wasi::wasi_ctx(&config).map_err(|e| host_error(format!("{e:#}")))?;
+        let output = output::GuestOutput::new(config.output, env.output_dropped.clone());
+        let wasi = wasi::wasi_ctx(&config, &output).map_err(|e| host_error(format!("{e:#}")))?;
         let engine = compiled.component.engine().clone();
         let mut store = Store::new(
             &engine,
             HostState {
                 wasi,
+                output,
                 table: ResourceTable::new(),
                 limits: Limits::new(config.memory),
-                deadline: Instant::now() + config.timeout,
+                deadline: crate::config::instant_after(Instant::now(), config.timeout),
                 env,
                 txn: Txn::default(),
                 generation,
@@ -121,10 +123,10 @@ impl PluginInstance {
         let fuel = config.fuel.unwrap_or(u64::MAX);
         refuel(&mut store, fuel)?;
         store.set_epoch_deadline(1);
-        store.data_mut().deadline = Instant::now() + timeout;
+        store.data_mut().deadline = crate::config::instant_after(Instant::now(), timeout);
         let pre = compiled.pre.clone();
         let fut = AssertUnwindSafe(pre.instantiate_async(&mut store)).catch_unwind();
-        let result = tokio::time::timeout(timeout + TIMEOUT_GRACE, fut).await;
+        let result = tokio::time::timeout(timeout.saturating_add(TIMEOUT_GRACE), fut).await;
         let instance = match result {
             Ok(Ok(Ok(i))) => i,
             other => {
@@ -171,10 +173,10 @@ impl PluginInstance {
         let fuel = self.store.data().env.config.fuel.unwrap_or(u64::MAX);
         refuel(&mut self.store, fuel)?;
         self.store.set_epoch_deadline(1);
-        self.store.data_mut().deadline = Instant::now() + timeout;
+        self.store.data_mut().deadline = crate::config::instant_after(Instant::now(), timeout);
         self.store.data_mut().txn = Txn::default();
         let fut = AssertUnwindSafe(func.call_async(&mut self.store, params)).catch_unwind();
-        let result = tokio::time::timeout(timeout + TIMEOUT_GRACE, fut).await;
+        let result = tokio::time::timeout(timeout.saturating_add(TIMEOUT_GRACE), fut).await;
         let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         self.last_fuel_used = used;
         let mem = self.store.data().limits.memory_bytes;
@@ -275,12 +277,17 @@ fn host_error(message: String) -> Exit {
     })
 }
 
-fn host_panic(panic: &Box<dyn std::any::Any + Send>) -> Exit {
-    let what = panic
+/// What a caught panic says.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+fn host_panic(panic: &Box<dyn std::any::Any + Send>) -> Exit {
+    let what = panic_text(&**panic);
     tracing::error!(panic = %what, "host panicked while serving the plugin; contained");
     host_error(format!("host panicked while serving the call: {what}"))
 }

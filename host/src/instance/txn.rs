@@ -6,12 +6,37 @@
 //! change in usage and the messages to release after it is durable; when the call
 //! traps, times out or exits, the instance and its `Txn` are dropped, which
 //! discards the writes and frees every mailbox slot the outbox reserved.
+//!
+//! Bounds a guest meets here (DESIGN.md, "Decisions for the second wave"):
+//! a call's outbox (`send` and `send-after` together) holds at most
+//! [`MAX_OUTBOX_MESSAGES`] messages and [`OUTBOX_BYTES_PER_MAX_MESSAGE`] ×
+//! `max-message` bytes; a plugin holds at most [`MAX_TIMERS`] timers, whose
+//! messages count against `state.max-bytes`; a delay is at most
+//! [`MAX_DELAY_MS`]. Past them `send`/`send-after` are refused, never a crash.
 
 use crate::config::StateQuota;
 use crate::mailbox::Reservation;
 use crate::state::view::StateView;
 use crate::state::{Commit, Delta, TimerRecord, Usage, Write, fresh_id};
 use std::collections::BTreeMap;
+
+/// Messages one call may send (`send` and `send-after` together).
+pub const MAX_OUTBOX_MESSAGES: usize = 1024;
+/// A call's outbox holds at most this many times the plugin's `max-message` bytes.
+pub const OUTBOX_BYTES_PER_MAX_MESSAGE: u64 = 16;
+/// Durable timers one plugin may hold.
+pub const MAX_TIMERS: u64 = 10_000;
+/// The longest `send-after` delay: 366 days.
+pub const MAX_DELAY_MS: u64 = 366 * 24 * 60 * 60 * 1000;
+
+/// Why a `send` or `send-after` was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendRefusal {
+    /// An outbox or timer bound is reached (`mailbox-full`).
+    Full,
+    /// The message or delay is too large (`too-large`).
+    TooLarge,
+}
 
 /// A message a call sends, released only if the call commits.
 #[derive(Debug)]
@@ -33,8 +58,10 @@ pub struct Txn {
     writes: BTreeMap<(String, String), Option<Vec<u8>>>,
     outbox: Vec<Outgoing>,
     timers: Vec<TimerRecord>,
-    /// Change in keys and bytes against the view.
+    /// Change in keys, bytes and timers against the view.
     delta: Delta,
+    /// Bytes of the messages in the outbox and timers.
+    outbox_bytes: u64,
 }
 
 /// A call's transaction, ready to submit.
@@ -86,7 +113,7 @@ impl Txn {
             .map(|v| v.len());
         let change = Delta::of_write(key, old, value.as_ref().map(Vec::len));
         if change.keys > 0 || change.bytes > 0 {
-            let Usage { keys, bytes } = view.usage().map_err(WriteError::Backend)?;
+            let Usage { keys, bytes, .. } = view.usage().map_err(WriteError::Backend)?;
             let keys_after = keys as i64 + self.delta.keys + change.keys;
             let bytes_after = bytes as i64 + self.delta.bytes + change.bytes;
             if keys_after > quota.max_keys as i64 {
@@ -123,19 +150,59 @@ impl Txn {
         Ok(keys.into_iter().collect())
     }
 
-    /// Adds a message to the outbox.
+    /// Whether one more message of `len` bytes fits the call's outbox, for a
+    /// plugin whose `max-message` is `max_message`.
+    pub fn outbox_has_room(&self, len: usize, max_message: u64) -> bool {
+        let bytes = self.outbox_bytes.saturating_add(len as u64);
+        self.outbox.len() + self.timers.len() < MAX_OUTBOX_MESSAGES
+            && bytes <= max_message.saturating_mul(OUTBOX_BYTES_PER_MAX_MESSAGE)
+    }
+
+    /// Adds a message to the outbox; the caller checked
+    /// [`Txn::outbox_has_room`].
     pub fn send(&mut self, out: Outgoing) {
+        let Outgoing::Send { message, .. } = &out;
+        self.outbox_bytes = self.outbox_bytes.saturating_add(message.len() as u64);
         self.outbox.push(out);
     }
 
-    /// Schedules a durable timer, written with the commit.
-    pub fn send_after(&mut self, plugin: &str, due_ms: u64, message: Vec<u8>) {
+    /// Schedules a durable timer `delay_ms` from `now_ms`, written with the
+    /// commit, if it is within the bounds of the module doc and the plugin's
+    /// quota (`max_message` is its `max-message`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the plugin's bounds are read here, where the timer is made"
+    )]
+    pub fn send_after(
+        &mut self,
+        view: &StateView,
+        quota: &StateQuota,
+        max_message: u64,
+        plugin: &str,
+        now_ms: u64,
+        delay_ms: u64,
+        message: Vec<u8>,
+    ) -> anyhow::Result<Result<(), SendRefusal>> {
+        if message.len() as u64 > max_message || delay_ms > MAX_DELAY_MS {
+            return Ok(Err(SendRefusal::TooLarge));
+        }
+        if !self.outbox_has_room(message.len(), max_message) {
+            return Ok(Err(SendRefusal::Full));
+        }
+        let change = Delta::of_timer(message.len(), 1);
+        let after = view.usage()?.plus(self.delta).plus(change);
+        if after.timers > MAX_TIMERS || after.bytes > quota.max_bytes {
+            return Ok(Err(SendRefusal::Full));
+        }
+        self.delta += change;
+        self.outbox_bytes = self.outbox_bytes.saturating_add(message.len() as u64);
         self.timers.push(TimerRecord {
             id: fresh_id(),
             plugin: plugin.to_string(),
-            due_ms,
+            due_ms: now_ms.saturating_add(delay_ms),
             message,
         });
+        Ok(Ok(()))
     }
 
     /// The commit of this call (its writes and timers), its change in usage

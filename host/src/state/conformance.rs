@@ -37,7 +37,8 @@ async fn check(b: Arc<dyn StateBackend>) {
         b.usage("a").unwrap(),
         Usage {
             keys: 3,
-            bytes: 4 + 5 + 2
+            bytes: 4 + 5 + 2,
+            timers: 0,
         }
     );
 
@@ -53,7 +54,8 @@ async fn check(b: Arc<dyn StateBackend>) {
         b.usage("a").unwrap(),
         Usage {
             keys: 2,
-            bytes: 4 + 2
+            bytes: 4 + 2,
+            timers: 0,
         }
     );
 
@@ -67,10 +69,21 @@ async fn check(b: Arc<dyn StateBackend>) {
     }];
     b.commit(c).await.unwrap();
     assert_eq!(b.timers().unwrap().len(), 1);
+    // A timer counts in usage: one timer, its message's bytes.
+    assert_eq!(
+        b.usage("a").unwrap(),
+        Usage {
+            keys: 2,
+            bytes: 4 + 2 + 1,
+            timers: 1,
+        }
+    );
     let mut c = Commit::new("a");
     c.remove_timers = vec![7];
     b.commit(c).await.unwrap();
     assert!(b.timers().unwrap().is_empty());
+    assert_eq!(b.usage("a").unwrap().timers, 0);
+    assert_eq!(b.usage("a").unwrap().bytes, 4 + 2);
 
     // Bounded records, newest first.
     for id in 1..=5u64 {
@@ -80,6 +93,7 @@ async fn check(b: Arc<dyn StateBackend>) {
             id,
             body: vec![id as u8],
             keep: 3,
+            keep_bytes: 1 << 20,
         }];
         b.commit(c).await.unwrap();
     }
@@ -94,6 +108,25 @@ async fn check(b: Arc<dyn StateBackend>) {
     assert_eq!(b.record("a", RecordKind::Crash, 1).unwrap(), None, "pruned");
     assert_eq!(b.record("a", RecordKind::DeadLetter, 4).unwrap(), None);
     assert!(b.records("b", RecordKind::Crash, 0, 10).unwrap().is_empty());
+    // Records are bounded in bytes too; the newest is always kept.
+    for id in 1..=4u64 {
+        let mut c = Commit::new("a");
+        c.records = vec![Record {
+            kind: RecordKind::DeadLetter,
+            id,
+            body: vec![0; 40],
+            keep: 100,
+            keep_bytes: 100,
+        }];
+        b.commit(c).await.unwrap();
+    }
+    let ids: Vec<u64> = b
+        .records("a", RecordKind::DeadLetter, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(ids, [4, 3]);
 
     // Fencing: an older token is refused and changes nothing.
     let mut c = Commit::new("a");
@@ -178,4 +211,36 @@ async fn redb_group_commit_answers_every_waiter() {
         .map(|p| b.list_all(&format!("p{p}")).unwrap().len())
         .sum();
     assert_eq!(total, 200);
+}
+
+/// Hole 3 of the adversarial run: one plugin's storm of large commits made
+/// every other plugin's commit wait behind the whole backlog. The committer
+/// takes plugins in turns, so a calm plugin's commit goes in with the first
+/// group, long before the storm is through (first come, first served, it
+/// would come after at least 768 of the storm's 1,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole03_a_storm_of_commits_does_not_starve_another_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let b: Arc<dyn StateBackend> =
+        Arc::new(redb::RedbBackend::open(&dir.path().join("storm.redb")).unwrap());
+    let big = "x".repeat(64 << 10);
+    let storm: Vec<_> = (0..1000)
+        .map(|i| {
+            let mut c = Commit::new("storm");
+            c.writes = vec![set("default", &format!("k{i:04}"), &big)];
+            b.commit(c)
+        })
+        .collect();
+    let mut calm = Commit::new("calm");
+    calm.writes = vec![set("default", "k", "v")];
+    b.commit(calm).await.unwrap();
+    let storm_done = b.list_all("storm").unwrap().len();
+    assert!(
+        storm_done < 500,
+        "the calm plugin's commit waited for {storm_done} of the storm's 1,000"
+    );
+    for c in storm {
+        c.await.unwrap();
+    }
+    assert_eq!(b.list_all("storm").unwrap().len(), 1000);
 }

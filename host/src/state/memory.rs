@@ -70,13 +70,13 @@ impl MemoryBackend {
         for r in c.records {
             let kind = r.kind as u8;
             g.records.insert((c.plugin.clone(), kind, r.id), r.body);
-            let ids: Vec<u64> = g
+            let sizes: Vec<(u64, usize)> = g
                 .records
                 .range((c.plugin.clone(), kind, 0)..=(c.plugin.clone(), kind, u64::MAX))
-                .map(|((_, _, id), _)| *id)
+                .map(|((_, _, id), body)| (*id, body.len()))
                 .collect();
-            for id in ids.iter().take(ids.len().saturating_sub(r.keep)) {
-                g.records.remove(&(c.plugin.clone(), kind, *id));
+            for id in records_to_drop(&sizes, r.keep, r.keep_bytes) {
+                g.records.remove(&(c.plugin.clone(), kind, id));
             }
         }
         Ok(())
@@ -129,12 +129,14 @@ impl StateBackend for MemoryBackend {
 
     fn usage(&self, plugin: &str) -> Result<Usage> {
         let g = self.lock();
-        Ok(
-            Self::plugin_range(&g, plugin).fold(Usage::default(), |u, ((_, _, k), v)| Usage {
-                keys: u.keys + 1,
-                bytes: u.bytes + entry_size(k, v.len()),
-            }),
-        )
+        let kv = Self::plugin_range(&g, plugin)
+            .map(|((_, _, k), v)| Delta::of_write(k, None, Some(v.len())));
+        let timers = g
+            .timers
+            .values()
+            .filter(|t| t.plugin == plugin)
+            .map(|t| Delta::of_timer(t.message.len(), 1));
+        Ok(kv.chain(timers).fold(Usage::default(), Usage::plus))
     }
 
     fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>> {

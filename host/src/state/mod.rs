@@ -12,7 +12,8 @@
 //!   hosts refuses a commit whose token is older than the one it has seen, so a
 //!   host that lost ownership of a plugin cannot write. Single-host backends
 //!   record the highest token and enforce the same rule.
-//! - Commits are applied in the order they were submitted, and a commit with a
+//! - Each plugin's commits are applied in the order they were submitted (a
+//!   backend may interleave plugins for fairness), and a commit with a
 //!   [`Chain`] is refused when a chained commit of the same plugin that it may
 //!   have read from failed (see [`view`]): nothing durable rests on a write
 //!   that never was.
@@ -70,6 +71,26 @@ pub struct Record {
     pub body: Vec<u8>,
     /// How many records of this kind the plugin keeps.
     pub keep: usize,
+    /// How many bytes of records of this kind the plugin keeps (the newest
+    /// record is kept whatever its size).
+    pub keep_bytes: u64,
+}
+
+/// Of a plugin's records of one kind, `(id, body length)` in id order, the ids
+/// to drop so that the newest are kept within `keep` records and `keep_bytes`.
+pub(crate) fn records_to_drop(records: &[(u64, usize)], keep: usize, keep_bytes: u64) -> Vec<u64> {
+    let mut bytes = 0u64;
+    let mut kept = 0usize;
+    let mut drop = Vec::new();
+    for &(id, len) in records.iter().rev() {
+        bytes = bytes.saturating_add(len as u64);
+        if kept > 0 && (kept >= keep || bytes > keep_bytes) {
+            drop.push(id);
+        } else {
+            kept += 1;
+        }
+    }
+    drop
 }
 
 /// One transaction of one plugin: everything a call wrote, applied atomically.
@@ -139,6 +160,11 @@ impl Commit {
         }
     }
 
+    /// Whether applying it changes the plugin's [`Usage`].
+    pub fn changes_usage(&self) -> bool {
+        !(self.writes.is_empty() && self.add_timers.is_empty() && self.remove_timers.is_empty())
+    }
+
     /// Whether applying it would change nothing.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
@@ -149,13 +175,16 @@ impl Commit {
     }
 }
 
-/// What a plugin's committed state uses, for quotas.
+/// What a plugin's committed state uses, for quotas: its keys and values,
+/// and its durable timers, whose messages count in `bytes` too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Keys across all buckets.
     pub keys: u64,
-    /// Bytes of keys and values across all buckets.
+    /// Bytes of keys and values across all buckets, plus timer messages.
     pub bytes: u64,
+    /// Pending durable timers (`send-after`).
+    pub timers: u64,
 }
 
 /// A place to keep plugin state. See the module doc for the invariants.
@@ -230,8 +259,10 @@ pub(crate) fn entry_size(key: &str, value_len: usize) -> u64 {
 pub struct Delta {
     /// Change in the number of keys.
     pub keys: i64,
-    /// Change in bytes of keys and values.
+    /// Change in bytes of keys and values (and timer messages).
     pub bytes: i64,
+    /// Change in the number of timers.
+    pub timers: i64,
 }
 
 impl Delta {
@@ -242,6 +273,17 @@ impl Delta {
         Delta {
             keys: i64::from(new.is_some()) - i64::from(old.is_some()),
             bytes: size(new) - size(old),
+            timers: 0,
+        }
+    }
+
+    /// What adding (`sign` 1) or removing (`sign` -1) a timer whose message
+    /// has `message_len` bytes does to usage.
+    pub fn of_timer(message_len: usize, sign: i64) -> Delta {
+        Delta {
+            keys: 0,
+            bytes: sign * message_len as i64,
+            timers: sign,
         }
     }
 }
@@ -250,6 +292,7 @@ impl std::ops::AddAssign for Delta {
     fn add_assign(&mut self, other: Delta) {
         self.keys += other.keys;
         self.bytes += other.bytes;
+        self.timers += other.timers;
     }
 }
 
@@ -259,6 +302,7 @@ impl Usage {
         Usage {
             keys: self.keys.saturating_add_signed(delta.keys),
             bytes: self.bytes.saturating_add_signed(delta.bytes),
+            timers: self.timers.saturating_add_signed(delta.timers),
         }
     }
 }

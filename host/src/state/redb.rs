@@ -2,12 +2,20 @@
 //! commit.
 //!
 //! Reads open their own read transaction. Writes go through one committer
-//! thread: it takes every operation waiting on its channel (up to
-//! [`MAX_GROUP`]), applies them in one write transaction, commits it with one
-//! fsync, and only then answers each waiter. A commit refused on its own (an
-//! old fencing token, or a chain that reaches back to a failed commit) is
-//! answered with its error and left out of the group. The tables are opened
-//! once per group, not once per commit.
+//! thread: it takes every operation waiting on its channel, queues them per
+//! plugin, and makes a group by taking them in turns, one per plugin a round,
+//! up to [`MAX_GROUP`] operations and [`GROUP_BYTES`]; it applies the group in
+//! one write transaction, commits it with one fsync, and only then answers
+//! each waiter. Taking turns keeps each plugin's commits in order and means
+//! one plugin's storm of large commits (or of crash reports and dead letters)
+//! delays another plugin's commit by one group at most, not by the whole
+//! backlog. A commit refused on its own (an old fencing token, or a chain
+//! that reaches back to a failed commit) is answered with its error and left
+//! out of the group. The tables are opened once per group, not once per
+//! commit.
+//!
+//! The state file and the folder the host creates for it are owner-only
+//! ([`crate::private_files`]): they hold every plugin's state and crash data.
 
 use super::*;
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,13 +32,87 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Most operations applied in one write transaction.
 const MAX_GROUP: usize = 256;
+/// A group takes no more operations once it holds this many bytes.
+const GROUP_BYTES: u64 = 8 << 20;
 
 enum Op {
     Commit(Commit),
     Reset(String),
 }
 
+impl Op {
+    fn plugin(&self) -> &str {
+        match self {
+            Op::Commit(c) => &c.plugin,
+            Op::Reset(p) => p,
+        }
+    }
+
+    /// Roughly the bytes it writes.
+    fn size(&self) -> u64 {
+        let Op::Commit(c) = self else { return 0 };
+        let writes = c.writes.iter().map(|w| {
+            entry_size(&w.key, w.value.as_ref().map_or(0, Vec::len)) + w.bucket.len() as u64
+        });
+        let timers = c.add_timers.iter().map(|t| t.message.len() as u64);
+        let records = c.records.iter().map(|r| r.body.len() as u64);
+        writes.chain(timers).chain(records).sum()
+    }
+}
+
 type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// Operations waiting for the committer, queued per plugin and taken in
+/// turns (see the module doc).
+#[derive(Default)]
+struct Queues {
+    by_plugin: HashMap<String, std::collections::VecDeque<(Op, Waiter)>>,
+    /// Plugins with queued operations, in the order of their next turn.
+    turns: std::collections::VecDeque<String>,
+}
+
+impl Queues {
+    fn push(&mut self, item: (Op, Waiter)) {
+        let plugin = item.0.plugin();
+        let queue = match self.by_plugin.get_mut(plugin) {
+            Some(q) => q,
+            None => {
+                self.turns.push_back(plugin.to_string());
+                self.by_plugin.entry(plugin.to_string()).or_default()
+            }
+        };
+        queue.push_back(item);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
+    /// The next group: one operation per plugin a round, up to
+    /// [`MAX_GROUP`] operations and [`GROUP_BYTES`] (at least one).
+    fn group(&mut self) -> Vec<(Op, Waiter)> {
+        let mut group = Vec::new();
+        let mut bytes = 0u64;
+        while group.len() < MAX_GROUP && bytes < GROUP_BYTES {
+            let Some(plugin) = self.turns.pop_front() else {
+                break;
+            };
+            let Some(queue) = self.by_plugin.get_mut(&plugin) else {
+                continue;
+            };
+            if let Some(item) = queue.pop_front() {
+                bytes = bytes.saturating_add(item.0.size());
+                group.push(item);
+            }
+            if queue.is_empty() {
+                self.by_plugin.remove(&plugin);
+            } else {
+                self.turns.push_back(plugin);
+            }
+        }
+        group
+    }
+}
 
 /// See the module doc.
 pub struct RedbBackend {
@@ -45,10 +127,12 @@ impl RedbBackend {
     /// Opens (or creates) the state file at `path`, creating its folder.
     pub fn open(path: &Path) -> Result<RedbBackend> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
+            crate::private_files::create_dir(parent)
                 .with_context(|| format!("failed to create state folder {}", parent.display()))?;
         }
-        let db = Database::create(path).map_err(|e| {
+        let file = crate::private_files::open(path, false)
+            .with_context(|| format!("failed to open state file {}", path.display()))?;
+        let db = Database::builder().create_file(file).map_err(|e| {
             anyhow!(
                 "failed to open state file {}: {e} (is another wasm-sup using it? stop it or pass --state PATH)",
                 path.display()
@@ -119,6 +203,17 @@ impl RedbBackend {
             u.keys += 1;
             u.bytes += entry_size(key, v.value().len());
         }
+        // Timers are keyed by id: a plugin's are found by a scan, once per
+        // plugin (the figure is cached and kept by deltas after that).
+        let t = r.open_table(TIMERS)?;
+        for item in t.iter()? {
+            let (_, v) = item?;
+            let (p, _, message) = v.value();
+            if p == plugin {
+                u.timers += 1;
+                u.bytes += message.len() as u64;
+            }
+        }
         Ok(u)
     }
 }
@@ -150,14 +245,18 @@ fn committer(
     rx: mpsc::Receiver<(Op, Waiter)>,
 ) {
     let mut failures = Failures::default();
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
+    let mut queues = Queues::default();
+    loop {
+        if queues.is_empty() {
+            match rx.recv() {
+                Ok(item) => queues.push(item),
+                Err(_) => return,
             }
         }
+        while let Ok(item) = rx.try_recv() {
+            queues.push(item);
+        }
+        let group = queues.group();
         let (ops, waiters): (Vec<Op>, Vec<Waiter>) = group.into_iter().unzip();
         // Each chained commit's plugin and chain, recorded if the group fails.
         let chains: Vec<Option<(String, Chain)>> = ops
@@ -279,13 +378,19 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>
         }
     }
     for id in &c.remove_timers {
-        t.timers.remove(*id)?;
+        let removed = t.timers.remove(*id)?.map(|g| g.value().2.len());
+        if let (Some(delta), Some(len)) = (delta.as_mut(), removed) {
+            *delta += Delta::of_timer(len, -1);
+        }
     }
     for tm in &c.add_timers {
         t.timers.insert(
             tm.id,
             (tm.plugin.as_str(), tm.due_ms, tm.message.as_slice()),
         )?;
+        if let Some(delta) = delta.as_mut() {
+            *delta += Delta::of_timer(tm.message.len(), 1);
+        }
     }
     for (kind, id) in &c.remove_records {
         t.records.remove((p, *kind as u8, *id))?;
@@ -293,13 +398,13 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>
     for r in &c.records {
         let kind = r.kind as u8;
         t.records.insert((p, kind, r.id), r.body.as_slice())?;
-        let ids: Vec<u64> = t
+        let sizes: Vec<(u64, usize)> = t
             .records
             .range((p, kind, 0)..=(p, kind, u64::MAX))?
-            .map(|item| item.map(|(k, _)| k.value().2))
+            .map(|item| item.map(|(k, v)| (k.value().2, v.value().len())))
             .collect::<Result<_, _>>()?;
-        for id in ids.iter().take(ids.len().saturating_sub(r.keep)) {
-            t.records.remove((p, kind, *id))?;
+        for id in records_to_drop(&sizes, r.keep, r.keep_bytes) {
+            t.records.remove((p, kind, id))?;
         }
     }
     Ok(())
@@ -421,5 +526,20 @@ impl StateBackend for RedbBackend {
 
     fn close(&self) {
         self.shut();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::private_files::{DIR_MODE, FILE_MODE, mode};
+
+    #[test]
+    fn hole12_the_state_file_and_its_folder_are_owner_only() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join(".wasm-sup/state.redb");
+        let backend = super::RedbBackend::open(&path).unwrap();
+        assert_eq!(mode(&path).unwrap(), FILE_MODE);
+        assert_eq!(mode(path.parent().unwrap()).unwrap(), DIR_MODE);
+        drop(backend);
     }
 }

@@ -17,8 +17,9 @@
 //! - A failed commit empties the view (pending writes and usage): the worker
 //!   resolves every commit in flight before its next call, and usage is read
 //!   again from committed state.
-//! - Usage is loaded from the backend only while no pending commit carries
-//!   writes, so the figure never counts a write twice or misses one.
+//! - Usage is loaded from the backend only while no pending commit changes
+//!   it (writes, timers added or removed), so the figure never counts a
+//!   change twice or misses one.
 //! - Only the plugin's worker writes through its view, one call at a time;
 //!   admin reads go to the backend and see committed state only.
 
@@ -146,7 +147,7 @@ impl StateView {
             return (0, Box::pin(async { Ok(()) }));
         }
         let mut g = self.lock();
-        let usage = if commit.writes.is_empty() {
+        let usage = if !commit.changes_usage() {
             g.usage
         } else {
             // Load before anything is pending (see the module doc).
@@ -286,7 +287,11 @@ mod tests {
     #[tokio::test]
     async fn pending_writes_are_read_before_they_are_durable_and_then_from_the_backend() {
         let (b, view) = held();
-        let one = Delta { keys: 1, bytes: 2 };
+        let one = Delta {
+            keys: 1,
+            bytes: 2,
+            timers: 0,
+        };
         let (s1, d1) = view.submit(write("a", Some("1")), one);
         let (s2, d2) = view.submit(write("b", Some("2")), one);
         let (s3, d3) = view.submit(
@@ -294,6 +299,7 @@ mod tests {
             Delta {
                 keys: -1,
                 bytes: -2,
+                timers: 0,
             },
         );
         assert_eq!(view.get("default", "a").unwrap(), None);
@@ -305,7 +311,14 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b"]
         );
-        assert_eq!(view.usage().unwrap(), Usage { keys: 1, bytes: 2 });
+        assert_eq!(
+            view.usage().unwrap(),
+            Usage {
+                keys: 1,
+                bytes: 2,
+                timers: 0
+            }
+        );
         assert_eq!(
             b.inner.get("p", "default", "b").unwrap(),
             None,
@@ -332,8 +345,22 @@ mod tests {
         let view = StateView::new("p", backend.clone());
         let mut first = write("a", Some("1"));
         first.fence = Some(1);
-        let (s1, d1) = view.submit(first, Delta { keys: 1, bytes: 2 });
-        let (s2, d2) = view.submit(write("b", Some("2")), Delta { keys: 1, bytes: 2 });
+        let (s1, d1) = view.submit(
+            first,
+            Delta {
+                keys: 1,
+                bytes: 2,
+                timers: 0,
+            },
+        );
+        let (s2, d2) = view.submit(
+            write("b", Some("2")),
+            Delta {
+                keys: 1,
+                bytes: 2,
+                timers: 0,
+            },
+        );
         assert!(d1.await.is_err());
         view.settle(s1, false);
         let refused = d2.await.unwrap_err().to_string();
@@ -341,20 +368,41 @@ mod tests {
         view.settle(s2, false);
         assert_eq!(backend.get("p", "default", "b").unwrap(), None);
         // A commit made after the failure was seen is accepted.
-        let (s3, d3) = view.submit(write("c", Some("3")), Delta { keys: 1, bytes: 2 });
+        let (s3, d3) = view.submit(
+            write("c", Some("3")),
+            Delta {
+                keys: 1,
+                bytes: 2,
+                timers: 0,
+            },
+        );
         d3.await.unwrap();
         view.settle(s3, true);
         assert_eq!(
             backend.get("p", "default", "c").unwrap(),
             Some(b"3".to_vec())
         );
-        assert_eq!(view.usage().unwrap(), Usage { keys: 1, bytes: 2 });
+        assert_eq!(
+            view.usage().unwrap(),
+            Usage {
+                keys: 1,
+                bytes: 2,
+                timers: 0
+            }
+        );
     }
 
     #[tokio::test]
     async fn a_failure_empties_the_view() {
         let (b, view) = held();
-        let (s1, d1) = view.submit(write("a", Some("1")), Delta { keys: 1, bytes: 2 });
+        let (s1, d1) = view.submit(
+            write("a", Some("1")),
+            Delta {
+                keys: 1,
+                bytes: 2,
+                timers: 0,
+            },
+        );
         assert_eq!(view.get("default", "a").unwrap(), Some(b"1".to_vec()));
         b.release(true);
         assert!(d1.await.is_err());

@@ -16,6 +16,7 @@ pub mod budget;
 mod coredumps;
 mod groups;
 mod health;
+mod loading;
 mod pipeline;
 pub mod policy;
 pub mod rollback;
@@ -207,6 +208,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     budget: Arc<budget::Budget>,
     groups: Arc<groups::Groups>,
+    /// The startup load, while it runs.
+    loading: Mutex<loading::Loading>,
 }
 
 /// Why a message was not accepted.
@@ -281,6 +284,7 @@ impl SupervisorHandle {
             metrics: Arc::new(Metrics::new()),
             budget,
             groups: Arc::new(groups),
+            loading: Mutex::new(loading::Loading::idle()),
         });
         tokio::spawn(groups::run(jobs, Arc::downgrade(&shared)));
         Ok(SupervisorHandle { shared })
@@ -338,6 +342,12 @@ impl SupervisorHandle {
             config: config.clone(),
             state: Arc::new(StateView::new(&name, self.shared.backend.clone())),
             directory: self.shared.directory.clone(),
+            output_dropped: self
+                .shared
+                .metrics
+                .guest_output_dropped
+                .get_or_create(&Metrics::plugin(&name))
+                .clone(),
         });
         self.shared.directory.insert(
             &name,
@@ -394,7 +404,7 @@ impl SupervisorHandle {
         name: &str,
         message: Vec<u8>,
     ) -> Result<(oneshot::Receiver<Outcome>, Duration), SendRefused> {
-        let slot = self.slot(name).ok_or(SendRefused::NoSuchPlugin)?;
+        let slot = self.slot(name).ok_or_else(|| self.no_worker(name))?;
         let config = lock(&slot.config).clone();
         if message.len() as u64 > config.max_message {
             return Err(SendRefused::TooLarge {
@@ -508,7 +518,8 @@ impl SupervisorHandle {
     /// Asks a worker to stop within its shutdown timeout, then ends its task.
     async fn stop_worker(&self, name: &str, slot: &Slot) {
         let (tx, rx) = oneshot::channel();
-        let deadline = Instant::now() + lock(&slot.config).shutdown_timeout;
+        let deadline =
+            crate::config::instant_after(Instant::now(), lock(&slot.config).shutdown_timeout);
         if slot.control.send(Control::Shutdown(deadline, tx)).is_ok()
             && tokio::time::timeout_at(deadline.into(), rx).await.is_err()
         {
@@ -560,6 +571,53 @@ impl SupervisorHandle {
         out
     }
 
+    /// Why a message for `name`, which has no worker, is refused: 503
+    /// `loading` while it may still be loaded at startup, else 404.
+    fn no_worker(&self, name: &str) -> SendRefused {
+        let loading = lock(&self.shared.loading);
+        if !loading.holds(name) {
+            return SendRefused::NoSuchPlugin;
+        }
+        let reason = match loading.progress() {
+            Some((done, total)) if total > 0 => {
+                format!("the host is still loading its plugins ({done}/{total} loaded)")
+            }
+            _ => "the host is still loading its plugins".to_string(),
+        };
+        SendRefused::Unavailable(Outcome::Unavailable {
+            status: "loading".into(),
+            reason,
+            retry_after: Some(loading::RETRY_AFTER),
+        })
+    }
+
+    /// The startup load begins: until [`SupervisorHandle::end_loading`],
+    /// `/readyz` says `loading` and messages for plugins not yet started get
+    /// 503 `loading`.
+    pub fn begin_loading(&self) {
+        lock(&self.shared.loading).begin();
+    }
+
+    /// The plugins the startup load found in the folder.
+    pub fn loading_found(&self, names: impl IntoIterator<Item = String>) {
+        lock(&self.shared.loading).found(names);
+    }
+
+    /// One plugin of the startup load was started or refused.
+    pub fn loaded_one(&self, name: &str) {
+        lock(&self.shared.loading).done_with(name);
+    }
+
+    /// The startup load is over.
+    pub fn end_loading(&self) {
+        lock(&self.shared.loading).end();
+    }
+
+    /// `(loaded, total)` while the startup load runs.
+    pub fn loading(&self) -> Option<(usize, usize)> {
+        lock(&self.shared.loading).progress()
+    }
+
     /// Queues a message nobody waits for (a replayed dead letter).
     pub fn enqueue(&self, name: &str, message: Vec<u8>) -> Result<(), SendRefused> {
         let slot = self.slot(name).ok_or(SendRefused::NoSuchPlugin)?;
@@ -609,7 +667,7 @@ impl SupervisorHandle {
     /// Whether every permanent plugin is running. Cheap (no plugin's info is
     /// copied): load balancers and the benchmarks poll it often.
     pub fn ready(&self) -> bool {
-        if self.shared.shutting_down.load(Ordering::SeqCst) {
+        if self.shared.shutting_down.load(Ordering::SeqCst) || self.loading().is_some() {
             return false;
         }
         let plugins = self

@@ -44,9 +44,11 @@ use crate::compile::Compiled;
 use crate::config::PluginConfig;
 use crate::crash::{Cause, Crash, CrashReport, DeadLetter, Exit, MessageInfo};
 use crate::instance::txn::{Finished, Outgoing};
-use crate::instance::{PluginEnv, PluginInstance};
+use crate::instance::{PluginEnv, PluginInstance, panic_text};
 use crate::mailbox::{Address, Envelope, Mailbox, Outcome, Source};
-use crate::state::{Commit, Record, RecordKind, TimerRecord, fresh_id, now_ms};
+use crate::state::{Commit, Delta, Record, RecordKind, TimerRecord, fresh_id, now_ms};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -227,10 +229,53 @@ impl Worker {
 
     pub(super) async fn run(mut self) {
         loop {
-            // Each step runs in the span of the current instance.
+            // Each step runs in the span of the current instance. A panic
+            // anywhere in it (guest calls catch their own) is this plugin's
+            // `host-error` crash, never the end of its task.
             let span = self.span.clone();
-            if let Flow::Exit = self.step().instrument(span).await {
+            let step = AssertUnwindSafe(self.step().instrument(span.clone()))
+                .catch_unwind()
+                .await;
+            let flow = match step {
+                Ok(flow) => flow,
+                Err(panic) => {
+                    let what = panic_text(&*panic);
+                    self.after_panic(what).instrument(span).await
+                }
+            };
+            if let Flow::Exit = flow {
                 return;
+            }
+        }
+    }
+
+    /// A step panicked outside a guest call: the instance is dropped and the
+    /// panic is handled as a `host-error` crash under the restart policy. A
+    /// second panic while doing so leaves the plugin `failed` (its mailbox
+    /// closed and answered), so its status never claims a task that is gone.
+    async fn after_panic(&mut self, what: String) -> Flow {
+        tracing::error!(panic = %what, "the plugin's task panicked outside a guest call; contained as a host-error crash");
+        self.instance = None;
+        let exit = host_error(anyhow::anyhow!(
+            "host panicked in the plugin's task: {what}"
+        ));
+        match AssertUnwindSafe(self.after_exit(exit, "task", None))
+            .catch_unwind()
+            .await
+        {
+            Ok(flow) => flow,
+            Err(again) => {
+                let again = panic_text(&*again);
+                let reason = format!(
+                    "host panicked twice in the plugin's task ({what}; then {again}): start it again with `wasm-sup start {}`",
+                    self.env.name
+                );
+                tracing::error!("{reason}");
+                self.instance = None;
+                self.retry_at = None;
+                self.parked = true;
+                self.close(Status::Failed, reason);
+                Flow::Continue
             }
         }
     }
@@ -285,7 +330,10 @@ impl Worker {
     async fn probe(&mut self) -> Flow {
         self.settle_all().await;
         let policy = self.env.config.health.clone();
-        self.next_probe = Some(Instant::now() + policy.interval);
+        self.next_probe = Some(crate::config::instant_after(
+            Instant::now(),
+            policy.interval,
+        ));
         let Some(inst) = self.instance.as_mut() else {
             return Flow::Continue;
         };
@@ -343,9 +391,9 @@ impl Worker {
             return Flow::Continue;
         };
         let now = Instant::now();
-        let mut next = self.next_tick.unwrap_or(now) + interval;
+        let mut next = crate::config::instant_after(self.next_tick.unwrap_or(now), interval);
         while next <= now {
-            next += interval;
+            next = crate::config::instant_after(next, interval);
         }
         self.next_tick = Some(next);
         self.deliver(Envelope::new(TICK.to_vec(), Source::Tick, None))
@@ -374,7 +422,10 @@ impl Worker {
             }
             Control::Hold(done) => {
                 if !self.parked {
-                    let deadline = Instant::now() + self.env.config.shutdown_timeout;
+                    let deadline = crate::config::instant_after(
+                        Instant::now(),
+                        self.env.config.shutdown_timeout,
+                    );
                     self.stop_instance(deadline).await;
                     self.held = true;
                     self.set_status(Status::Starting, Some("restarting with its group".into()));
@@ -402,7 +453,8 @@ impl Worker {
                 let _ = done.send(Ok(()));
             }
             Control::Restart(done) => {
-                let deadline = Instant::now() + self.env.config.shutdown_timeout;
+                let deadline =
+                    crate::config::instant_after(Instant::now(), self.env.config.shutdown_timeout);
                 self.stop_instance(deadline).await;
                 self.breaker.reset();
                 self.unpark();
@@ -439,7 +491,8 @@ impl Worker {
 
     /// Stops gracefully and parks as `stopped` for `reason`.
     async fn stop_for(&mut self, reason: String) {
-        let deadline = Instant::now() + self.env.config.shutdown_timeout;
+        let deadline =
+            crate::config::instant_after(Instant::now(), self.env.config.shutdown_timeout);
         self.stop_instance(deadline).await;
         tracing::info!("plugin stopped: {reason}");
         self.close(Status::Stopped, reason);
@@ -453,7 +506,8 @@ impl Worker {
             tracing::info!("the file holds the version running: nothing to upgrade");
             return;
         }
-        let deadline = Instant::now() + self.env.config.shutdown_timeout;
+        let deadline =
+            crate::config::instant_after(Instant::now(), self.env.config.shutdown_timeout);
         self.stop_instance(deadline).await;
         let failed = lock(&self.info).status == Status::Failed;
         let probation = self.env.config.upgrade_probation;
@@ -537,6 +591,7 @@ impl Worker {
             config: config.clone(),
             state: self.env.state.clone(),
             directory: self.env.directory.clone(),
+            output_dropped: self.env.output_dropped.clone(),
         });
         self.tracker.set_policy(config.restart.clone());
         self.breaker.set_policy(&config.restart);
@@ -647,8 +702,12 @@ impl Worker {
                 self.next_probe = self
                     .compiled
                     .check
-                    .map(|_| now + self.env.config.health.interval);
-                self.next_tick = self.env.config.tick.map(|t| now + t);
+                    .map(|_| crate::config::instant_after(now, self.env.config.health.interval));
+                self.next_tick = self
+                    .env
+                    .config
+                    .tick
+                    .map(|t| crate::config::instant_after(now, t));
                 self.probes.reset();
                 self.instance = Some(inst);
                 self.started_ok = true;
@@ -669,6 +728,10 @@ impl Worker {
             return Flow::Continue;
         };
         env.attempts += 1;
+        #[cfg(test)]
+        if env.message == TEST_PANIC {
+            panic!("worker panic requested by a unit test");
+        }
         let started = Instant::now();
         let handled = inst.handle(&env.message).await;
         self.calls
@@ -676,13 +739,24 @@ impl Worker {
             .observe(started.elapsed().as_secs_f64());
         self.calls.fuel.inc_by(inst.last_fuel_used());
         self.calls.memory.set(inst.memory_bytes() as i64);
+        // An `Err` reason is bounded by `max-reply` exactly like a reply
+        // (DESIGN.md, refinement 10).
+        let answer_len = match &handled {
+            Ok(Ok(reply)) => reply.len(),
+            Ok(Err(reason)) => reason.len(),
+            Err(_) => 0,
+        };
         let result = match handled {
-            Ok(Ok(reply)) if reply.len() as u64 > self.env.config.max_reply => {
+            Ok(answer) if answer_len as u64 > self.env.config.max_reply => {
+                let what = if answer.is_ok() {
+                    "reply"
+                } else {
+                    "Err reason"
+                };
                 Err(Exit::Crashed(Crash {
                     cause: Cause::ReplyTooLarge,
                     message: format!(
-                        "reply of {} bytes is larger than max-reply ({} bytes)",
-                        reply.len(),
+                        "{what} of {answer_len} bytes is larger than max-reply ({} bytes)",
                         self.env.config.max_reply
                     ),
                     backtrace: Vec::new(),
@@ -699,6 +773,7 @@ impl Worker {
                 let mut done = inst.take_txn().into_commit(&self.env.name);
                 if let Source::Timer(id) = env.source {
                     done.commit.remove_timers.push(id);
+                    done.delta += Delta::of_timer(env.message.len(), -1);
                 }
                 let timers = done.commit.add_timers.clone();
                 let nothing_to_commit = done.commit.is_empty();
@@ -981,7 +1056,7 @@ impl Worker {
                     let cause = exit.crash().map_or("normal-exit", |c| c.cause.as_str());
                     tracing::info!(cause, delay = ?delay, restarts = self.restarts, "restarting plugin");
                     if !delay.is_zero() {
-                        lock(&self.info).retry_at = Some(now + delay);
+                        lock(&self.info).retry_at = Some(crate::config::instant_after(now, delay));
                         self.set_status(Status::Backoff, None);
                     } else {
                         lock(&self.info).restarts = self.restarts;
@@ -1080,7 +1155,7 @@ impl Worker {
     fn open_breaker(&mut self, now: Instant, mut reason: String) -> String {
         match self.breaker.open() {
             Some(cooldown) => {
-                self.retry_at = Some(now + cooldown);
+                self.retry_at = Some(crate::config::instant_after(now, cooldown));
                 reason.push_str(&format!("; next attempt in {cooldown:?} (cooldown)"));
             }
             None => self.retry_at = None,
@@ -1118,13 +1193,13 @@ impl Worker {
         decision: &Decision,
     ) -> u64 {
         let id = fresh_id();
+        let message = crash.kept_message();
         tracing::warn!(
             cause = %crash.cause,
             call,
             generation = self.generation,
             decision = %decision.describe(),
-            "plugin crashed: {}",
-            crash.message
+            "plugin crashed: {message}"
         );
         let mut report = CrashReport {
             id,
@@ -1132,8 +1207,8 @@ impl Worker {
             generation: self.generation,
             cause: crash.cause,
             call: call.to_string(),
-            message: crash.message.clone(),
-            backtrace: crash.backtrace.clone(),
+            message,
+            backtrace: crash.kept_backtrace(),
             fuel_used: crash.fuel_used,
             memory_bytes: crash.memory_bytes,
             handling: env.map(|e| MessageInfo::of(&e.message, e.attempts)),
@@ -1163,6 +1238,7 @@ impl Worker {
                 id,
                 body: serde_json::to_vec(&report).expect("a crash report serializes"),
                 keep,
+                keep_bytes: CRASH_REPORT_BYTES,
             });
             if let Err(e) = backend.commit(commit).await {
                 tracing::error!("failed to store crash report {id}: {e:#}");
@@ -1188,12 +1264,22 @@ impl Worker {
             id,
             body: serde_json::to_vec(&letter).expect("a dead letter serializes"),
             keep: self.keep_dead_letters,
+            keep_bytes: self.env.config.state.max_bytes,
         });
+        let mut delta = Delta::default();
         if let Source::Timer(t) = env.source {
             commit.remove_timers.push(t);
+            delta = Delta::of_timer(env.message.len(), -1);
         }
         tracing::warn!(dead_letter = id, attempts = env.attempts, causes = ?env.causes, "message dead-lettered");
-        if let Err(e) = self.env.state.backend().commit(commit).await {
+        // Through the plugin's view: a timer it removes changes the usage
+        // the view keeps.
+        let done = Finished {
+            commit,
+            delta,
+            outbox: Vec::new(),
+        };
+        if let Err(e) = self.commit_and_release(done).await {
             tracing::error!("failed to store dead letter {id}: {e:#}");
         }
         self.count("dead-lettered");
@@ -1206,7 +1292,7 @@ impl Worker {
 fn ending_text(exit: &Exit) -> String {
     match exit {
         Exit::Normal => "normal exit".to_string(),
-        Exit::Crashed(c) => format!("{}: {}", c.cause, c.message),
+        Exit::Crashed(c) => format!("{}: {}", c.cause, c.kept_message()),
     }
 }
 
@@ -1255,6 +1341,15 @@ pub(super) fn close_mailbox(
         answer_unavailable(env, status, reason, retry_after, timers, plugin);
     }
 }
+
+/// A message that makes the worker panic outside the guest call (unit tests).
+#[cfg(test)]
+pub(super) const TEST_PANIC: &[u8] = b"wasm-sup-test-worker-panic";
+
+/// Bytes of crash reports a plugin keeps at most (besides `[host]
+/// crash-reports`, their number): each report is small, but a guest chooses
+/// the names in its backtrace.
+const CRASH_REPORT_BYTES: u64 = 16 << 20;
 
 /// The message a `tick` delivers.
 pub(super) const TICK: &[u8] = b"tick";

@@ -126,7 +126,8 @@ impl Folder {
     }
 
     /// The startup load: every plugin in DIR, compiled (or taken from the
-    /// cache) two at a time and started in name order. An invalid `NAME.toml`
+    /// cache) on half the cores and started in name order; the supervisor
+    /// tells senders and `/readyz` how far it got. An invalid `NAME.toml`
     /// is an error; an invalid component is refused and the others start.
     pub async fn load_all(&mut self, config: &Config) -> Result<Vec<Refused>> {
         let discovery::Discovered {
@@ -144,6 +145,7 @@ impl Folder {
         }
         // Start order: the supervision tree's (groups in declared order).
         let names: Vec<String> = specs.iter().map(|s| s.0.name.clone()).collect();
+        self.supervisor.loading_found(names.iter().cloned());
         let rank: std::collections::HashMap<String, usize> = self
             .supervisor
             .start_order_of(&names)
@@ -152,7 +154,9 @@ impl Folder {
             .map(|(i, n)| (n, i))
             .collect();
         specs.sort_by_key(|s| rank.get(&s.0.name).copied());
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Half the cores compile (each compile is parallel itself), so a
+        // start burst leaves room for the admin API and the plugins that run.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         let total = specs.len();
         let mut progress = progress::Progress::new(total);
         let (mut shared, mut cached, mut compiled) = (0, 0, 0);
@@ -182,6 +186,7 @@ impl Folder {
                             path: spec.path.clone(),
                             reason: why,
                         });
+                        self.supervisor.loaded_one(&spec.name);
                         continue;
                     }
                     self.note_load(&spec.name, &loaded);
@@ -212,7 +217,9 @@ impl Folder {
                         .insert(spec.name.clone(), unloaded(found.signature));
                 }
             }
+            self.supervisor.loaded_one(&spec.name);
         }
+        self.supervisor.end_loading();
         let took = progress.elapsed();
         drop(progress);
         for r in &refused {

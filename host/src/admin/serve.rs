@@ -1,0 +1,83 @@
+//! Serving the admin API with the bounds of DESIGN.md ("Decisions for the
+//! second wave"): [`HEADER_TIMEOUT`] to read a request's headers,
+//! [`BODY_TIMEOUT`] for its body, at most [`MAX_CONNECTIONS`] connections at
+//! once (more wait in the listener's backlog), no rate limiting. A client that
+//! sends slowly or holds connections open cannot take the API from the
+//! others or hold host memory for long.
+//!
+//! `axum::serve` sets none of these, so connections are served here with
+//! hyper's HTTP/1 connection builder, which has the header timeout; the body
+//! timeout is a middleware around the router.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Time to read a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to read a request's body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Serves `app` on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, app: Router) {
+    let app = app.layer(axum::middleware::from_fn(read_body_in_time));
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!("admin API: accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reads the whole body within [`BODY_TIMEOUT`] (408 when it does not
+/// arrive), then hands the request on; a body over the router's limit gets 413.
+async fn read_body_in_time(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, super::router::MAX_BODY_BYTES);
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => super::router::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body not read: {e} (at most {} bytes)",
+                super::router::MAX_BODY_BYTES
+            ),
+        ),
+        Err(_) => super::router::error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
+        ),
+    }
+}
