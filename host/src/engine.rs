@@ -104,8 +104,7 @@ pub const POOL_INSTANCE_BYTES: usize = 1 << 22;
 
 /// Why a component does not fit the pool, when `e` (from compiling or
 /// deserializing it) is wasmtime's refusal of its per-module limits: the
-/// limit it exceeds, wasmtime's detail, and the fix. `None` for any other
-/// error.
+/// limit it exceeds and wasmtime's detail. `None` for any other error.
 pub fn pool_misfit(e: &anyhow::Error) -> Option<String> {
     if !e
         .chain()
@@ -155,32 +154,35 @@ pub fn pool_misfit(e: &anyhow::Error) -> Option<String> {
         .map_or("per-module limits".to_string(), |(_, l)| {
             format!("limit of {l}")
         });
-    Some(format!(
-        "exceeds the instance pool's {limit} ({detail}): set `[host] instance-pool = 0` in wasm-sup.toml to allocate instances on demand, which has no per-module limits"
-    ))
+    Some(format!("exceeds the instance pool's {limit} ({detail})"))
 }
 
-/// Increments the engine's epoch every tick, on its own thread, until dropped.
+/// Increments the epoch of every engine it serves every tick, on its own
+/// thread, until dropped: one ticker for all the host's engines.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    /// Starts ticking `engine` every `tick`.
-    pub fn start(engine: &Engine, tick: Duration) -> Result<EpochTicker> {
+    /// Starts ticking `engines` every `tick`.
+    pub fn start(engines: &[&Engine], tick: Duration) -> Result<EpochTicker> {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let engine = engine.weak();
+            let engines: Vec<_> = engines.iter().map(|e| e.weak()).collect();
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("wasm-sup-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(tick);
-                        match engine.upgrade() {
-                            Some(e) => e.increment_epoch(),
-                            None => break,
+                        let mut alive = false;
+                        for engine in engines.iter().filter_map(|e| e.upgrade()) {
+                            engine.increment_epoch();
+                            alive = true;
+                        }
+                        if !alive {
+                            break;
                         }
                     }
                 })

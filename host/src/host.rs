@@ -103,23 +103,26 @@ async fn start_loaded(
             "[host] fuel-metering = false: plugins' `fuel` limits are not enforced; their `timeout` still stops a runaway call"
         );
     }
-    let engine = engine::engine_with(
-        config.host.coredumps.is_some(),
-        metering,
-        config.host.instance_pool,
-    )?;
-    let ticker = EpochTicker::start(&engine, config.host.epoch_tick)?;
+    let coredumps = config.host.coredumps.is_some();
+    let engine = engine::engine_with(coredumps, metering, config.host.instance_pool)?;
+    // A component over the pool's per-module limits runs on an engine that
+    // allocates on demand (DESIGN.md, "Engines"); one ticker serves both.
+    let fallback = (config.host.instance_pool > 0)
+        .then(|| engine::engine_with(coredumps, metering, 0))
+        .transpose()?;
+    let engines: Vec<&wasmtime::Engine> = std::iter::once(&engine).chain(&fallback).collect();
+    let ticker = EpochTicker::start(&engines, config.host.epoch_tick)?;
     let cache = config
         .host
         .compile_cache
         .map(|budget| (config.host.cache_dir.as_path(), budget));
-    let loader = match compile::Loader::new(&engine, cache) {
+    let loader = match compile::Loader::new(&engine, fallback.as_ref(), cache) {
         Ok(l) => l,
         Err(e) if cache.is_some() => {
             tracing::warn!(
                 "compile cache off: {e:#}: set [host] state to a writable place, or compile-cache = \"off\""
             );
-            compile::Loader::new(&engine, None)?
+            compile::Loader::new(&engine, fallback.as_ref(), None)?
         }
         Err(e) => return Err(e),
     };

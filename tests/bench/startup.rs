@@ -29,7 +29,7 @@ pub async fn cold(counter: &Path, rounds: usize) -> Result<Vec<Row>> {
     let engine = host_engine()?;
     let env = plugin_env("counter", "")?;
     let cache = dir.path().join("cache");
-    let loader = Loader::new(&engine, Some((&cache, 1 << 30)))?;
+    let loader = Loader::new(&engine, None, Some((&cache, 1 << 30)))?;
     let mut uncached = Vec::new();
     let mut cached = Vec::new();
     for round in 0..rounds {
@@ -38,7 +38,7 @@ pub async fn cold(counter: &Path, rounds: usize) -> Result<Vec<Row>> {
         first_reply(&loader, &env, &bytes).await?;
         uncached.push(t.elapsed());
         // A new loader: nothing of this component is in memory, only on disk.
-        let loader = Loader::new(&engine, Some((&cache, 1 << 30)))?;
+        let loader = Loader::new(&engine, None, Some((&cache, 1 << 30)))?;
         let t = Instant::now();
         first_reply(&loader, &env, &bytes).await?;
         cached.push(t.elapsed());

@@ -1,9 +1,10 @@
 //! Sandbox holes of issue 13, each with the test that would have failed
 //! before its fix: config values that overflowed at run time (hole 4), host
 //! files readable by every user (hole 12), the pool's per-module limits
-//! reported as a corrupt file (hole 13), and `[host] max-plugin-file`.
+//! reported as a corrupt file (hole 13; such a component now runs on the
+//! on-demand engine), and `[host] max-plugin-file`.
 
-use crate::util::{ONE_ATTEMPT, PluginDir, TestHost, wat};
+use crate::util::{HostProcess, ONE_ATTEMPT, PluginDir, TestHost, wat};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -115,43 +116,51 @@ fn ok_plugin_with(extra: &str) -> String {
     wat.replace(memory, &format!("{memory} {extra}"))
 }
 
+/// Hole 13: a component over a per-module limit of the instance pool was
+/// refused as "truncated or corrupt?". It now runs, outside the pool on the
+/// on-demand engine, and the log names the limit that sent it there; a
+/// restart of it works like any other (it crashed on a trap here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hole13_a_component_over_the_pool_limits_is_refused_naming_the_limit_and_the_fix() {
+async fn hole13_a_component_over_the_pool_limits_runs_on_demand_naming_the_limit() {
     let dir = PluginDir::new();
     dir.wat("good", &wat::ok_empty())
         .wat("memories", &ok_plugin_with("(memory 1) (memory 1)"))
-        .wat("table", &ok_plugin_with("(table 200000 funcref)"));
+        .wat("table", &ok_plugin_with("(table 200000 funcref)"))
+        .config(ONE_ATTEMPT);
     // The default pool.
-    let h = TestHost::start(dir).await;
-    assert_eq!(h.send("good", "x").await.ok(), "");
-    let reason = |file: &str| {
-        h.host
-            .refused
-            .iter()
-            .find(|r| r.path.ends_with(file))
-            .map(|r| r.reason.clone())
-            .unwrap_or_else(|| panic!("{file} not refused: {:?}", h.host.refused))
-    };
-    for (file, limit) in [
-        ("memories.wasm", "limit of 2 memories per core module"),
-        ("table.wasm", "limit of 131072 initial elements per table"),
-    ] {
-        let why = reason(file);
-        assert!(why.contains(limit), "{why}");
-        assert!(
-            why.contains("set `[host] instance-pool = 0` in wasm-sup.toml"),
-            "{why}"
-        );
-        assert!(!why.contains("truncated or corrupt"), "{why}");
+    let mut host = HostProcess::start(dir.path(), &[]).await;
+    for plugin in ["good", "memories", "table"] {
+        assert_eq!(host.admin.send(plugin, "x").await.ok(), "");
     }
-    // The fix the message names works: on-demand allocation runs them.
-    let dir = h.stop().await;
-    dir.config("[host]\ninstance-pool = 0\n");
-    let h = TestHost::start(dir).await;
-    assert!(h.host.refused.is_empty(), "{:?}", h.host.refused);
-    assert_eq!(h.send("memories", "x").await.ok(), "");
-    assert_eq!(h.send("table", "x").await.ok(), "");
-    h.stop().await;
+    let log = host.log_text();
+    for (plugin, limit) in [
+        ("memories", "limit of 2 memories per core module"),
+        ("table", "limit of 131072 initial elements per table"),
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("plugin=\"{plugin}\"")) && l.contains("on-demand engine"))
+            .unwrap_or_else(|| panic!("no on-demand line for {plugin}:\n{log}"));
+        assert!(line.contains(limit), "{line}");
+        assert!(!line.contains("truncated or corrupt"), "{line}");
+    }
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("plugin=\"good\"") && l.contains("on-demand")),
+        "{log}"
+    );
+    host.signal("TERM");
+    assert_eq!(host.wait_exit(Duration::from_secs(30)), Some(0));
+    // Started again: from the on-demand engine's compile cache.
+    let mut host = HostProcess::start(dir.path(), &[]).await;
+    assert_eq!(host.admin.send("memories", "x").await.ok(), "");
+    assert!(
+        host.log_text().contains("from=\"cache\""),
+        "{}",
+        host.log_text()
+    );
+    host.signal("TERM");
+    assert_eq!(host.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
 /// `component` with a custom section appended, `len` bytes longer in all:

@@ -4,13 +4,17 @@
 //! Each plugin is compiled once and held as an `InstancePre`: a restart is a new
 //! `Store` and an instantiation, never a compile. The checks, in order, each
 //! give one line naming what is wrong: empty file, not wasm, a core module, a
-//! component over a per-module limit of the instance pool (naming the limit
-//! and `[host] instance-pool = 0`, see [`crate::engine::pool_misfit`]), an
-//! invalid or truncated component, no `handler` export (or one of the wrong
+//! component over a per-module limit of the instance pool ([`PoolMisfit`],
+//! naming the limit, see [`crate::engine::pool_misfit`]), an invalid or
+//! truncated component, no `handler` export (or one of the wrong
 //! type), imports the host cannot satisfy.
 //!
 //! [`Loader`] puts the on-disk [`cache`] in front of compilation: a file whose
-//! hash is in the cache is deserialized and checked, not compiled.
+//! hash is in the cache is deserialized and checked, not compiled. With the
+//! instance pool on, a component over one of the pool's per-module limits is
+//! not refused: the loader compiles it for the host's on-demand engine, where
+//! it runs outside the pool, and says which limit sent it there
+//! ([`Loaded::on_demand`]).
 
 pub mod cache;
 
@@ -24,6 +28,15 @@ use std::sync::{Arc, Mutex, Weak};
 use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
+
+/// A component refused by the instance pool's per-module limits: which limit
+/// (see [`crate::engine::pool_misfit`]). A [`Loader`] with a fallback engine
+/// runs it there; without one, the error names the fix.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0}: set `[host] instance-pool = 0` in wasm-sup.toml to allocate instances on demand, which has no per-module limits"
+)]
+pub struct PoolMisfit(pub String);
 
 /// A compiled, checked plugin.
 pub struct Compiled {
@@ -110,7 +123,7 @@ fn compile_component(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     Component::new(engine, bytes).map_err(|e| {
         let e = anyhow::Error::from(e);
         match crate::engine::pool_misfit(&e) {
-            Some(why) => anyhow!(why),
+            Some(why) => anyhow::Error::new(PoolMisfit(why)),
             None => e.context("is not a valid component (truncated or corrupt?)"),
         }
     })
@@ -190,41 +203,103 @@ pub struct Loaded {
     pub origin: Origin,
     /// A cache entry that was found invalid and rebuilt, and why.
     pub rebuilt: Option<String>,
+    /// Why it runs on the on-demand engine, outside the instance pool, if it
+    /// does: the pool limit it exceeds.
+    pub on_demand: Option<String>,
 }
 
-/// Compiles plugins for one engine, through the compile cache when it is on.
+/// One engine to compile for: its linker and its compile cache.
+#[derive(Clone)]
+struct Target {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<Arc<cache::CompileCache>>,
+}
+
+impl Target {
+    fn new(engine: &Engine, cache: Option<(&Path, u64)>) -> Result<Target> {
+        let cache = match cache {
+            Some((dir, budget)) => Some(Arc::new(cache::CompileCache::open(dir, budget, engine)?)),
+            None => None,
+        };
+        Ok(Target {
+            engine: engine.clone(),
+            linker: linker(engine)?,
+            cache,
+        })
+    }
+
+    /// The cache's entry for these bytes: `Ok(None)` on a miss, the reason
+    /// on an invalid entry (deleted, to be compiled again).
+    fn cached(&self, sha256: &str) -> Result<Result<Option<Arc<Compiled>>, String>> {
+        let Some(cache) = &self.cache else {
+            return Ok(Ok(None));
+        };
+        match cache.get(&self.engine, sha256) {
+            cache::Lookup::Hit(component) => Ok(Ok(Some(check(
+                &self.engine,
+                &self.linker,
+                component,
+                sha256.to_string(),
+            )?))),
+            cache::Lookup::Miss => Ok(Ok(None)),
+            cache::Lookup::Invalid(why) => Ok(Err(why)),
+        }
+    }
+
+    /// Compiles and checks `bytes`, and stores them in the cache.
+    fn compile(&self, bytes: &[u8], sha256: String) -> Result<Arc<Compiled>> {
+        let component = compile_component(&self.engine, bytes)?;
+        let compiled = check(&self.engine, &self.linker, component, sha256)?;
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.put(&compiled.sha256, &compiled.component)
+        {
+            tracing::warn!("compile cache: {e:#}");
+        }
+        Ok(compiled)
+    }
+}
+
+/// Why a component found in the on-demand engine's cache runs there (the
+/// limit it exceeds was named when it was compiled).
+const ON_DEMAND_CACHED: &str =
+    "it exceeds a per-module limit of the instance pool (named when it was first compiled)";
+
+/// Compiles plugins, through the compile cache when it is on: for the host's
+/// engine, and components over the instance pool's per-module limits for its
+/// on-demand fallback engine when there is one.
 ///
 /// Plugins with the same bytes share one [`Compiled`]: its code is mapped
 /// once however many plugins run it (a loaded component is kept while any
 /// plugin holds it).
 #[derive(Clone)]
 pub struct Loader {
-    engine: Engine,
-    linker: Linker<HostState>,
-    cache: Option<Arc<cache::CompileCache>>,
+    main: Target,
+    fallback: Option<Target>,
     loaded: Arc<Mutex<HashMap<String, Weak<Compiled>>>>,
 }
 
 impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loader")
-            .field("cache", &self.cache)
+            .field("cache", &self.main.cache)
+            .field("on_demand_fallback", &self.fallback.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Loader {
-    /// A loader for `engine`; `cache` is the cache folder and its budget, or
-    /// `None` to compile every time.
-    pub fn new(engine: &Engine, cache: Option<(&Path, u64)>) -> Result<Loader> {
-        let cache = match cache {
-            Some((dir, budget)) => Some(Arc::new(cache::CompileCache::open(dir, budget, engine)?)),
-            None => None,
-        };
+    /// A loader for `engine`, and for `fallback` (an engine that allocates
+    /// on demand) when `engine` pools instances; `cache` is the cache folder
+    /// and its budget, or `None` to compile every time.
+    pub fn new(
+        engine: &Engine,
+        fallback: Option<&Engine>,
+        cache: Option<(&Path, u64)>,
+    ) -> Result<Loader> {
         Ok(Loader {
-            engine: engine.clone(),
-            linker: linker(engine)?,
-            cache,
+            main: Target::new(engine, cache)?,
+            fallback: fallback.map(|e| Target::new(e, cache)).transpose()?,
             loaded: Arc::default(),
         })
     }
@@ -248,8 +323,9 @@ impl Loader {
     }
 
     /// Loads a plugin from its file's bytes: from the cache when an entry for
-    /// these bytes is there and valid, else compiled (and stored). Blocking:
-    /// call it from a blocking thread.
+    /// these bytes is there and valid, else compiled (and stored); a
+    /// component over the pool's per-module limits for the fallback engine.
+    /// Blocking: call it from a blocking thread.
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded> {
         let sha256 = sha256_hex(bytes);
         if let Some(compiled) = self.shared(&sha256) {
@@ -257,37 +333,40 @@ impl Loader {
                 compiled,
                 origin: Origin::Memory,
                 rebuilt: None,
+                on_demand: None,
             });
         }
-        let mut rebuilt = None;
-        if let Some(cache) = &self.cache {
-            match cache.get(&self.engine, &sha256) {
-                cache::Lookup::Hit(component) => {
-                    let compiled = check(&self.engine, &self.linker, component, sha256)?;
-                    self.share(&compiled);
-                    return Ok(Loaded {
-                        compiled,
-                        origin: Origin::Cache,
-                        rebuilt: None,
-                    });
-                }
-                cache::Lookup::Miss => {}
-                cache::Lookup::Invalid(why) => rebuilt = Some(why),
-            }
-        }
-        let component = compile_component(&self.engine, bytes)?;
-        let compiled = check(&self.engine, &self.linker, component, sha256)?;
-        self.share(&compiled);
-        if let Some(cache) = &self.cache
-            && let Err(e) = cache.put(&compiled.sha256, &compiled.component)
+        let loaded = |compiled: Arc<Compiled>, origin, rebuilt, on_demand| {
+            self.share(&compiled);
+            Ok(Loaded {
+                compiled,
+                origin,
+                rebuilt,
+                on_demand,
+            })
+        };
+        let rebuilt = match self.main.cached(&sha256)? {
+            Ok(Some(c)) => return loaded(c, Origin::Cache, None, None),
+            Ok(None) => None,
+            Err(why) => Some(why),
+        };
+        // A component over the pool's limits was stored by the fallback.
+        if let Some(fallback) = &self.fallback
+            && let Ok(Some(c)) = fallback.cached(&sha256)?
         {
-            tracing::warn!("compile cache: {e:#}");
+            return loaded(c, Origin::Cache, None, Some(ON_DEMAND_CACHED.into()));
         }
-        Ok(Loaded {
-            compiled,
-            origin: Origin::Compiled,
-            rebuilt,
-        })
+        match self.main.compile(bytes, sha256.clone()) {
+            Ok(c) => loaded(c, Origin::Compiled, rebuilt, None),
+            Err(e) => match (e.downcast_ref::<PoolMisfit>(), &self.fallback) {
+                (Some(PoolMisfit(why)), Some(fallback)) => {
+                    let why = why.clone();
+                    let c = fallback.compile(bytes, sha256)?;
+                    loaded(c, Origin::Compiled, rebuilt, Some(why))
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// Loads the version with this SHA-256 from the cache alone (the file may
@@ -296,13 +375,10 @@ impl Loader {
         if let Some(compiled) = self.shared(sha256) {
             return Some(compiled);
         }
-        let cache = self.cache.as_ref()?;
-        match cache.get(&self.engine, sha256) {
-            cache::Lookup::Hit(component) => {
-                check(&self.engine, &self.linker, component, sha256.to_string()).ok()
-            }
-            _ => None,
-        }
+        [Some(&self.main), self.fallback.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|t| t.cached(sha256).ok()?.ok()?)
     }
 }
 

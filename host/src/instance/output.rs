@@ -184,10 +184,6 @@ mod tests {
             "a logging message over the budget is dropped"
         );
         stdout.write(line.as_bytes());
-        assert_eq!(
-            dropped.get(),
-            401,
-            "the dropped bytes are counted"
-        );
+        assert_eq!(dropped.get(), 401, "the dropped bytes are counted");
     }
 }

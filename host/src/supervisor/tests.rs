@@ -23,7 +23,7 @@ fn start_all(
     std::fs::write(dir.path().join("wasm-sup.toml"), toml).unwrap();
     let config = Config::load(dir.path(), &HostOverrides::default()).unwrap();
     let engine = crate::engine::engine(false, 0).unwrap();
-    let ticker = crate::engine::EpochTicker::start(&engine, config.host.epoch_tick).unwrap();
+    let ticker = crate::engine::EpochTicker::start(&[&engine], config.host.epoch_tick).unwrap();
     let linker = crate::compile::linker(&engine).unwrap();
     let compiled =
         crate::compile::compile(&engine, &linker, &wat::parse_str(wat).unwrap()).unwrap();

@@ -56,6 +56,7 @@ pub(super) fn load_file(
                     compiled: good,
                     origin: Origin::Cache,
                     rebuilt: None,
+                    on_demand: None,
                 },
                 file_sha256,
                 rolled_back: Some(marker),

@@ -284,6 +284,12 @@ impl Folder {
         if let Some(why) = &loaded.rebuilt {
             tracing::warn!(plugin, "compile cache entry rebuilt: {why}");
         }
+        if let Some(why) = &loaded.on_demand {
+            tracing::warn!(
+                plugin,
+                "runs outside the instance pool, on the on-demand engine (slower restarts): {why}"
+            );
+        }
         let result = match (loaded.origin, &loaded.rebuilt) {
             (Origin::Memory, _) => "shared",
             (Origin::Cache, _) => "hit",
