@@ -3,6 +3,7 @@
 //! 1 the operation failed, 2 usage or connection error (returned as `Err`).
 
 use crate::admin::client::{Client, Response};
+use crate::guest_text::escape;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::io::Write;
@@ -34,6 +35,8 @@ fn fail(resp: &Response) -> u8 {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_else(|| text.trim().to_string());
+    // An Err reason is guest text: escaped, so it cannot steer the terminal.
+    let msg = escape(&msg);
     eprintln!("error: {} (HTTP {}): {msg}", what(resp.status), resp.status);
     FAILED
 }
@@ -131,8 +134,9 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
     }
     if !notes.is_empty() {
         println!();
+        // Reasons and health answers carry guest text: escaped.
         for n in notes {
-            println!("{n}");
+            println!("{}", escape(&n));
         }
     }
     print_groups(&v["groups"]);
@@ -255,7 +259,10 @@ pub async fn crashes(client: &Client, name: &str, limit: usize, json: bool) -> R
             c["call"].as_str().unwrap_or("?"),
             c["generation"]
         );
-        println!("  message:  {}", c["message"].as_str().unwrap_or(""));
+        println!(
+            "  message:  {}",
+            escape(c["message"].as_str().unwrap_or(""))
+        );
         println!(
             "  fuel used {}, memory {} bytes; decision: {}",
             c["fuel_used"],
@@ -273,7 +280,7 @@ pub async fn crashes(client: &Client, name: &str, limit: usize, json: bool) -> R
         if !frames.is_empty() {
             println!("  backtrace:");
             for (i, f) in frames.iter().enumerate() {
-                println!("    {i:>2}: {}", f.as_str().unwrap_or("?"));
+                println!("    {i:>2}: {}", escape(f.as_str().unwrap_or("?")));
             }
         }
         println!();

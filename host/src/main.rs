@@ -188,10 +188,13 @@ enum LogFormat {
     Json,
 }
 
-/// Log lines held for a reader of stderr that falls behind (a line is at
-/// most about 16 KiB, so this bounds the memory they take); past them lines
-/// are dropped and counted in `wasm_sup_log_lines_dropped_total`.
-const LOG_BUFFER_LINES: usize = 16 * 1024;
+/// Log lines held for a reader of stderr that falls behind; past them lines
+/// are dropped and counted in `wasm_sup_log_lines_dropped_total`. A guest's
+/// line is at most 4 KiB before escaping and 24 KiB after (an escaped control
+/// character takes up to six bytes), so the queue holds at most about
+/// 200 MiB, and much less in practice: guest output is also bounded by each
+/// plugin's `output` budget.
+const LOG_BUFFER_LINES: usize = 8 * 1024;
 
 /// Sets up logging for `run`. The writer never blocks: lines go through a
 /// bounded queue to a thread of their own that writes stderr, and are dropped

@@ -3,7 +3,7 @@
 //! the host, and that it no longer does. Each checks the host and a canary
 //! plugin beside it carry on.
 
-use crate::util::{HostProcess, ONE_ATTEMPT, PluginDir, TestHost};
+use crate::util::{HostProcess, ONE_ATTEMPT, PluginDir, TestHost, wat};
 use std::time::{Duration, Instant};
 use wasm_sup_tests::PROBE;
 
@@ -41,23 +41,13 @@ fn many_memories(instances: usize, pages: u32) -> String {
 }
 
 /// A component with `instances` core instances whose memories start at
-/// `pages` pages each.
+/// `pages` pages each, beside a handler that answers Ok.
 fn big_initial_memories(instances: usize, pages: u32) -> String {
-    let mut wat = format!("(component\n  (core module $g (memory {pages}))\n");
+    let mut extra = format!("(core module $g (memory {pages}))");
     for i in 0..instances {
-        wat += &format!("  (core instance $g{i} (instantiate $g))\n");
+        extra += &format!(" (core instance $g{i} (instantiate $g))");
     }
-    wat += r#"  (core module $m
-    (memory (export "memory") 1)
-    (func (export "handle") (param i32 i32) (result i32)
-      (i32.store (i32.const 16) (i32.const 0)) (i32.store (i32.const 20) (i32.const 0)) (i32.store (i32.const 24) (i32.const 0)) (i32.const 16))
-    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32) i32.const 1024))
-  (core instance $i (instantiate $m))
-  (func $handle (param "message" (list u8)) (result (result (list u8) (error string)))
-    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "cabi_realloc"))))
-  (instance $h (export "handle" (func $handle)))
-  (export "wasm-sup:plugin/handler@0.1.0" (instance $h)))"#;
-    wat
+    wat::ok_empty().replacen("(component", &format!("(component {extra}"), 1)
 }
 
 /// The canary answers and its count went up by one.

@@ -154,11 +154,13 @@ async fn hole13_a_component_over_the_pool_limits_runs_on_demand_naming_the_limit
     // Started again: from the on-demand engine's compile cache.
     let mut host = HostProcess::start(dir.path(), &[]).await;
     assert_eq!(host.admin.send("memories", "x").await.ok(), "");
+    let log = host.log_text();
     assert!(
-        host.log_text().contains("from=\"cache\""),
-        "{}",
-        host.log_text()
+        log.lines()
+            .any(|l| l.contains("plugin=memories") && l.contains("from=\"cache\"")),
+        "{log}"
     );
+    assert!(!log.contains("rebuilt"), "{log}");
     host.signal("TERM");
     assert_eq!(host.wait_exit(Duration::from_secs(30)), Some(0));
 }

@@ -118,6 +118,7 @@ pub fn router(sup: SupervisorHandle) -> Router {
             "/v1/plugins/{name}/state/{bucket}/{key}",
             get(ops::state_get),
         )
+        .route_layer(axum::middleware::from_fn(super::serve::read_body_in_time))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(sup)
 }

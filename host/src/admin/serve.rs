@@ -1,13 +1,17 @@
 //! Serving the admin API with the bounds of DESIGN.md ("Decisions for the
 //! second wave"): [`HEADER_TIMEOUT`] to read a request's headers,
-//! [`BODY_TIMEOUT`] for its body, at most [`MAX_CONNECTIONS`] connections at
+//! [`BODY_TIMEOUT`] for its body, [`WRITE_TIMEOUT`] for each write of an
+//! answer (a client that stops reading is cut off), at most
+//! [`MAX_CONNECTIONS`] connections at
 //! once (more wait in the listener's backlog), no rate limiting. A client that
 //! sends slowly or holds connections open cannot take the API from the
 //! others or hold host memory for long.
 //!
 //! `axum::serve` sets none of these, so connections are served here with
 //! hyper's HTTP/1 connection builder, which has the header timeout; the body
-//! timeout is a middleware around the router.
+//! timeout is a middleware ([`read_body_in_time`]) that the router puts
+//! around its routes only, inside the token check: a request without the
+//! token, or for no route, is answered before a byte of its body is read.
 
 use axum::Router;
 use axum::body::Body;
@@ -26,12 +30,13 @@ use tokio::sync::Semaphore;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to read a request's body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a write of an answer may wait for the client to read.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
 /// Serves `app` on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, app: Router) {
-    let app = app.layer(axum::middleware::from_fn(read_body_in_time));
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -47,11 +52,13 @@ pub async fn serve(listener: TcpListener, app: Router) {
             }
         };
         let service = TowerToHyperService::new(app.clone());
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT));
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Box::pin(stream)), service)
                 .await;
             drop(permit);
         });
@@ -60,7 +67,7 @@ pub async fn serve(listener: TcpListener, app: Router) {
 
 /// Reads the whole body within [`BODY_TIMEOUT`] (408 when it does not
 /// arrive), then hands the request on; a body over the router's limit gets 413.
-async fn read_body_in_time(req: Request, next: Next) -> Response {
+pub(super) async fn read_body_in_time(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let read = axum::body::to_bytes(body, super::router::MAX_BODY_BYTES);
     match tokio::time::timeout(BODY_TIMEOUT, read).await {

@@ -53,12 +53,30 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
-    /// Opens (creating) the cache folder `dir`, bounded to `budget` bytes.
+    /// Opens (creating) the cache folder `dir`, bounded to `budget` bytes,
+    /// for `engine`.
     pub fn open(dir: &Path, budget: u64, engine: &Engine) -> Result<CompileCache> {
+        Self::open_variant(dir, budget, engine, "")
+    }
+
+    /// [`CompileCache::open`] for one of several engines whose compiled code
+    /// is the same (wasmtime's compatibility hash does not see how instances
+    /// are allocated): `variant` keeps their entries apart, so the host's
+    /// on-demand fallback engine never reads, or deletes, the pooled
+    /// engine's entries, nor they its.
+    pub fn open_variant(
+        dir: &Path,
+        budget: u64,
+        engine: &Engine,
+        variant: &str,
+    ) -> Result<CompileCache> {
         private_files::create_dir(dir)
             .with_context(|| format!("failed to create the compile cache {}", dir.display()))?;
         let mut hasher = HashWriter(Sha256::new());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        if !variant.is_empty() {
+            std::hash::Hash::hash(variant, &mut hasher);
+        }
         let engine_key = crate::crash::hex(&hasher.0.finalize()[..8]);
         Ok(CompileCache {
             dir: dir.to_path_buf(),

@@ -217,9 +217,13 @@ struct Target {
 }
 
 impl Target {
-    fn new(engine: &Engine, cache: Option<(&Path, u64)>) -> Result<Target> {
+    /// `variant` tells its compile-cache entries from other targets' (see
+    /// [`cache::CompileCache::open_variant`]).
+    fn new(engine: &Engine, cache: Option<(&Path, u64)>, variant: &str) -> Result<Target> {
         let cache = match cache {
-            Some((dir, budget)) => Some(Arc::new(cache::CompileCache::open(dir, budget, engine)?)),
+            Some((dir, budget)) => Some(Arc::new(cache::CompileCache::open_variant(
+                dir, budget, engine, variant,
+            )?)),
             None => None,
         };
         Ok(Target {
@@ -298,8 +302,10 @@ impl Loader {
         cache: Option<(&Path, u64)>,
     ) -> Result<Loader> {
         Ok(Loader {
-            main: Target::new(engine, cache)?,
-            fallback: fallback.map(|e| Target::new(e, cache)).transpose()?,
+            main: Target::new(engine, cache, "")?,
+            fallback: fallback
+                .map(|e| Target::new(e, cache, "on-demand-fallback"))
+                .transpose()?,
             loaded: Arc::default(),
         })
     }

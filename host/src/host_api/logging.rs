@@ -11,7 +11,7 @@ use crate::instance::HostState;
 use crate::instance::output::GUEST_TARGET as T;
 
 /// Longest guest log message kept; longer ones are cut (the cut marked).
-pub const MAX_GUEST_LOG_BYTES: usize = 16 << 10;
+pub const MAX_GUEST_LOG_BYTES: usize = 4 << 10;
 
 /// Longest guest log context kept.
 const MAX_CONTEXT_BYTES: usize = 256;

@@ -58,6 +58,10 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Sum of the current sizes of the store's tables, elements.
     table_elements: usize,
+    /// The sums before the last grow allowed, put back if it then fails
+    /// (wasmtime can still fail it, e.g. when the host is out of memory).
+    before_memory_grow: u64,
+    before_table_grow: usize,
 }
 
 impl Limits {
@@ -67,6 +71,8 @@ impl Limits {
             memory_limit,
             memory_bytes: 0,
             table_elements: 0,
+            before_memory_grow: 0,
+            before_table_grow: 0,
         }
     }
 }
@@ -90,8 +96,14 @@ impl ResourceLimiter for Limits {
         if maximum.is_some_and(|m| desired > m) {
             return Ok(false);
         }
+        self.before_memory_grow = self.memory_bytes;
         self.memory_bytes = total;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes = self.before_memory_grow;
+        Ok(())
     }
 
     fn table_growing(
@@ -104,8 +116,14 @@ impl ResourceLimiter for Limits {
         if total > MAX_TABLE_ELEMENTS || maximum.is_some_and(|m| desired > m) {
             return Ok(false);
         }
+        self.before_table_grow = self.table_elements;
         self.table_elements = total;
         Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_elements = self.before_table_grow;
+        Ok(())
     }
 
     fn instances(&self) -> usize {
@@ -139,6 +157,13 @@ mod tests {
         assert_eq!(l.memory_bytes, 64 << 20);
         // Growing the first memory again counts it once, not twice.
         assert!(l.memory_growing(60 * MIB, 61 * MIB, None).is_err());
+        // A grow allowed and then failed by wasmtime leaves the sum as it was.
+        let mut l = Limits::new(64 << 20);
+        assert!(l.memory_growing(0, MIB, None).unwrap());
+        assert!(l.memory_growing(MIB, 2 * MIB, None).unwrap());
+        l.memory_grow_failed(wasmtime::Error::msg("out of memory"))
+            .unwrap();
+        assert_eq!(l.memory_bytes, MIB as u64);
     }
 
     #[test]

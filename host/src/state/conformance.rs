@@ -167,8 +167,20 @@ async fn check(b: Arc<dyn StateBackend>) {
     other.plugin = "b".into();
     b.commit(other).await.unwrap();
 
-    // Reset wipes one plugin only.
+    // Reset wipes one plugin's keys and timers, and only its.
+    for (id, plugin) in [(8, "a"), (9, "b")] {
+        let mut c = Commit::new(plugin);
+        c.add_timers = vec![TimerRecord {
+            id,
+            plugin: plugin.into(),
+            due_ms: 5,
+            message: b"m".to_vec(),
+        }];
+        b.commit(c).await.unwrap();
+    }
     b.reset("a").await.unwrap();
+    let left: Vec<u64> = b.timers().unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(left, [9]);
     assert!(b.list_all("a").unwrap().is_empty());
     assert_eq!(b.usage("a").unwrap(), Usage::default());
     assert_eq!(

@@ -3,7 +3,7 @@
 
 use super::*;
 use anyhow::bail;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 type Key = (String, String, String);
@@ -13,7 +13,8 @@ struct Inner {
     kv: BTreeMap<Key, Vec<u8>>,
     timers: BTreeMap<u64, TimerRecord>,
     records: BTreeMap<(String, u8, u64), Vec<u8>>,
-    fence: u64,
+    /// The highest fencing token seen, per plugin.
+    fence: HashMap<String, u64>,
     failures: Failures,
 }
 
@@ -42,14 +43,12 @@ impl MemoryBackend {
             bail!(refused);
         }
         if let Some(f) = c.fence {
-            if f < g.fence {
+            let fence = g.fence.get(&c.plugin).copied().unwrap_or(0);
+            if f < fence {
                 g.failures.record(&c.plugin, c.chain);
-                bail!(
-                    "commit refused: fencing token {f} is older than {}",
-                    g.fence
-                );
+                bail!("commit refused: fencing token {f} is older than {fence}");
             }
-            g.fence = f;
+            g.fence.insert(c.plugin.clone(), f);
         }
         for w in c.writes {
             let k = (c.plugin.clone(), w.bucket, w.key);
@@ -177,6 +176,7 @@ impl StateBackend for MemoryBackend {
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
         let mut g = self.lock();
         g.kv.retain(|(p, _, _), _| p != plugin);
+        g.timers.retain(|_, t| t.plugin != plugin);
         Box::pin(async { Ok(()) })
     }
 

@@ -9,9 +9,10 @@
 //! - Plugins are namespaces: nothing one plugin writes is visible under another
 //!   plugin's name.
 //! - A commit carries an optional fencing token: a backend shared by several
-//!   hosts refuses a commit whose token is older than the one it has seen, so a
-//!   host that lost ownership of a plugin cannot write. Single-host backends
-//!   record the highest token and enforce the same rule.
+//!   hosts refuses a commit whose token is older than the one it has seen for
+//!   that plugin, so a host that lost ownership of a plugin cannot write.
+//!   Single-host backends record each plugin's highest token and enforce the
+//!   same rule.
 //! - Each plugin's commits are applied in the order they were submitted (a
 //!   backend may interleave plugins for fairness), and a commit with a
 //!   [`Chain`] is refused when a chained commit of the same plugin that it may
@@ -217,7 +218,8 @@ pub trait StateBackend: Send + Sync + 'static {
     ) -> Result<Vec<(u64, Vec<u8>)>>;
     /// One record of a plugin by id.
     fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>>;
-    /// Deletes every key of a plugin (state reset).
+    /// Deletes every key and timer of a plugin (state reset); its crash
+    /// reports and dead letters stay.
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>>;
     /// A short name for logs: `redb:PATH` or `memory`.
     fn describe(&self) -> String;

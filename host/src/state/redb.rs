@@ -278,7 +278,6 @@ fn committer(
                     records: w.open_table(RECORDS)?,
                 };
                 let mut meta = w.open_table(META)?;
-                let mut fence = meta.get("fence")?.map_or(0, |g| g.value());
                 for (i, op) in ops.into_iter().enumerate() {
                     if let Op::Commit(c) = &op {
                         if let Err(msg) = failures.check(c) {
@@ -287,6 +286,10 @@ fn committer(
                             continue;
                         }
                         if let Some(f) = c.fence {
+                            // Per plugin, so taking plugins in turns cannot
+                            // refuse one plugin's commit for another's token.
+                            let key = format!("fence/{}", c.plugin);
+                            let fence = meta.get(key.as_str())?.map_or(0, |g| g.value());
                             if f < fence {
                                 failures.record(&c.plugin, c.chain);
                                 refused[i] = Some(format!(
@@ -294,12 +297,11 @@ fn committer(
                                 ));
                                 continue;
                             }
-                            fence = f;
+                            meta.insert(key.as_str(), f)?;
                         }
                     }
                     apply(&mut tables, op, &mut deltas)?;
                 }
-                meta.insert("fence", fence)?;
             }
             w.commit()?;
             let mut cache = lock(usage);
@@ -357,6 +359,17 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>
                     .collect();
             for (b, k) in keys {
                 t.kv.remove((plugin.as_str(), b.as_str(), k.as_str()))?;
+            }
+            let timers: Vec<u64> = t
+                .timers
+                .iter()?
+                .filter_map(|item| {
+                    let (id, v) = item.ok()?;
+                    (v.value().0 == plugin).then(|| id.value())
+                })
+                .collect();
+            for id in timers {
+                t.timers.remove(id)?;
             }
             deltas.insert(plugin, None);
             return Ok(());

@@ -90,8 +90,12 @@ const OK_EMPTY: &str = r#"(component
 async fn hole05_a_panic_outside_a_guest_call_is_a_host_error_crash() {
     let (sup, _ticker, _dir) = start_all(IMMEDIATE_ONE_ATTEMPT, OK_EMPTY, &["victim", "bystander"]);
     let (rx, _) = sup.send("victim", worker::TEST_PANIC.to_vec()).unwrap();
-    // The message in flight was not handled: its sender is told so.
-    assert!(matches!(rx.await, Err(_) | Ok(Outcome::Unavailable { .. })));
+    // The message in flight is the crash's: with one delivery allowed, it
+    // is dead-lettered and its sender told why.
+    match rx.await.unwrap() {
+        Outcome::DeadLettered { causes, .. } => assert_eq!(causes, ["host-error"]),
+        other => panic!("{other:?}"),
+    }
     // The task lives on: the next message is answered by a new instance.
     let (rx, _) = sup.send("victim", b"x".to_vec()).unwrap();
     assert_eq!(rx.await.unwrap(), Outcome::Reply(Vec::new()));

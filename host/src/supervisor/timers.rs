@@ -5,7 +5,9 @@
 //! dead-letter commit), so a timer survives plugin and host restarts: at start
 //! every stored timer is loaded again. When a timer is due its message is put
 //! in the plugin's mailbox; if the mailbox is full or closed, or the plugin is
-//! not loaded, it is tried again after [`RETRY`].
+//! not loaded, it is tried again after [`RETRY`]. A state reset deletes the
+//! plugin's timer records and makes the task forget its timers
+//! ([`TimerHandle::forget`]).
 
 use crate::mailbox::{Directory, Envelope, Source};
 use crate::state::{StateBackend, TimerRecord, now_ms};
@@ -18,16 +20,29 @@ use tokio::sync::mpsc;
 /// Delay before a timer whose delivery failed is tried again.
 pub const RETRY: Duration = Duration::from_secs(1);
 
+/// What the timer task is asked to do.
+#[derive(Debug)]
+enum Request {
+    Schedule(TimerRecord),
+    /// Drop every timer of this plugin (its records were deleted).
+    Forget(String),
+}
+
 /// Schedules timers on the timer task.
 #[derive(Debug, Clone)]
 pub struct TimerHandle {
-    tx: mpsc::UnboundedSender<TimerRecord>,
+    tx: mpsc::UnboundedSender<Request>,
 }
 
 impl TimerHandle {
     /// Schedules a timer whose record is already durable.
     pub fn schedule(&self, t: TimerRecord) {
-        let _ = self.tx.send(t);
+        let _ = self.tx.send(Request::Schedule(t));
+    }
+
+    /// Forgets every timer of `plugin`, whose records a state reset deleted.
+    pub fn forget(&self, plugin: &str) {
+        let _ = self.tx.send(Request::Forget(plugin.to_string()));
     }
 
     /// Schedules again, [`RETRY`] from now, the message of a timer that was
@@ -56,7 +71,7 @@ pub fn start(
 async fn run(
     stored: Vec<TimerRecord>,
     directory: Arc<Directory>,
-    mut rx: mpsc::UnboundedReceiver<TimerRecord>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
     let mut pending: HashMap<u64, TimerRecord> = HashMap::new();
@@ -74,8 +89,10 @@ async fn run(
             .peek()
             .map(|Reverse((due, _))| Duration::from_millis(due.saturating_sub(now_ms())));
         tokio::select! {
-            t = rx.recv() => match t {
-                Some(t) => add(t, &mut heap, &mut pending),
+            r = rx.recv() => match r {
+                Some(Request::Schedule(t)) => add(t, &mut heap, &mut pending),
+                // Its heap entries find nothing pending and are skipped.
+                Some(Request::Forget(plugin)) => pending.retain(|_, t| t.plugin != plugin),
                 None => return,
             },
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {

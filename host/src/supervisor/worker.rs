@@ -117,6 +117,9 @@ pub(super) struct Worker {
     held: bool,
     /// A start its group asked for that failed, to be handled next.
     failed_start: Option<(Exit, &'static str)>,
+    /// The message whose `handle` call is running, held here so that a
+    /// panic outside the guest call finds it (see [`Worker::after_panic`]).
+    in_flight: Option<Envelope>,
     /// The supervision tree and its coordinator.
     groups: Arc<super::groups::Groups>,
     metrics: Arc<Metrics>,
@@ -191,6 +194,7 @@ impl Worker {
             parked: false,
             held: false,
             failed_start: None,
+            in_flight: None,
             groups: shared.groups.clone(),
             calls: metrics.calls(&name),
             metrics,
@@ -250,16 +254,19 @@ impl Worker {
     }
 
     /// A step panicked outside a guest call: the instance is dropped and the
-    /// panic is handled as a `host-error` crash under the restart policy. A
-    /// second panic while doing so leaves the plugin `failed` (its mailbox
-    /// closed and answered), so its status never claims a task that is gone.
+    /// panic is handled as a `host-error` crash under the restart policy; the
+    /// message being handled, if any, is the message in flight (delivered
+    /// again or dead-lettered). A second panic while doing so leaves the
+    /// plugin `failed` (its mailbox closed and answered), so its status never
+    /// claims a task that is gone.
     async fn after_panic(&mut self, what: String) -> Flow {
         tracing::error!(panic = %what, "the plugin's task panicked outside a guest call; contained as a host-error crash");
         self.instance = None;
         let exit = host_error(anyhow::anyhow!(
             "host panicked in the plugin's task: {what}"
         ));
-        match AssertUnwindSafe(self.after_exit(exit, "task", None))
+        let in_flight = self.in_flight.take();
+        match AssertUnwindSafe(self.after_exit(exit, "task", in_flight))
             .catch_unwind()
             .await
         {
@@ -468,6 +475,7 @@ impl Worker {
                 self.running_since = None;
                 let r = self.env.state.reset().await;
                 if r.is_ok() {
+                    self.timers.forget(&self.env.name);
                     tracing::warn!("plugin state reset by an operator");
                     self.breaker.reset();
                     self.unpark();
@@ -728,12 +736,14 @@ impl Worker {
             return Flow::Continue;
         };
         env.attempts += 1;
+        let held = self.in_flight.insert(env);
         #[cfg(test)]
-        if env.message == TEST_PANIC {
+        if held.message == TEST_PANIC {
             panic!("worker panic requested by a unit test");
         }
         let started = Instant::now();
-        let handled = inst.handle(&env.message).await;
+        let handled = inst.handle(&held.message).await;
+        let env = self.in_flight.take().expect("held during the call");
         self.calls
             .handle_seconds
             .observe(started.elapsed().as_secs_f64());
