@@ -225,13 +225,11 @@ async fn redb_group_commit_answers_every_waiter() {
     assert_eq!(total, 200);
 }
 
-/// Hole 3 of the adversarial run: one plugin's storm of large commits made
-/// every other plugin's commit wait behind the whole backlog. The committer
-/// takes plugins in turns, so a calm plugin's commit goes in with the first
-/// group, long before the storm is through (first come, first served, it
-/// would come after at least 768 of the storm's 1,000).
+/// A storm of large commits from one plugin and one small commit from
+/// another: all are applied (`redb::tests::hole03_…` checks that the small
+/// one goes in with the first group).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hole03_a_storm_of_commits_does_not_starve_another_plugin() {
+async fn a_storm_of_commits_and_a_calm_one_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let b: Arc<dyn StateBackend> =
         Arc::new(redb::RedbBackend::open(&dir.path().join("storm.redb")).unwrap());
@@ -246,13 +244,9 @@ async fn hole03_a_storm_of_commits_does_not_starve_another_plugin() {
     let mut calm = Commit::new("calm");
     calm.writes = vec![set("default", "k", "v")];
     b.commit(calm).await.unwrap();
-    let storm_done = b.list_all("storm").unwrap().len();
-    assert!(
-        storm_done < 500,
-        "the calm plugin's commit waited for {storm_done} of the storm's 1,000"
-    );
     for c in storm {
         c.await.unwrap();
     }
     assert_eq!(b.list_all("storm").unwrap().len(), 1000);
+    assert_eq!(b.get("calm", "default", "k").unwrap(), Some(b"v".to_vec()));
 }
