@@ -204,6 +204,24 @@ mod tests {
     use crate::state::Write;
     use crate::state::memory::MemoryBackend;
 
+    /// What key-value writes alone change in usage.
+    fn kv(keys: i64, bytes: i64) -> Delta {
+        Delta {
+            keys,
+            bytes,
+            timers: 0,
+        }
+    }
+
+    /// The usage of keys and values alone.
+    fn kv_usage(keys: u64, bytes: u64) -> Usage {
+        Usage {
+            keys,
+            bytes,
+            timers: 0,
+        }
+    }
+
     fn write(key: &str, value: Option<&str>) -> Commit {
         let mut c = Commit::new("p");
         c.writes.push(Write {
@@ -287,21 +305,10 @@ mod tests {
     #[tokio::test]
     async fn pending_writes_are_read_before_they_are_durable_and_then_from_the_backend() {
         let (b, view) = held();
-        let one = Delta {
-            keys: 1,
-            bytes: 2,
-            timers: 0,
-        };
+        let one = kv(1, 2);
         let (s1, d1) = view.submit(write("a", Some("1")), one);
         let (s2, d2) = view.submit(write("b", Some("2")), one);
-        let (s3, d3) = view.submit(
-            write("a", None),
-            Delta {
-                keys: -1,
-                bytes: -2,
-                timers: 0,
-            },
-        );
+        let (s3, d3) = view.submit(write("a", None), kv(-1, -2));
         assert_eq!(view.get("default", "a").unwrap(), None);
         assert_eq!(view.get("default", "b").unwrap(), Some(b"2".to_vec()));
         assert_eq!(
@@ -311,14 +318,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b"]
         );
-        assert_eq!(
-            view.usage().unwrap(),
-            Usage {
-                keys: 1,
-                bytes: 2,
-                timers: 0
-            }
-        );
+        assert_eq!(view.usage().unwrap(), kv_usage(1, 2));
         assert_eq!(
             b.inner.get("p", "default", "b").unwrap(),
             None,
@@ -345,22 +345,8 @@ mod tests {
         let view = StateView::new("p", backend.clone());
         let mut first = write("a", Some("1"));
         first.fence = Some(1);
-        let (s1, d1) = view.submit(
-            first,
-            Delta {
-                keys: 1,
-                bytes: 2,
-                timers: 0,
-            },
-        );
-        let (s2, d2) = view.submit(
-            write("b", Some("2")),
-            Delta {
-                keys: 1,
-                bytes: 2,
-                timers: 0,
-            },
-        );
+        let (s1, d1) = view.submit(first, kv(1, 2));
+        let (s2, d2) = view.submit(write("b", Some("2")), kv(1, 2));
         assert!(d1.await.is_err());
         view.settle(s1, false);
         let refused = d2.await.unwrap_err().to_string();
@@ -368,41 +354,20 @@ mod tests {
         view.settle(s2, false);
         assert_eq!(backend.get("p", "default", "b").unwrap(), None);
         // A commit made after the failure was seen is accepted.
-        let (s3, d3) = view.submit(
-            write("c", Some("3")),
-            Delta {
-                keys: 1,
-                bytes: 2,
-                timers: 0,
-            },
-        );
+        let (s3, d3) = view.submit(write("c", Some("3")), kv(1, 2));
         d3.await.unwrap();
         view.settle(s3, true);
         assert_eq!(
             backend.get("p", "default", "c").unwrap(),
             Some(b"3".to_vec())
         );
-        assert_eq!(
-            view.usage().unwrap(),
-            Usage {
-                keys: 1,
-                bytes: 2,
-                timers: 0
-            }
-        );
+        assert_eq!(view.usage().unwrap(), kv_usage(1, 2));
     }
 
     #[tokio::test]
     async fn a_failure_empties_the_view() {
         let (b, view) = held();
-        let (s1, d1) = view.submit(
-            write("a", Some("1")),
-            Delta {
-                keys: 1,
-                bytes: 2,
-                timers: 0,
-            },
-        );
+        let (s1, d1) = view.submit(write("a", Some("1")), kv(1, 2));
         assert_eq!(view.get("default", "a").unwrap(), Some(b"1".to_vec()));
         b.release(true);
         assert!(d1.await.is_err());

@@ -781,10 +781,7 @@ impl Worker {
             Ok(answer) => {
                 let inst = self.instance.as_mut().expect("checked above");
                 let mut done = inst.take_txn().into_commit(&self.env.name);
-                if let Source::Timer(id) = env.source {
-                    done.commit.remove_timers.push(id);
-                    done.delta += Delta::of_timer(env.message.len(), -1);
-                }
+                completes_timer(&mut done, &env);
                 let timers = done.commit.add_timers.clone();
                 let nothing_to_commit = done.commit.is_empty();
                 let submitted = Instant::now();
@@ -1276,19 +1273,15 @@ impl Worker {
             keep: self.keep_dead_letters,
             keep_bytes: self.env.config.state.max_bytes,
         });
-        let mut delta = Delta::default();
-        if let Source::Timer(t) = env.source {
-            commit.remove_timers.push(t);
-            delta = Delta::of_timer(env.message.len(), -1);
-        }
+        let mut done = Finished {
+            commit,
+            delta: Delta::default(),
+            outbox: Vec::new(),
+        };
+        completes_timer(&mut done, &env);
         tracing::warn!(dead_letter = id, attempts = env.attempts, causes = ?env.causes, "message dead-lettered");
         // Through the plugin's view: a timer it removes changes the usage
         // the view keeps.
-        let done = Finished {
-            commit,
-            delta,
-            outbox: Vec::new(),
-        };
         if let Err(e) = self.commit_and_release(done).await {
             tracing::error!("failed to store dead letter {id}: {e:#}");
         }
@@ -1296,6 +1289,15 @@ impl Worker {
         self.metrics.dead_letters.get_or_create(&self.labels).inc();
         let causes = env.causes.clone();
         env.answer(Outcome::DeadLettered { id, causes });
+    }
+}
+
+/// When `env` came from a durable timer, `done` completes it: the timer's
+/// record goes with the commit, and its message out of the plugin's usage.
+fn completes_timer(done: &mut Finished, env: &Envelope) {
+    if let Source::Timer(id) = env.source {
+        done.commit.remove_timers.push(id);
+        done.delta += Delta::of_timer(env.message.len(), -1);
     }
 }
 
