@@ -319,7 +319,18 @@ async fn probes_need_no_token() {
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
     let mut host = HostProcess::start(dir.path(), &["--token-file", token.to_str().unwrap()]).await;
-    assert_eq!(host.admin.get("/readyz").await.status, 200);
+    // Loaded, but the canary may still be starting: ready within a while,
+    // and never asked for the token.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = host.admin.get("/readyz").await.status;
+        assert_ne!(status, 401);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(host.admin.get("/healthz").await.status, 200);
     assert_eq!(host.admin.get("/v1/plugins").await.status, 401);
     assert_eq!(
