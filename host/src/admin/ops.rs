@@ -374,9 +374,14 @@ pub async fn state_reset(
     if let Some(r) = unknown(&sup, &name) {
         return r;
     }
-    let in_body = serde_json::from_slice::<Confirm>(&body)
+    // Only a JSON object confirms: serde's derived struct would also take
+    // an array (`["NAME"]`), which no client means as a confirmation.
+    let in_body = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|c| c.confirm);
+        .and_then(|v| match v {
+            serde_json::Value::Object(mut fields) => fields.remove("confirm"),
+            _ => None,
+        });
     if !confirmed(c.confirm.as_ref().or(in_body.as_ref()), &name) {
         return error(
             StatusCode::BAD_REQUEST,

@@ -119,8 +119,29 @@ pub fn router(sup: SupervisorHandle) -> Router {
             get(ops::state_get),
         )
         .route_layer(axum::middleware::from_fn(super::serve::read_body_in_time))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(sup)
+}
+
+/// A path the API does not have: a JSON error like every other.
+async fn no_route(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {}: see `wasm-sup --help` or the README's Admin HTTP API",
+            uri.path()
+        ),
+    )
+}
+
+/// A known path asked with a method it does not take.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -20,6 +20,7 @@ pub mod cache;
 
 use crate::bindings::exports;
 use crate::instance::HostState;
+use crate::instance::limits::MAX_INSTANCES;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 use std::collections::HashMap;
@@ -120,6 +121,7 @@ fn compile_component(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     if !wasmparser::Parser::is_component(bytes) {
         bail!("unsupported WebAssembly version or layer: a plugin is a WASI 0.2 component");
     }
+    refuse_too_many_instances(bytes)?;
     Component::new(engine, bytes).map_err(|e| {
         let e = anyhow::Error::from(e);
         match crate::engine::pool_misfit(&e) {
@@ -127,6 +129,35 @@ fn compile_component(engine: &Engine, bytes: &[u8]) -> Result<Component> {
             None => e.context("is not a valid component (truncated or corrupt?)"),
         }
     })
+}
+
+/// Refuses a component that declares more core instances than a plugin may
+/// hold ([`MAX_INSTANCES`]): every instantiation of it would fail, so it is a
+/// bad file, not a crash loop. The count is of the core module
+/// instantiations in the whole binary (nested components included), a lower
+/// bound of what an instantiation makes; a nested component instantiated
+/// twice is still caught when the store refuses the instance past the bound.
+fn refuse_too_many_instances(bytes: &[u8]) -> Result<()> {
+    let mut declared = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        // A parse error is left to the compiler, which names it better.
+        let Ok(payload) = payload else { return Ok(()) };
+        // Only instantiations count: an instance made of exports is a
+        // bundle of names, not an instance the store holds.
+        if let wasmparser::Payload::InstanceSection(section) = payload {
+            let made = section
+                .into_iter()
+                .filter(|i| matches!(i, Ok(wasmparser::Instance::Instantiate { .. })))
+                .count();
+            declared = declared.saturating_add(made);
+        }
+    }
+    if declared > MAX_INSTANCES {
+        bail!(
+            "declares {declared} core instances, and a plugin may hold at most {MAX_INSTANCES}: merge its modules (e.g. build it as one component with fewer core modules)"
+        );
+    }
+    Ok(())
 }
 
 /// Checks a compiled component against the contract and pre-links it.

@@ -1101,7 +1101,11 @@ impl Worker {
         }
         if let Some(e) = env {
             let max = self.tracker.policy().max_attempts.get();
-            if e.attempts >= max || (!will_restart && ending == Ending::Crash) {
+            // A plugin that stops after a normal exit answers its message 503
+            // `stopped` with everything queued, whatever the attempts.
+            let stops_normally = ending == Ending::Normal && matches!(decision, Decision::Stop);
+            if !stops_normally && (e.attempts >= max || (!will_restart && ending == Ending::Crash))
+            {
                 self.dead_letter(e).await;
             } else {
                 self.put_back(e);

@@ -226,9 +226,11 @@ impl Folder {
             let reason = r
                 .reason
                 .trim_start_matches(&format!("{}: ", r.path.display()));
-            tracing::error!("refused {}: {reason}", r.path.display());
-            self.logged
-                .insert(r.path.display().to_string(), r.reason.clone());
+            // Remembered as the very line the folder's later scans would log
+            // about this file, so it is not logged a second time.
+            let line = format!("refused {}: {reason}", r.path.display());
+            tracing::error!("{line}");
+            self.logged.insert(r.path.display().to_string(), line);
             self.refused.insert(r.path.clone(), r.reason.clone());
         }
         self.publish_refused();
