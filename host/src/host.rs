@@ -168,6 +168,8 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     // The admin API answers from before the first plugin loads: /healthz at
     // once, /readyz and messages with `loading` until the load is over.
     let mut server = None;
+    // READY=1 goes with the admin API's first answer (crate::systemd).
+    let mut systemd = None;
     let host = start_loaded(&config, &opts, |supervisor| {
         let mut app = crate::admin::router(supervisor.clone());
         if let Some(token) = opts.admin_token.clone() {
@@ -175,6 +177,7 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
         }
         server = Some(tokio::spawn(crate::admin::serve(listener, app)));
         tracing::info!(%addr, "admin API listening on http://{addr}");
+        systemd = Some(crate::systemd::Systemd::ready(supervisor));
     })
     .await;
     let host = match host {
@@ -194,6 +197,12 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     match &gave_up {
         None => tracing::info!("shutting down: press Ctrl-C again to exit at once"),
         Some(why) => tracing::error!("giving up: {why}; stopping every plugin"),
+    }
+    if let Some(systemd) = &mut systemd {
+        systemd.stopping(&match &gave_up {
+            None => "stopping: finishing calls in flight".to_string(),
+            Some(why) => format!("giving up: {why}"),
+        });
     }
     tokio::spawn(async {
         wait_for_signal().await;

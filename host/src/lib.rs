@@ -24,6 +24,8 @@ pub mod config;
 pub mod crash;
 pub mod discovery;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guest_text;
 pub mod host;
 pub mod host_api;
@@ -32,4 +34,5 @@ pub mod mailbox;
 pub mod private_files;
 pub mod state;
 pub mod supervisor;
+pub mod systemd;
 pub mod watch;

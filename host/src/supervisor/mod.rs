@@ -727,6 +727,45 @@ impl SupervisorHandle {
         &self.shared.backend
     }
 
+    /// How many plugins are in each status (running first), without
+    /// copying any plugin's info (the systemd `STATUS=` line polls it).
+    pub fn status_counts(&self) -> [(Status, usize); 5] {
+        let mut counts = [
+            (Status::Running, 0),
+            (Status::Starting, 0),
+            (Status::Backoff, 0),
+            (Status::Failed, 0),
+            (Status::Stopped, 0),
+        ];
+        let plugins = self
+            .shared
+            .plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for slot in plugins.values() {
+            let status = lock(&slot.info).status;
+            if let Some(c) = counts.iter_mut().find(|(s, _)| *s == status) {
+                c.1 += 1;
+            }
+        }
+        counts
+    }
+
+    /// A round trip through the supervisor's machinery, for the systemd
+    /// watchdog (see [`crate::systemd`] for why these parts): its plugin
+    /// table and every plugin's status lock, its timer task, and an empty
+    /// commit through the state backend's committer. Resolves `Ok` once each
+    /// has answered; it never resolves while one of them is wedged.
+    pub async fn round_trip(&self) -> anyhow::Result<()> {
+        self.status_counts();
+        self.shared.timers.ping().await?;
+        // No plugin has an empty name: the commit touches no plugin's data.
+        self.shared
+            .backend
+            .commit(crate::state::Commit::new(""))
+            .await
+    }
+
     /// Graceful shutdown (DESIGN.md, "Shutdown"): stop taking messages, answer
     /// what is queued with 503, then in reverse start order let each worker
     /// finish its call in flight and call `lifecycle.shutdown`, both within the

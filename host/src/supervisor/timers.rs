@@ -26,6 +26,8 @@ enum Request {
     Schedule(TimerRecord),
     /// Drop every timer of this plugin (its records were deleted).
     Forget(String),
+    /// Answer at once: the systemd watchdog's round trip ([`crate::systemd`]).
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Schedules timers on the timer task.
@@ -43,6 +45,16 @@ impl TimerHandle {
     /// Forgets every timer of `plugin`, whose records a state reset deleted.
     pub fn forget(&self, plugin: &str) {
         let _ = self.tx.send(Request::Forget(plugin.to_string()));
+    }
+
+    /// Resolves once the timer task has answered: an error if it is gone.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Request::Ping(tx))
+            .map_err(|_| anyhow::anyhow!("the timer task has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the timer task has stopped"))
     }
 
     /// Schedules again, [`RETRY`] from now, the message of a timer that was
@@ -93,6 +105,7 @@ async fn run(
                 Some(Request::Schedule(t)) => add(t, &mut heap, &mut pending),
                 // Its heap entries find nothing pending and are skipped.
                 Some(Request::Forget(plugin)) => pending.retain(|_, t| t.plugin != plugin),
+                Some(Request::Ping(answer)) => { let _ = answer.send(()); }
                 None => return,
             },
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {
