@@ -10,7 +10,7 @@ use wasm_sup_tests::PROBE;
 /// A component whose `handle` grows `instances` memories of their own (one
 /// per core instance, each starting empty) by `pages` pages each, then
 /// answers Ok. Each memory alone stays under the plugin's `memory`.
-fn many_memories(instances: usize, pages: u32) -> String {
+pub(crate) fn many_memories(instances: usize, pages: u32) -> String {
     let mut wat = String::from(
         "(component\n  (core module $g (memory 0) (func (export \"grow\") (param i32) (result i32) local.get 0 memory.grow))\n",
     );

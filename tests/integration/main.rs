@@ -8,14 +8,17 @@ mod conformance;
 mod containment;
 mod crashes;
 mod dropin;
+mod fuzz_corpus;
 mod groups;
 mod guest_text;
 mod hardening;
+mod hostile;
 mod limits;
 mod process;
 mod sandbox;
 mod state;
 mod supervision;
+mod systemd;
 mod util;
 
 use wasm_sup_tests::*;

@@ -118,7 +118,12 @@ impl Admin {
     pub fn new(addr: SocketAddr) -> Admin {
         Admin {
             addr,
-            http: reqwest::Client::new(),
+            // The host closes a keep-alive connection idle for 10 s (its
+            // header timeout); a client must not reuse one that old.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
             token: None,
         }
     }
@@ -581,4 +586,36 @@ pub fn sha256(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+impl HostProcess {
+    /// [`HostProcess::start_live`] with extra environment variables (e.g. a
+    /// fake `NOTIFY_SOCKET`): waits only until `/healthz` answers.
+    pub async fn start_live_with_env(
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> HostProcess {
+        let addr = free_port();
+        let log = dir.join(format!("host-{}.log", addr.port()));
+        let child = Command::new(wasm_sup_bin())
+            .arg("run")
+            .arg(dir)
+            .arg("--admin")
+            .arg(addr.to_string())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn wasm-sup");
+        let p = HostProcess {
+            child,
+            admin: Admin::new(addr),
+            log,
+        };
+        p.wait_healthy().await;
+        p
+    }
 }

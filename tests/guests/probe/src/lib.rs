@@ -43,9 +43,16 @@
 //! | `env NAME`                  | the variable's value, or `Err("not set")`              |
 //! | `env-count` / `args-count`  | number of environment variables / arguments             |
 //! | `connect ADDR`              | TCP connect → `connected`, or `Err(io error)`           |
+//! | `rename FROM TO`            | `std::fs::rename` → `ok`, or `Err(io error)`            |
+//! | `symlink TARGET LINK`       | creates LINK pointing at TARGET → `ok`, or `Err(io error)` |
+//! | `list-dir PATH`             | the entries' names, sorted, joined with `,`, or `Err(io error)` |
+//! | `listen ADDR`               | TCP bind + listen → `listening LOCAL_ADDR`, or `Err(io error)` |
+//! | `udp-send ADDR MESSAGE`     | UDP bind to the unspecified address, port 0, then `send_to` ADDR → `sent N`, or `Err(io error)` |
+//! | `print-text TEXT`           | TEXT and a line break on stdout → `printed`             |
 //! | `send TO MESSAGE`           | `mailbox::send` → `sent`, or `Err("no-such-plugin" \| "mailbox-full" \| "too-large")` |
 //! | `send-after MS MESSAGE`     | `mailbox::send-after` to itself → `scheduled`, or `Err` as for `send` |
 //! | `send-then-trap TO MESSAGE` | send, then panic ("trap after send")                    |
+//! | `loop`                      | `incr loops`, then `send`s `loop` to itself: a loop that never ends → the new count, or `Err` as for `send` |
 //! | `self-info`                 | `NAME GENERATION RESTARTS`                              |
 //! | `config KEY`                | wasi:config value, or `Err("missing")`                  |
 //! | `config-all`                | every `k=v`, sorted, joined with `,`                    |
@@ -56,9 +63,10 @@
 //!
 //! Lifecycle and health are steered by wasi:config:
 //! - `init`: config key `init` = `fail` → `Err("init failed on purpose")`,
-//!   `trap` → panic, `sleep` → sleeps 10 s then `Ok`; otherwise increments key
-//!   `inits` (atomics) and returns `Ok`.
-//! - `shutdown`: increments key `shutdowns` (atomics).
+//!   `trap` → panic, `sleep` → sleeps 10 s then `Ok`, `spin` → loops
+//!   forever; otherwise increments key `inits` (atomics) and returns `Ok`.
+//! - `shutdown`: config key `shutdown` = `trap` → panic, `spin` → loops
+//!   forever; otherwise increments key `shutdowns` (atomics).
 //! - `health.check`: config key `health`, or else key `health` of the
 //!   default bucket (so `set health unhealthy` changes it at run time):
 //!   `unhealthy` / `degraded` → that status with reason "told to", `trap` →
@@ -267,6 +275,51 @@ fn run(command: &str, args: &str) -> Reply {
             text("connected")
         }
 
+        // Sandbox escapes (hostile suite).
+        "rename" => {
+            let (from, to) = two(args)?;
+            std::fs::rename(from, to).map_err(|e| e.to_string())?;
+            text("ok")
+        }
+        "symlink" => {
+            let (target, link) = two(args)?;
+            // `std::os::wasi::fs::symlink_path` is unstable on wasip2; the
+            // deprecated `soft_link` is the stable way to the same call.
+            #[allow(deprecated, reason = "the only stable symlink call on wasi")]
+            std::fs::soft_link(target, link).map_err(|e| e.to_string())?;
+            text("ok")
+        }
+        "list-dir" => {
+            let mut names = std::fs::read_dir(args)
+                .map_err(|e| e.to_string())?
+                .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            names.sort();
+            text(names.join(","))
+        }
+        "listen" => {
+            let listener = std::net::TcpListener::bind(args).map_err(|e| e.to_string())?;
+            text(format!(
+                "listening {}",
+                listener.local_addr().map_err(|e| e.to_string())?
+            ))
+        }
+        "udp-send" => {
+            let (to, message) = two(args)?;
+            let to: std::net::SocketAddr = to.parse().map_err(debug)?;
+            let any = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let socket = std::net::UdpSocket::bind(any).map_err(|e| e.to_string())?;
+            let sent = socket
+                .send_to(message.as_bytes(), to)
+                .map_err(|e| e.to_string())?;
+            text(format!("sent {sent}"))
+        }
+        "print-text" => {
+            println!("{args}");
+            text("printed")
+        }
+
         // Mailbox.
         "send" => {
             let (to, message) = two(args)?;
@@ -313,6 +366,12 @@ fn run(command: &str, args: &str) -> Reply {
             let (to, message) = two(args)?;
             mailbox::send(to, message.as_bytes()).map_err(send_error)?;
             panic!("trap after send");
+        }
+        // Peers (hostile suite).
+        "loop" => {
+            let loops = atomics::increment(&default_bucket()?, "loops", 1).map_err(debug)?;
+            mailbox::send(&mailbox::self_info().name, b"loop").map_err(send_error)?;
+            text(loops)
         }
         "self-info" => {
             let info = mailbox::self_info();
@@ -496,6 +555,7 @@ impl lifecycle::Guest for Probe {
         match config_value("init")?.as_deref() {
             Some("fail") => Err("init failed on purpose".to_string()),
             Some("trap") => panic!("init trap"),
+            Some("spin") => spin(),
             Some("sleep") => {
                 std::thread::sleep(INIT_SLEEP);
                 Ok(())
@@ -508,6 +568,11 @@ impl lifecycle::Guest for Probe {
     }
 
     fn shutdown() {
+        match config_value("shutdown").ok().flatten().as_deref() {
+            Some("trap") => panic!("shutdown trap"),
+            Some("spin") => spin(),
+            _ => {}
+        }
         let counted = default_bucket()
             .and_then(|bucket| atomics::increment(&bucket, "shutdowns", 1).map_err(debug));
         if let Err(error) = counted {
