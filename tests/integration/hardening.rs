@@ -4,60 +4,26 @@
 //! reported as a corrupt file (hole 13; such a component now runs on the
 //! on-demand engine), and `[host] max-plugin-file`.
 
-use crate::util::{HostProcess, ONE_ATTEMPT, PluginDir, TestHost, wat};
+use crate::util::{HostProcess, ONE_ATTEMPT, PluginDir, TestHost, config_error, padded, wat};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasm_sup::private_files::{DIR_MODE, FILE_MODE};
 use wasm_sup_tests::PROBE;
-
-/// Runs `wasm-sup run DIR`, expects exit code 2 (a bad configuration) within
-/// a minute, and returns its one `error:` line. A host that starts instead
-/// is killed and the test fails (it does not hang).
-fn config_error(dir: &PluginDir) -> String {
-    let log = dir.path().join("stderr.log");
-    let mut child = std::process::Command::new(crate::util::wasm_sup_bin())
-        .args(["run", dir.path().to_str().unwrap(), "--admin"])
-        .arg(crate::util::free_port().to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the host started instead of refusing its configuration:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let err = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(2), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "one error line: {err}");
-    lines[0].to_string()
-}
 
 #[test]
 fn hole04_a_huge_timeout_is_a_config_error_at_startup() {
     let dir = PluginDir::new();
     dir.plugin("probe", PROBE)
         .config("[defaults]\ntimeout = \"10000000000s\"\n");
-    let err = config_error(&dir);
+    let err = config_error(&dir, &[]);
     assert!(
         err.contains("wasm-sup.toml:2: [defaults] key `timeout`: invalid duration \"10000000000s\": must be between 1ms and 1h"),
         "{err}"
     );
     dir.config("")
         .plugin_config("probe", "[restart]\ninitial = \"10000000000s\"\n");
-    let err = config_error(&dir);
+    let err = config_error(&dir, &[]);
     assert!(
         err.contains("probe.toml:2: [restart] key `initial`: invalid duration \"10000000000s\": must be between 0s and 1h"),
         "{err}"
@@ -165,33 +131,10 @@ async fn hole13_a_component_over_the_pool_limits_runs_on_demand_naming_the_limit
     assert_eq!(host.wait_exit(Duration::from_secs(30)), Some(0));
 }
 
-/// `component` with a custom section appended, `len` bytes longer in all:
-/// still a valid plugin.
-fn padded(component: &[u8], len: usize) -> Vec<u8> {
-    let leb = |mut n: usize| {
-        let mut out = Vec::new();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                return out;
-            }
-        }
-    };
-    let mut body = vec![3, b'p', b'a', b'd'];
-    body.resize(len - 1 - leb(len).len(), 0);
-    let mut out = component.to_vec();
-    out.push(0);
-    out.extend(leb(body.len()));
-    out.extend(body);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_over_max_plugin_file_is_refused_and_the_others_run() {
     let small = ::wat::parse_str(wat::ok_empty()).unwrap();
-    let big = padded(&small, 4096);
+    let big = padded(&small, small.len() + 4096);
     let dir = PluginDir::new();
     dir.bytes("small", &small)
         .bytes("big", &big)

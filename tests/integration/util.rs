@@ -363,26 +363,7 @@ impl HostProcess {
     /// Starts the host and waits only until `/healthz` answers, which it
     /// does while plugins are still loading.
     pub async fn start_live(dir: &Path, extra: &[&str]) -> HostProcess {
-        let addr = free_port();
-        let log = dir.join(format!("host-{}.log", addr.port()));
-        let child = Command::new(wasm_sup_bin())
-            .arg("run")
-            .arg(dir)
-            .arg("--admin")
-            .arg(addr.to_string())
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn wasm-sup");
-        let p = HostProcess {
-            child,
-            admin: Admin::new(addr),
-            log,
-        };
-        p.wait_healthy().await;
-        p
+        Self::start_live_with_env(dir, extra, &[]).await
     }
 
     async fn wait_loaded(&self) {
@@ -618,4 +599,66 @@ impl HostProcess {
         p.wait_healthy().await;
         p
     }
+}
+
+/// Runs `wasm-sup run DIR EXTRA`, expects exit code 2 (a bad configuration)
+/// within a minute, and returns its one `error:` line. A host that starts
+/// instead is killed and the test fails (it does not hang).
+pub fn config_error(dir: &PluginDir, extra: &[&str]) -> String {
+    let log = dir.path().join("refused-start.log");
+    let mut child = Command::new(wasm_sup_bin())
+        .arg("run")
+        .arg(dir.path())
+        .arg("--admin")
+        .arg(free_port().to_string())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn wasm-sup");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the host started instead of refusing its configuration:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {err}");
+    lines[0].to_string()
+}
+
+/// `component` with a custom section appended, `len` bytes long in all:
+/// still a valid plugin.
+pub fn padded(component: &[u8], len: usize) -> Vec<u8> {
+    let leb = |mut n: usize| {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return out;
+            }
+        }
+    };
+    let extra = len - component.len();
+    let mut body = vec![3, b'p', b'a', b'd'];
+    body.resize(extra - 1 - leb(extra).len(), 0);
+    let mut out = component.to_vec();
+    out.push(0);
+    out.extend(leb(body.len()));
+    out.extend(body);
+    assert_eq!(out.len(), len);
+    out
 }

@@ -3,7 +3,7 @@
 //! API requests, all run against the real `wasm-sup` binary.
 
 use super::{Arena, CANARY};
-use crate::util::{Admin, PluginDir, scrape, wat};
+use crate::util::{Admin, PluginDir, config_error, padded, scrape, wat};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -244,33 +244,6 @@ async fn a_component_with_an_unknown_import_is_refused_once() {
     .await;
 }
 
-/// `component` with a custom section appended, `len` bytes long in all:
-/// still a valid plugin (as in hardening.rs).
-fn padded(component: &[u8], len: usize) -> Vec<u8> {
-    let leb = |mut n: usize| {
-        let mut out = Vec::new();
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                return out;
-            }
-        }
-    };
-    let extra = len - component.len();
-    let mut body = vec![3, b'p', b'a', b'd'];
-    body.resize(extra - 1 - leb(extra).len(), 0);
-    let mut out = component.to_vec();
-    out.push(0);
-    out.extend(leb(body.len()));
-    out.extend(body);
-    assert_eq!(out.len(), len);
-    out
-}
-
-/// Attack: a valid plugin one byte over `[host] max-plugin-file`. Must
-/// hold: refused once, naming its size, the limit and the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_over_max_plugin_file_is_refused_once() {
     // The limit lets the canary (the probe) in.
@@ -314,41 +287,6 @@ fn write_config(dir: &Path, file: &str, text: &str) {
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, text).expect("write temp");
     std::fs::rename(&tmp, dir.join(file)).expect("rename");
-}
-
-/// Runs `wasm-sup run DIR`, expects exit code 2 (a bad configuration)
-/// within a minute, and returns its one `error:` line. A host that starts
-/// instead is killed and the test fails.
-fn config_error(dir: &PluginDir) -> String {
-    let log = dir.path().join("refused-start.log");
-    let mut child = std::process::Command::new(crate::util::wasm_sup_bin())
-        .args(["run", dir.path().to_str().expect("utf-8"), "--admin"])
-        .arg(crate::util::free_port().to_string())
-        .args(MEMORY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the host started instead of refusing its configuration:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let err = std::fs::read_to_string(&log).expect("log");
-    assert_eq!(status.code(), Some(2), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "one error line: {err}");
-    lines[0].to_string()
 }
 
 /// Waits until the host's log has a line containing every one of `needles`
@@ -404,7 +342,7 @@ async fn a_bad_host_config_is_refused_live_and_at_start(bad: &str, needles: &[&s
     arena.assert_contained().await;
     arena.stop().await;
 
-    let err = config_error(&dir);
+    let err = config_error(&dir, MEMORY);
     for needle in needles {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
