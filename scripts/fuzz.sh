@@ -69,7 +69,7 @@ cargo +nightly fuzz build "${FLAGS[@]}"
 echo "built in $(($(date +%s) - build_start)) s"
 BIN="fuzz/target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
 
-count_files() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
+count_files() { if [ -d "$1" ]; then find "$1" -maxdepth 1 -type f | wc -l; else echo 0; fi; }
 
 # minimise TARGET LOG [LIBFUZZER ARGS]: merges the corpus of TARGET into the
 # fewest inputs that keep its coverage (-set_cover_merge; plain -merge adds
