@@ -25,7 +25,7 @@ use crate::host::{Host, RunOptions};
 use crate::instance::HostState;
 use crate::supervisor::{Operation, Status, SupervisorHandle};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -322,9 +322,7 @@ async fn exchange(app: Router, request: &[u8]) -> Result<Vec<u8>, hyper::Error> 
         .shutdown()
         .await
         .expect("an in-memory pipe shuts down");
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(crate::admin::HEADER_TIMEOUT)
+    let served = crate::admin::http1()
         .half_close(true)
         .serve_connection(TokioIo::new(server), TowerToHyperService::new(app));
     let mut answers = Vec::new();

@@ -7,4 +7,4 @@ mod router;
 mod serve;
 
 pub use router::{require_token, router};
-pub use serve::{BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, WRITE_TIMEOUT, serve};
+pub use serve::{BODY_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, WRITE_TIMEOUT, http1, serve};

@@ -55,14 +55,23 @@ pub async fn serve(listener: TcpListener, app: Router) {
         let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
         stream.set_write_timeout(Some(WRITE_TIMEOUT));
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
+            let _ = http1()
                 .serve_connection(TokioIo::new(Box::pin(stream)), service)
                 .await;
             drop(permit);
         });
     }
+}
+
+/// The HTTP/1 connection settings of the admin API (the header timeout and
+/// the timer it needs), shared with the fuzz harness so that it serves
+/// connections as the host does.
+pub fn http1() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder
 }
 
 /// Reads the whole body within [`BODY_TIMEOUT`] (408 when it does not

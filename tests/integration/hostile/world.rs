@@ -554,18 +554,22 @@ async fn without_a_grant_there_is_no_network() {
     arena.stop().await;
 }
 
+/// The probe with a network grant for 127.0.0.1:`port` only.
+async fn granted_port(port: u16) -> Arena {
+    let dir = PluginDir::new();
+    dir.plugin(PROBE_NAME, PROBE).config(&format!(
+        "[plugins.{PROBE_NAME}]\nnetwork = [\"127.0.0.1:{port}\"]\n"
+    ));
+    arena(dir).await
+}
+
 /// A grant for one port: a connect to another live port fails and its
 /// listener sees nothing, while the granted one connects and is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_for_one_port_opens_only_that_port() {
     let (granted, granted_addr) = tcp_listener();
     let (other, other_addr) = tcp_listener();
-    let dir = PluginDir::new();
-    dir.plugin(PROBE_NAME, PROBE).config(&format!(
-        "[plugins.{PROBE_NAME}]\nnetwork = [\"127.0.0.1:{}\"]\n",
-        granted_addr.port()
-    ));
-    let mut arena = arena(dir).await;
+    let mut arena = granted_port(granted_addr.port()).await;
     refused(
         &arena
             .send(PROBE_NAME, format!("connect {other_addr}"))
@@ -602,12 +606,7 @@ async fn a_grant_for_one_port_opens_only_that_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listening_is_refused_when_not_granted() {
     let (_granted, granted_addr) = tcp_listener();
-    let dir = PluginDir::new();
-    dir.plugin(PROBE_NAME, PROBE).config(&format!(
-        "[plugins.{PROBE_NAME}]\nnetwork = [\"127.0.0.1:{}\"]\n",
-        granted_addr.port()
-    ));
-    let mut arena = arena(dir).await;
+    let mut arena = granted_port(granted_addr.port()).await;
     let port = crate::util::free_port();
     refused(&arena.send(PROBE_NAME, format!("listen {port}")).await);
     assert!(
@@ -629,12 +628,7 @@ async fn listening_is_refused_when_not_granted() {
 async fn a_udp_send_to_a_port_not_granted_is_refused() {
     let (granted, granted_addr) = udp_socket();
     let (other, other_addr) = udp_socket();
-    let dir = PluginDir::new();
-    dir.plugin(PROBE_NAME, PROBE).config(&format!(
-        "[plugins.{PROBE_NAME}]\nnetwork = [\"127.0.0.1:{}\"]\n",
-        granted_addr.port()
-    ));
-    let mut arena = arena(dir).await;
+    let mut arena = granted_port(granted_addr.port()).await;
     refused(
         &arena
             .send(PROBE_NAME, format!("udp-send {other_addr} leaked"))
