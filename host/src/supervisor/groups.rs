@@ -6,7 +6,7 @@
 //! start order, each after the previous one's `init` has run. An
 //! auto-shutdown stops the group's members in reverse start order.
 
-use super::tree::{GroupInfo, Plan, Tree};
+use super::tree::{GroupInfo, Tree};
 use super::{Control, Shared, SupervisorHandle, lock};
 use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -54,25 +54,17 @@ impl Groups {
         )
     }
 
-    /// See [`Tree::on_restart`].
-    pub(super) fn on_restart(
-        &self,
-        plugin: &str,
-        now: Instant,
-        root_restart: impl FnMut(&str) -> bool,
-    ) -> Plan {
-        lock(&self.tree).on_restart(plugin, now, root_restart)
+    /// Runs `f` on the tree (the restart decision reads and updates it).
+    pub(super) fn with_tree<R>(&self, f: impl FnOnce(&mut Tree) -> R) -> R {
+        f(&mut lock(&self.tree))
     }
 
-    /// See [`Tree::on_normal_exit`]; queues the shutdown.
-    pub(super) fn on_normal_exit(&self, plugin: &str) {
-        let shut = lock(&self.tree).on_normal_exit(plugin);
-        if let Some((group, stop)) = shut {
-            let why = format!(
-                "group {group} shut down: its significant member {plugin} exited normally (auto-shutdown)"
-            );
-            self.submit(Job::Shutdown { stop, why });
-        }
+    /// Queues `group`'s auto-shutdown, set off by `plugin`'s normal exit.
+    pub(super) fn auto_shutdown(&self, group: &str, plugin: &str, stop: Vec<String>) {
+        let why = format!(
+            "group {group} shut down: its significant member {plugin} exited normally (auto-shutdown)"
+        );
+        self.submit(Job::Shutdown { stop, why });
     }
 
     pub(super) fn submit(&self, job: Job) {

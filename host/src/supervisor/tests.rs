@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::config::{Config, HostOverrides};
+use crate::crash::Cause;
+use crate::discovery::PluginSpec;
 use crate::mailbox::Outcome;
 
 /// A host panic while serving a call is contained as that plugin's
@@ -89,7 +91,7 @@ const OK_EMPTY: &str = r#"(component
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hole05_a_panic_outside_a_guest_call_is_a_host_error_crash() {
     let (sup, _ticker, _dir) = start_all(IMMEDIATE_ONE_ATTEMPT, OK_EMPTY, &["victim", "bystander"]);
-    let (rx, _) = sup.send("victim", worker::TEST_PANIC.to_vec()).unwrap();
+    let (rx, _) = sup.send("victim", child::TEST_PANIC.to_vec()).unwrap();
     // The message in flight is the crash's: with one delivery allowed, it
     // is dead-lettered and its sender told why.
     match rx.await.unwrap() {

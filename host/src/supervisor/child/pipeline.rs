@@ -1,6 +1,6 @@
-//! Replies waiting for their commits: the worker's pipeline.
+//! Replies waiting for their commits: the child's pipeline.
 //!
-//! A worker runs its next call while the commits of earlier calls are still
+//! A child runs its next call while the commits of earlier calls are still
 //! on their way to disk (reads see them through
 //! [`crate::state::view::StateView`]), so the calls of one plugin share a
 //! group commit instead of paying an fsync each. Each call that returned waits
@@ -12,7 +12,7 @@
 //!   every earlier one.
 //! - A call with nothing to commit still waits its turn: it may have read a
 //!   pending write.
-//! - At most [`DEPTH`] calls wait; the worker takes no message past that.
+//! - At most [`DEPTH`] calls wait; the child takes no message past that.
 
 use crate::instance::txn::Outgoing;
 use crate::mailbox::{Envelope, Outcome};

@@ -1,0 +1,129 @@
+//! What a crash leaves behind: the crash report (written by a spawned task,
+//! off the restart path, with its coredump) and the dead letter of a message
+//! that crashed on its last delivery (committed before its sender is
+//! answered).
+
+use super::runner::completes_timer;
+use super::{Child, Outcome};
+use crate::crash::{Crash, CrashReport, DeadLetter, MessageInfo};
+use crate::instance::PluginEnv;
+use crate::instance::txn::Finished;
+use crate::mailbox::Envelope;
+use crate::state::{Commit, Delta, Record, RecordKind, fresh_id, now_ms};
+use crate::supervisor::policy::Decision;
+
+/// Bytes of crash reports a plugin keeps at most (besides `[host]
+/// crash-reports`, their number): each report is small, but a guest chooses
+/// the names in its backtrace.
+const CRASH_REPORT_BYTES: u64 = 16 << 20;
+
+/// How many dead letters `env`'s plugin has kept (for the gauge at start).
+pub(super) fn pending_dead_letters(env: &PluginEnv, keep: usize) -> usize {
+    env.state
+        .backend()
+        .records(&env.name, RecordKind::DeadLetter, 0, keep)
+        .map_or(0, |r| r.len())
+}
+
+impl Child {
+    /// Writes a crash report off the restart path; returns its id.
+    pub(super) fn report(
+        &self,
+        crash: &Crash,
+        call: &str,
+        env: Option<&Envelope>,
+        decision: &Decision,
+    ) -> u64 {
+        let id = fresh_id();
+        let message = crash.kept_message();
+        let generation = self.runner.generation;
+        tracing::warn!(
+            cause = %crash.cause,
+            call,
+            generation,
+            decision = %decision.describe(),
+            "plugin crashed: {message}"
+        );
+        let mut report = CrashReport {
+            id,
+            plugin: self.name().to_string(),
+            generation,
+            cause: crash.cause,
+            call: call.to_string(),
+            message,
+            backtrace: crash.kept_backtrace(),
+            fuel_used: crash.fuel_used,
+            memory_bytes: crash.memory_bytes,
+            handling: env.map(|e| MessageInfo::of(&e.message, e.attempts)),
+            time_ms: now_ms(),
+            decision: decision.describe(),
+            coredump: None,
+        };
+        let dump = self.coredumps.clone().zip(crash.coredump.clone());
+        let backend = self.runner.env.state.backend().clone();
+        let keep = self.keep_reports;
+        tokio::spawn(async move {
+            if let Some(((dir, budget), bytes)) = dump {
+                let plugin = report.plugin.clone();
+                let stored = tokio::task::spawn_blocking(move || {
+                    crate::supervisor::coredumps::store(&dir, budget, &plugin, id, &bytes)
+                })
+                .await;
+                match stored {
+                    Ok(Ok(path)) => report.coredump = path.map(|p| p.display().to_string()),
+                    Ok(Err(e)) => tracing::error!("failed to store coredump of crash {id}: {e:#}"),
+                    Err(e) => tracing::error!("coredump task of crash {id} failed: {e}"),
+                }
+            }
+            let mut commit = Commit::new(&report.plugin);
+            commit.records.push(Record {
+                kind: RecordKind::Crash,
+                id,
+                body: serde_json::to_vec(&report).expect("a crash report serializes"),
+                keep,
+                keep_bytes: CRASH_REPORT_BYTES,
+            });
+            if let Err(e) = backend.commit(commit).await {
+                tracing::error!("failed to store crash report {id}: {e:#}");
+            }
+        });
+        id
+    }
+
+    /// Stores a message that crashed on its last delivery and answers 500.
+    pub(super) async fn dead_letter(&mut self, env: Envelope) {
+        let id = fresh_id();
+        let letter = DeadLetter {
+            id,
+            plugin: self.name().to_string(),
+            message: env.message.clone(),
+            causes: env.causes.clone(),
+            reports: env.reports.clone(),
+            time_ms: now_ms(),
+        };
+        let mut commit = Commit::new(self.name());
+        commit.records.push(Record {
+            kind: RecordKind::DeadLetter,
+            id,
+            body: serde_json::to_vec(&letter).expect("a dead letter serializes"),
+            keep: self.keep_dead_letters,
+            keep_bytes: self.runner.env.config.state.max_bytes,
+        });
+        let mut done = Finished {
+            commit,
+            delta: Delta::default(),
+            outbox: Vec::new(),
+        };
+        completes_timer(&mut done, &env);
+        tracing::warn!(dead_letter = id, attempts = env.attempts, causes = ?env.causes, "message dead-lettered");
+        // Through the plugin's view: a timer it removes changes the usage
+        // the view keeps.
+        if let Err(e) = self.runner.commit_and_release(done).await {
+            tracing::error!("failed to store dead letter {id}: {e:#}");
+        }
+        self.count("dead-lettered");
+        self.metrics.dead_letters.get_or_create(&self.labels).inc();
+        let causes = env.causes.clone();
+        env.answer(Outcome::DeadLettered { id, causes });
+    }
+}

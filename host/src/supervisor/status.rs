@@ -1,0 +1,244 @@
+//! What the admin API shows of a plugin ([`PluginInfo`]) and its one writer,
+//! [`StatusBoard`]: the child publishes its status, restarts, health and
+//! version through the board, and the supervisor's handle reads copies.
+//! Nothing else writes a plugin's info.
+
+use super::rollback::Rollback;
+use crate::config::{PluginConfig, RestartType};
+use crate::crash::Cause;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A plugin's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Instantiating and running `init`.
+    Starting,
+    /// Taking messages.
+    Running,
+    /// Waiting to restart after a crash; messages wait.
+    Backoff,
+    /// Over its restart intensity; messages are refused.
+    Failed,
+    /// Stopped (by its restart type, an operator, or shutdown).
+    Stopped,
+}
+
+impl Status {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Running => "running",
+            Status::Backoff => "backoff",
+            Status::Failed => "failed",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the admin API shows of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// Name.
+    pub name: String,
+    /// Status.
+    pub status: Status,
+    /// Instance generation (1 = first start).
+    pub generation: u64,
+    /// Restarts since the host started.
+    pub restarts: u32,
+    /// Cause of the last crash.
+    pub last_crash: Option<Cause>,
+    /// Why it is failed or stopped, if it is.
+    pub reason: Option<String>,
+    /// Seconds the current instance has been running.
+    pub uptime_secs: Option<f64>,
+    /// When the current instance started running, microseconds since the
+    /// Unix epoch.
+    pub started_at_us: Option<u64>,
+    /// Messages queued.
+    pub mailbox_depth: usize,
+    /// SHA-256 of the loaded component.
+    pub sha256: String,
+    /// Restart type.
+    pub restart_type: RestartType,
+    /// The limits it runs under.
+    pub limits: LimitsInfo,
+    /// A new configuration waits for the plugin's next start.
+    pub config_pending: bool,
+    /// The last upgrade that was rolled back, while the file still holds it.
+    pub rollback: Option<Rollback>,
+    /// The circuit breaker, when not closed: `open` (failed, a retry is
+    /// scheduled) or `half-open` (on trial after a cooldown).
+    pub circuit: Option<&'static str>,
+    /// Seconds until the next attempt (backoff, or a failed plugin's cooldown).
+    pub next_attempt_secs: Option<f64>,
+    /// The last health answer of the running instance (`healthy`,
+    /// `degraded: why`, `unhealthy (n/threshold): why`).
+    pub health: Option<String>,
+    #[serde(skip)]
+    pub(super) running_since: Option<Instant>,
+    #[serde(skip)]
+    pub(super) retry_at: Option<Instant>,
+}
+
+/// A plugin's limits, as the admin API shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsInfo {
+    /// Max linear memory, bytes.
+    pub memory: u64,
+    /// Fuel per call (`null`: unmetered).
+    pub fuel: Option<u64>,
+    /// Wall clock per call, milliseconds.
+    pub timeout_ms: u64,
+    /// Largest message, bytes.
+    pub max_message: u64,
+    /// Largest reply, bytes.
+    pub max_reply: u64,
+    /// Mailbox capacity.
+    pub mailbox: usize,
+}
+
+impl LimitsInfo {
+    pub(super) fn of(c: &PluginConfig) -> LimitsInfo {
+        LimitsInfo {
+            memory: c.memory,
+            fuel: c.fuel,
+            timeout_ms: c.timeout.as_millis() as u64,
+            max_message: c.max_message,
+            max_reply: c.max_reply,
+            mailbox: c.mailbox,
+        }
+    }
+}
+
+/// What the child knows of its plugin beyond the status, published with it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Facts {
+    /// Instance generation.
+    pub(super) generation: u64,
+    /// Restarts since the host started.
+    pub(super) restarts: u32,
+    /// When the current instance started running.
+    pub(super) running_since: Option<Instant>,
+    /// When a `failed` plugin is tried again.
+    pub(super) retry_at: Option<Instant>,
+    /// The circuit breaker's state for the admin API.
+    pub(super) circuit: Option<&'static str>,
+}
+
+/// The one writer of a plugin's [`PluginInfo`] (shared with the handle,
+/// which reads copies).
+#[derive(Debug, Clone)]
+pub(super) struct StatusBoard {
+    info: Arc<Mutex<PluginInfo>>,
+}
+
+impl StatusBoard {
+    pub(super) fn new(info: PluginInfo) -> StatusBoard {
+        StatusBoard {
+            info: Arc::new(Mutex::new(info)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PluginInfo> {
+        super::lock(&self.info)
+    }
+
+    /// Reads the info without copying it.
+    pub(super) fn read<R>(&self, f: impl FnOnce(&PluginInfo) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// A copy of the info.
+    pub(super) fn snapshot(&self) -> PluginInfo {
+        self.lock().clone()
+    }
+
+    /// A new status, with `reason` (failed or stopped) and the child's facts.
+    pub(super) fn publish(&self, status: Status, reason: Option<String>, facts: Facts) {
+        let mut i = self.lock();
+        i.status = status;
+        i.reason = reason;
+        i.generation = facts.generation;
+        i.restarts = facts.restarts;
+        let running = status == Status::Running;
+        i.running_since = if running { facts.running_since } else { None };
+        i.started_at_us = running.then(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64)
+        });
+        match status {
+            Status::Backoff => {}
+            Status::Failed => i.retry_at = facts.retry_at,
+            _ => i.retry_at = None,
+        }
+        i.circuit = facts.circuit;
+        if !running {
+            i.health = None;
+        }
+    }
+
+    /// Waiting `until` to restart after a crash.
+    pub(super) fn backoff(&self, until: Instant, facts: Facts) {
+        self.lock().retry_at = Some(until);
+        self.publish(Status::Backoff, None, facts);
+    }
+
+    /// Restarted at once: only the count changes.
+    pub(super) fn restarted(&self, restarts: u32) {
+        self.lock().restarts = restarts;
+    }
+
+    /// The cause of the newest crash.
+    pub(super) fn crashed(&self, cause: Cause) {
+        self.lock().last_crash = Some(cause);
+    }
+
+    /// The circuit breaker's state changed while the status did not.
+    pub(super) fn circuit(&self, circuit: Option<&'static str>) {
+        self.lock().circuit = circuit;
+    }
+
+    /// A health answer's label; returns whether it differs from the last.
+    pub(super) fn health(&self, label: String) -> bool {
+        let mut i = self.lock();
+        let changed = i.health.as_deref() != Some(label.as_str());
+        i.health = Some(label);
+        changed
+    }
+
+    /// The version running, and the rollback that put it there, if any.
+    pub(super) fn version(&self, sha256: &str, rollback: Option<Rollback>) {
+        let mut i = self.lock();
+        i.sha256 = sha256.to_string();
+        i.rollback = rollback;
+    }
+
+    /// The file holds the version running again: no rollback to show.
+    pub(super) fn clear_rollback(&self) {
+        self.lock().rollback = None;
+    }
+
+    /// A new configuration waits for the next start.
+    pub(super) fn config_pending(&self) {
+        self.lock().config_pending = true;
+    }
+
+    /// A new configuration is in force.
+    pub(super) fn configured(&self, config: &PluginConfig) {
+        let mut i = self.lock();
+        i.limits = LimitsInfo::of(config);
+        i.restart_type = config.restart.kind;
+        i.config_pending = false;
+    }
+
+    /// The plugin's task has ended (removed, or the host shut down).
+    pub(super) fn ended(&self) {
+        self.lock().status = Status::Stopped;
+    }
+}
