@@ -27,22 +27,35 @@
 //! every [`RESCAN`] catches what no event reported. That is why this module
 //! debounces with a deadline of its own instead of a debouncer crate: the
 //! rescan, not the event, carries the information.
+//!
+//! This file owns [`Folder`]'s state, the notify plumbing and the loop; the
+//! rest is split by part:
+//!
+//! - `boot`: the startup load, [`Folder::load_all`];
+//! - `reconcile`: one look at the folder, [`Folder::reconcile`];
+//! - `load`: a file's way to a running plugin, shared by both (read,
+//!   compile, then `Folder::admit`: pool check, count, start);
+//! - `notes`: what was logged, so that each trouble is logged once;
+//! - `progress`: the startup progress lines and bar.
+//!
+//! Nothing here runs a plugin: starting, upgrading and stopping are
+//! [`crate::supervisor`]'s, compiling is [`crate::compile`]'s.
 
+mod boot;
 mod load;
+mod notes;
 mod progress;
+mod reconcile;
 
-use crate::compile::{Loader, Origin};
+use crate::compile::Loader;
 use crate::config::{Config, HostConfig, HostOverrides, PluginConfig};
-use crate::discovery::{self, Found, PluginDir, PluginSpec, Refused, Signature};
+use crate::discovery::{PluginDir, Signature};
 use crate::supervisor::SupervisorHandle;
-use crate::supervisor::rollback;
-use anyhow::{Context, Result};
-use futures::StreamExt;
-use load::{FileLoad, load_file};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use notes::{Notes, Topic};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How old a file's last change must be before it is read.
 pub const SETTLE: Duration = Duration::from_millis(500);
@@ -89,7 +102,7 @@ pub struct Folder {
     settling: BTreeMap<String, (Signature, Instant)>,
     /// Refusals and errors logged, by what they are about, so that each is
     /// logged once (and again only if it changes after being resolved).
-    logged: BTreeMap<String, String>,
+    notes: Notes,
     /// Files refused now.
     refused: BTreeMap<PathBuf, String>,
 }
@@ -120,210 +133,36 @@ impl Folder {
             groups: config.groups.clone(),
             known: BTreeMap::new(),
             settling: BTreeMap::new(),
-            logged: BTreeMap::new(),
+            notes: Notes::default(),
             refused: BTreeMap::new(),
         }
     }
 
-    /// The startup load: every plugin in DIR, compiled (or taken from the
-    /// cache) on half the cores and started in name order; the supervisor
-    /// tells senders and `/readyz` how far it got. An invalid `NAME.toml`
-    /// is an error; an invalid component is refused and the others start.
-    pub async fn load_all(&mut self, config: &Config) -> Result<Vec<Refused>> {
-        let discovery::Discovered {
-            mut specs,
-            mut refused,
-        } = discovery::discover(config, &self.dir)
-            .with_context(|| format!("failed to read plugin directory {}", config.dir.display()))?;
-        for name in config.configured_plugins() {
-            if !specs.iter().any(|s| s.0.name == name) {
-                tracing::warn!(
-                    plugin = name,
-                    "[plugins.{name}] is configured but there is no {name}.wasm"
-                );
-            }
-        }
-        // Start order: the supervision tree's (groups in declared order).
-        let names: Vec<String> = specs.iter().map(|s| s.0.name.clone()).collect();
-        self.supervisor.loading_found(names.iter().cloned());
-        let rank: std::collections::HashMap<String, usize> = self
-            .supervisor
-            .start_order_of(&names)
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| (n, i))
-            .collect();
-        specs.sort_by_key(|s| rank.get(&s.0.name).copied());
-        // Half the cores compile (each compile is parallel itself), so a
-        // start burst leaves room for the admin API and the plugins that run.
-        let parallel = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
-        let total = specs.len();
-        let mut progress = progress::Progress::new(total);
-        let (mut shared, mut cached, mut compiled) = (0, 0, 0);
-        let (dir, loader) = (self.dir.clone(), self.loader.clone());
-        let cache_dir = self.host.cache_dir.clone();
-        let mut loads = futures::stream::iter(specs)
-            .map(|(spec, found)| {
-                let (dir, loader, cache_dir) = (dir.clone(), loader.clone(), cache_dir.clone());
-                async move {
-                    let started = Instant::now();
-                    let f = found.clone();
-                    let r = blocking(move || load_file(&dir, &loader, &cache_dir, &f, None)).await;
-                    (spec, (found, r), started.elapsed())
-                }
-            })
-            .buffered(parallel);
-        while let Some((spec, (found, result), took)) = loads.next().await {
-            match result {
-                Ok(FileLoad::Ready {
-                    loaded,
-                    file_sha256,
-                    rolled_back,
-                }) => {
-                    if let Some(why) = self.pool_full() {
-                        progress.step(|_| {});
-                        refused.push(Refused {
-                            path: spec.path.clone(),
-                            reason: why,
-                        });
-                        self.supervisor.loaded_one(&spec.name);
-                        continue;
-                    }
-                    self.note_load(&spec.name, &loaded);
-                    match loaded.origin {
-                        Origin::Memory => shared += 1,
-                        Origin::Cache => cached += 1,
-                        Origin::Compiled => compiled += 1,
-                    }
-                    progress.step(|at| {
-                        tracing::info!(
-                            plugin = %spec.name,
-                            progress = at,
-                            from = loaded.origin.as_str(),
-                            ms = took.as_millis() as u64,
-                            "loaded"
-                        )
-                    });
-                    self.start(&spec, &found, loaded.compiled, file_sha256, rolled_back);
-                }
-                Ok(FileLoad::Unchanged) => unreachable!("nothing was loaded before"),
-                Err(e) => {
-                    progress.step(|_| {});
-                    refused.push(Refused {
-                        path: spec.path.clone(),
-                        reason: format!("{e:#}"),
-                    });
-                    self.known
-                        .insert(spec.name.clone(), unloaded(found.signature));
-                }
-            }
-            self.supervisor.loaded_one(&spec.name);
-        }
-        self.supervisor.end_loading();
-        let took = progress.elapsed();
-        drop(progress);
-        for r in &refused {
-            let reason = r
-                .reason
-                .trim_start_matches(&format!("{}: ", r.path.display()));
-            // Remembered as the very line the folder's later scans would log
-            // about this file, so it is not logged a second time.
-            let line = format!("refused {}: {reason}", r.path.display());
-            tracing::error!("{line}");
-            self.logged.insert(r.path.display().to_string(), line);
-            self.refused.insert(r.path.clone(), r.reason.clone());
-        }
-        self.publish_refused();
-        if total == 0 && refused.is_empty() {
-            tracing::warn!(
-                "no plugins in {}: drop NAME.wasm components there",
-                config.dir.display()
-            );
-        } else {
-            tracing::info!(
-                "loaded {} plugins in {:.2}s: {cached} from the compile cache, {compiled} compiled, {shared} sharing the code of another with the same bytes, {} refused",
-                shared + cached + compiled,
-                took.as_secs_f64(),
-                refused.len()
-            );
-        }
-        Ok(refused)
-    }
-
-    /// Why one more plugin cannot start: every slot of the instance pool is
-    /// taken (each plugin holds one instance).
-    fn pool_full(&self) -> Option<String> {
-        let pool = self.host.instance_pool;
-        (pool > 0 && self.supervisor.plugin_count() >= pool as usize).then(|| {
-            format!(
-                "not started: the instance pool is full ({pool} plugins running; [host] instance-pool = {pool}): raise instance-pool in wasm-sup.toml and restart the host, or remove a plugin"
-            )
-        })
-    }
-
-    fn start(
-        &mut self,
-        spec: &PluginSpec,
-        found: &Found,
-        compiled: Arc<crate::compile::Compiled>,
-        file_sha256: String,
-        rolled_back: Option<rollback::Rollback>,
-    ) {
-        self.supervisor.start_plugin(spec, compiled, rolled_back);
-        self.known.insert(
-            spec.name.clone(),
-            Known {
-                signature: found.signature,
-                sha256: file_sha256,
-                loaded: true,
-                config: Some(spec.config.clone()),
-            },
+    /// `path` is refused now, for `reason`: logged once as
+    /// `refused PATH: REASON` and counted by the next
+    /// [`Folder::publish_refused`].
+    fn refuse(&mut self, path: &Path, reason: String) {
+        let shown = path.display().to_string();
+        let line = format!(
+            "refused {shown}: {}",
+            reason.trim_start_matches(&format!("{shown}: "))
         );
+        self.notes.error_once(Topic::File(path.to_path_buf()), line);
+        self.refused.insert(path.to_path_buf(), reason);
     }
 
-    /// Counts a load in the compile cache metric; logs a rebuilt entry.
-    fn note_load(&self, plugin: &str, loaded: &crate::compile::Loaded) {
-        if let Some(why) = &loaded.rebuilt {
-            tracing::warn!(plugin, "compile cache entry rebuilt: {why}");
-        }
-        if let Some(why) = &loaded.on_demand {
-            tracing::warn!(
-                plugin,
-                "runs outside the instance pool, on the on-demand engine (slower restarts): {why}"
-            );
-        }
-        let result = match (loaded.origin, &loaded.rebuilt) {
-            (Origin::Memory, _) => "shared",
-            (Origin::Cache, _) => "hit",
-            (Origin::Compiled, Some(_)) => "rebuilt",
-            (Origin::Compiled, None) => "miss",
-        };
-        self.supervisor
-            .metrics()
-            .compile_cache
-            .get_or_create(&crate::admin::metrics::CacheLabels { result })
-            .inc();
+    /// `path` is no longer refused; a later refusal is logged again.
+    fn clear_refusal(&mut self, path: &Path) {
+        self.refused.remove(path);
+        self.notes.resolved(&Topic::File(path.to_path_buf()));
     }
 
+    /// Sets the `plugins_refused` gauge to the files refused now.
     fn publish_refused(&self) {
         self.supervisor
             .metrics()
             .plugins_refused
             .set(self.refused.len() as i64);
-    }
-
-    /// Logs `line` at error level unless it is what was last logged about `key`.
-    fn error_once(&mut self, key: String, line: String) {
-        if self.logged.get(&key) != Some(&line) {
-            tracing::error!("{line}");
-            self.logged.insert(key, line);
-        }
-    }
-
-    /// `key`'s trouble is over: the next one is logged again. Returns whether
-    /// there was one.
-    fn resolved(&mut self, key: &str) -> bool {
-        self.logged.remove(key).is_some()
     }
 
     /// Starts receiving the folder's events. Called before the startup load,
@@ -377,272 +216,6 @@ impl Folder {
         }
         drop(watcher);
     }
-
-    /// Brings the running plugins in step with the folder. Returns when to
-    /// look again if a file is still settling.
-    pub async fn reconcile(&mut self) -> Option<Duration> {
-        let config = match Config::load(self.dir.path(), &self.overrides) {
-            Ok(c) => {
-                if self.resolved("config") {
-                    tracing::info!("configuration accepted");
-                }
-                if c.host == self.host && c.groups == self.groups {
-                    self.resolved("host");
-                } else if !self.logged.contains_key("host") {
-                    let line = "[host] or [groups] settings changed: they take effect when the host restarts";
-                    tracing::warn!("{line}");
-                    self.logged.insert("host".into(), line.into());
-                }
-                Some(c)
-            }
-            Err(e) => {
-                self.error_once(
-                    "config".into(),
-                    format!("configuration refused, the previous one stays in force: {e:#}"),
-                );
-                None
-            }
-        };
-        let scan = match self.dir.scan() {
-            Ok(s) => s,
-            Err(e) => {
-                let line = format!(
-                    "cannot read the plugin folder {}: {e}",
-                    self.dir.path().display()
-                );
-                self.error_once("folder".into(), line);
-                return None;
-            }
-        };
-        self.resolved("folder");
-        // Refusals of the scan itself (names, symlinks, folders).
-        let now_refused: BTreeSet<&PathBuf> = scan.refused.iter().map(|r| &r.path).collect();
-        let found: BTreeSet<&PathBuf> = scan.found.iter().map(|f| &f.path).collect();
-        let stale: Vec<PathBuf> = self
-            .refused
-            .keys()
-            .filter(|p| !now_refused.contains(p) && !found.contains(p))
-            .cloned()
-            .collect();
-        for path in stale {
-            self.refused.remove(&path);
-            self.resolved(&path.display().to_string());
-        }
-        for r in &scan.refused {
-            let key = r.path.display().to_string();
-            self.error_once(key, format!("refused {}: {}", r.path.display(), r.reason));
-            self.refused.insert(r.path.clone(), r.reason.clone());
-        }
-        let present: BTreeSet<&str> = scan.found.iter().map(|f| f.name.as_str()).collect();
-        let gone: Vec<String> = self
-            .known
-            .keys()
-            .filter(|n| !present.contains(n.as_str()))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.remove(&name).await;
-        }
-        self.settling.retain(|n, _| present.contains(n.as_str()));
-        let mut settling = false;
-        for found in &scan.found {
-            if let Some(config) = &config {
-                self.reconfigure(found, config);
-            }
-            let changed = self
-                .known
-                .get(&found.name)
-                .is_none_or(|k| k.signature != found.signature);
-            if !changed {
-                continue;
-            }
-            if !self.stable(found) {
-                settling = true;
-                continue;
-            }
-            self.settling.remove(&found.name);
-            self.apply(found, config.as_ref()).await;
-        }
-        self.publish_refused();
-        settling.then_some(SETTLE)
-    }
-
-    /// Whether a changed file has stopped changing (see the module doc).
-    fn stable(&mut self, found: &Found) -> bool {
-        let age = found
-            .signature
-            .modified
-            .and_then(|m| SystemTime::now().duration_since(m).ok());
-        if age.is_some_and(|a| a >= SETTLE) {
-            return true;
-        }
-        match self.settling.get(&found.name) {
-            Some((sig, since)) if *sig == found.signature => since.elapsed() >= SETTLE,
-            _ => {
-                self.settling
-                    .insert(found.name.clone(), (found.signature, Instant::now()));
-                false
-            }
-        }
-    }
-
-    /// A removed file: stop its plugin, keep its state.
-    async fn remove(&mut self, name: &str) {
-        let Some(known) = self.known.remove(name) else {
-            return;
-        };
-        let path = self.dir.path().join(format!("{name}.wasm"));
-        self.refused.remove(&path);
-        self.resolved(&path.display().to_string());
-        if !known.loaded {
-            return;
-        }
-        let reason = format!("{name}.wasm was removed from the plugin folder");
-        if self.supervisor.remove(name, &reason).await {
-            tracing::info!(
-                plugin = name,
-                "{reason}: plugin stopped; its state is kept, put the file back to resume it"
-            );
-        }
-    }
-
-    /// Gives a running plugin its configuration if it changed.
-    fn reconfigure(&mut self, found: &Found, config: &Config) {
-        let Some(known) = self.known.get(&found.name) else {
-            return;
-        };
-        if !known.loaded {
-            return;
-        }
-        match config.plugin(&found.name) {
-            Ok(pc) => {
-                self.resolved(&format!("config:{}", found.name));
-                let known = self.known.get(&found.name).expect("checked above");
-                if known.config.as_ref() != Some(&pc)
-                    && self.supervisor.reconfigure(&found.name, pc.clone()).is_ok()
-                    && let Some(k) = self.known.get_mut(&found.name)
-                {
-                    k.config = Some(pc);
-                }
-            }
-            Err(e) => self.error_once(
-                format!("config:{}", found.name),
-                format!(
-                    "configuration of {} refused, the previous one stays in force: {e:#}",
-                    found.name
-                ),
-            ),
-        }
-    }
-
-    /// A new or changed, stable file: start or upgrade its plugin, or refuse it.
-    async fn apply(&mut self, found: &Found, config: Option<&Config>) {
-        let name = found.name.clone();
-        let running = self.known.get(&name).is_some_and(|k| k.loaded);
-        let current = self.known.get(&name).map(|k| k.sha256.clone());
-        let plugin_config = if running {
-            None
-        } else {
-            let key = found.path.display().to_string();
-            let Some(config) = config else {
-                let line = format!("{key} is not started while the configuration is invalid");
-                self.error_once(key, line);
-                return;
-            };
-            match config.plugin(&name) {
-                Ok(pc) => Some(pc),
-                Err(e) => {
-                    let line = format!("{key} is not started: its configuration is invalid: {e:#}");
-                    self.error_once(key, line);
-                    return;
-                }
-            }
-        };
-        let (dir, loader, cache_dir) = (
-            self.dir.clone(),
-            self.loader.clone(),
-            self.host.cache_dir.clone(),
-        );
-        let f = found.clone();
-        let result =
-            blocking(move || load_file(&dir, &loader, &cache_dir, &f, current.as_deref())).await;
-        match result {
-            Ok(FileLoad::Unchanged) => {
-                if let Some(k) = self.known.get_mut(&name) {
-                    k.signature = found.signature;
-                }
-            }
-            Ok(FileLoad::Ready {
-                loaded,
-                file_sha256,
-                rolled_back,
-            }) => {
-                if plugin_config.is_some()
-                    && let Some(why) = self.pool_full()
-                {
-                    let key = found.path.display().to_string();
-                    self.error_once(key, format!("refused {}: {why}", found.path.display()));
-                    self.refused.insert(found.path.clone(), why);
-                    self.publish_refused();
-                    return;
-                }
-                self.note_load(&name, &loaded);
-                self.refused.remove(&found.path);
-                self.resolved(&found.path.display().to_string());
-                self.publish_refused();
-                if let Some(pc) = plugin_config {
-                    let spec = PluginSpec {
-                        name: name.clone(),
-                        path: found.path.clone(),
-                        config: pc,
-                    };
-                    tracing::info!(plugin = %name, from = loaded.origin.as_str(), "new plugin file: starting it");
-                    self.start(&spec, found, loaded.compiled, file_sha256, rolled_back);
-                    return;
-                }
-                if let Some(k) = self.known.get_mut(&name) {
-                    k.signature = found.signature;
-                    k.sha256 = file_sha256;
-                }
-                if rolled_back.is_some() {
-                    // The file is back to the version that was rolled back;
-                    // load_file logged it, and the good version keeps running.
-                    return;
-                }
-                if let Err(e) = self.supervisor.upgrade(&name, loaded.compiled).await {
-                    tracing::error!(plugin = %name, "upgrade failed: {e}");
-                }
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                let key = found.path.display().to_string();
-                if running {
-                    self.supervisor.metrics().upgrade(&name, "refused");
-                    self.error_once(
-                        key,
-                        format!("not upgraded, the running version stays: {why}"),
-                    );
-                } else {
-                    self.error_once(key, format!("refused {why}"));
-                }
-                self.refused.insert(found.path.clone(), why);
-                self.publish_refused();
-                let k = self
-                    .known
-                    .entry(name)
-                    .or_insert_with(|| unloaded(found.signature));
-                k.signature = found.signature;
-            }
-        }
-    }
-}
-
-/// Runs a load on tokio's blocking pool; a panic in it is an error of that
-/// file, not the end of the watcher.
-async fn blocking(load: impl FnOnce() -> Result<FileLoad> + Send + 'static) -> Result<FileLoad> {
-    tokio::task::spawn_blocking(load)
-        .await
-        .unwrap_or_else(|e| Err(anyhow::anyhow!("loading it failed: {e}")))
 }
 
 /// What is known of a file that was refused.
