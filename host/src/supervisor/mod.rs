@@ -13,7 +13,6 @@
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
-mod coredumps;
 mod groups;
 mod health;
 mod loading;
@@ -33,7 +32,7 @@ use crate::instance::PluginEnv;
 use crate::mailbox::{Address, Directory, Envelope, Mailbox, Outcome, PushError, Source};
 use crate::state::StateBackend;
 use crate::state::view::StateView;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -41,7 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// A plugin's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Instantiating and running `init`.
@@ -70,7 +69,7 @@ impl Status {
 }
 
 /// What the admin API shows of a plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginInfo {
     /// Name.
     pub name: String,
@@ -103,7 +102,8 @@ pub struct PluginInfo {
     pub rollback: Option<rollback::Rollback>,
     /// The circuit breaker, when not closed: `open` (failed, a retry is
     /// scheduled) or `half-open` (on trial after a cooldown).
-    pub circuit: Option<&'static str>,
+    #[serde(default, deserialize_with = "circuit_state")]
+    pub circuit: CircuitState,
     /// Seconds until the next attempt (backoff, or a failed plugin's cooldown).
     pub next_attempt_secs: Option<f64>,
     /// The last health answer of the running instance (`healthy`,
@@ -115,11 +115,28 @@ pub struct PluginInfo {
     retry_at: Option<Instant>,
 }
 
+/// [`PluginInfo::circuit`]. An alias, so that serde's derive does not take
+/// the `'static` for a borrow from the input.
+pub type CircuitState = Option<&'static str>;
+
+/// Reads [`PluginInfo::circuit`] back (the CLI): one of the breaker's names.
+fn circuit_state<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CircuitState, D::Error> {
+    const STATES: [&str; 2] = ["open", "half-open"];
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => STATES
+            .into_iter()
+            .find(|known| *known == s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&s, &STATES)),
+    }
+}
+
 /// The answer to an operator's request.
 pub(crate) type Ack = oneshot::Sender<Result<(), String>>;
 
 /// A plugin's limits, as the admin API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LimitsInfo {
     /// Max linear memory, bytes.
     pub memory: u64,
@@ -175,7 +192,8 @@ pub(crate) enum Control {
 }
 
 /// An operator's request to one plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Operation {
     /// `stop`.
     Stop,
@@ -184,6 +202,7 @@ pub enum Operation {
     /// `restart`.
     Restart,
     /// `state/reset`.
+    #[serde(rename = "state-reset")]
     ResetState,
 }
 

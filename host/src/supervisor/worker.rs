@@ -1234,7 +1234,7 @@ impl Worker {
             if let Some(((dir, budget), bytes)) = dump {
                 let plugin = report.plugin.clone();
                 let stored = tokio::task::spawn_blocking(move || {
-                    super::coredumps::store(&dir, budget, &plugin, id, &bytes)
+                    crate::crash::coredumps::store(&dir, budget, &plugin, id, &bytes)
                 })
                 .await;
                 match stored {
