@@ -18,7 +18,6 @@
 
 pub mod admin;
 pub mod bindings;
-pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod crash;

@@ -7,186 +7,21 @@
 //! `run` logs through a non-blocking writer: a reader of stderr that falls
 //! behind costs dropped (and counted) log lines, never a stalled plugin.
 
+mod cli;
+
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
+use cli::args::{Cli, Command, LogFormat, Target, read_token};
+use cli::commands;
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::{DefaultFields, Writer};
-use wasm_sup::admin::client::Client;
-use wasm_sup::cli;
-use wasm_sup::config::{DEFAULT_ADMIN_ADDR, HostOverrides};
+use wasm_sup::config::HostOverrides;
 use wasm_sup::guest_text;
 use wasm_sup::host::RunOptions;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "wasm-sup",
-    version,
-    about = "Keeps sandboxed WebAssembly plugins alive"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// How to reach a running host.
-#[derive(Args, Debug)]
-struct Remote {
-    /// Admin API address.
-    #[arg(long, env = "WASM_SUP_ADMIN", default_value = DEFAULT_ADMIN_ADDR, global = true)]
-    admin: String,
-    /// File holding the admin API's bearer token (or set WASM_SUP_ADMIN_TOKEN).
-    #[arg(long, global = true)]
-    token_file: Option<PathBuf>,
-    /// Print the API's JSON instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-}
-
-impl Remote {
-    fn client(&self) -> Result<Client> {
-        let token = read_token(self.token_file.as_deref())?;
-        Client::new(&self.admin, token)
-    }
-}
-
-/// The admin token: from a file, else from WASM_SUP_ADMIN_TOKEN.
-fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
-    if let Some(f) = file {
-        let t = std::fs::read_to_string(f)
-            .with_context(|| format!("failed to read the token file {}", f.display()))?;
-        let t = t.trim().to_string();
-        anyhow::ensure!(!t.is_empty(), "the token file {} is empty", f.display());
-        return Ok(Some(t));
-    }
-    Ok(std::env::var("WASM_SUP_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty()))
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run every plugin in DIR and serve the admin API.
-    Run {
-        /// The plugin directory.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-        /// Admin API address (loopback by default; any other address needs a token).
-        #[arg(long, env = "WASM_SUP_ADMIN")]
-        admin: Option<SocketAddr>,
-        /// File holding the bearer token the admin API requires (or set WASM_SUP_ADMIN_TOKEN).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// State location: a redb file path, or `memory` (not durable).
-        /// Default: DIR/.wasm-sup/state.redb.
-        #[arg(long)]
-        state: Option<String>,
-        /// Log format.
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
-    },
-    /// Send a message to a plugin and print its reply.
-    Send {
-        /// The plugin.
-        name: String,
-        /// The message (UTF-8); use --file for bytes.
-        #[arg(required_unless_present = "file")]
-        message: Option<String>,
-        /// Read the message from a file (`-` for stdin).
-        #[arg(long, conflicts_with = "message")]
-        file: Option<PathBuf>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Show every plugin's status.
-    Status {
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Restart a plugin (or --all), with a fresh restart history.
-    Restart(Target),
-    /// Stop a plugin (or --all) gracefully; it stays stopped.
-    Stop(Target),
-    /// Start a failed or stopped plugin (or --all).
-    Start(Target),
-    /// Show a plugin's crash reports, newest first.
-    Crashes {
-        /// The plugin.
-        name: String,
-        /// How many.
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List a plugin's dead letters, or replay or drop one.
-    DeadLetters {
-        /// The plugin.
-        name: String,
-        /// `replay` or `drop`.
-        #[arg(value_parser = ["replay", "drop"], requires = "id")]
-        action: Option<String>,
-        /// The dead letter's id.
-        id: Option<u64>,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// List a plugin's state, print one value, or reset it.
-    State {
-        /// The plugin.
-        name: String,
-        /// A key to print (its value's bytes).
-        key: Option<String>,
-        /// The bucket of KEY.
-        #[arg(long, default_value = "default")]
-        bucket: String,
-        /// Delete all of the plugin's state and start it fresh (asks first).
-        #[arg(long, conflicts_with = "key")]
-        reset: bool,
-        /// Do not ask before --reset.
-        #[arg(long, requires = "reset")]
-        yes: bool,
-        #[command(flatten)]
-        remote: Remote,
-    },
-    /// Check a plugin file offline: is it valid, which world, what it imports and exports.
-    Check {
-        /// The .wasm file.
-        file: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print shell completions.
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-}
-
-/// A plugin, or every plugin.
-#[derive(Args, Debug)]
-struct Target {
-    /// The plugin.
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
-    name: Option<String>,
-    /// Every plugin.
-    #[arg(long)]
-    all: bool,
-    #[command(flatten)]
-    remote: Remote,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Log lines held for a reader of stderr that falls behind; past them lines
 /// are dropped and counted in `wasm_sup_log_lines_dropped_total`. A guest's
@@ -296,9 +131,9 @@ async fn run(cli: Cli) -> Result<u8> {
                 }
                 (None, None) => unreachable!("clap requires a message or --file"),
             };
-            cli::send(&remote.client()?, &name, body).await
+            commands::send(&remote.client()?, &name, body).await
         }
-        Command::Status { remote } => cli::status(&remote.client()?, remote.json).await,
+        Command::Status { remote } => commands::status(&remote.client()?, remote.json).await,
         Command::Restart(t) => operate("restart", t).await,
         Command::Stop(t) => operate("stop", t).await,
         Command::Start(t) => operate("start", t).await,
@@ -306,7 +141,7 @@ async fn run(cli: Cli) -> Result<u8> {
             name,
             limit,
             remote,
-        } => cli::crashes(&remote.client()?, &name, limit, remote.json).await,
+        } => commands::crashes(&remote.client()?, &name, limit, remote.json).await,
         Command::DeadLetters {
             name,
             action,
@@ -314,7 +149,7 @@ async fn run(cli: Cli) -> Result<u8> {
             remote,
         } => {
             let action = action.as_deref().zip(id);
-            cli::dead_letters(&remote.client()?, &name, action, remote.json).await
+            commands::dead_letters(&remote.client()?, &name, action, remote.json).await
         }
         Command::State {
             name,
@@ -326,12 +161,12 @@ async fn run(cli: Cli) -> Result<u8> {
         } => {
             let client = remote.client()?;
             if reset {
-                cli::state_reset(&client, &name, yes, remote.json).await
+                commands::state_reset(&client, &name, yes, remote.json).await
             } else {
-                cli::state(&client, &name, key.as_deref(), &bucket, remote.json).await
+                commands::state(&client, &name, key.as_deref(), &bucket, remote.json).await
             }
         }
-        Command::Check { file, json } => cli::check(&file, json),
+        Command::Check { file, json } => commands::check(&file, json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -346,5 +181,5 @@ async fn run(cli: Cli) -> Result<u8> {
 
 async fn operate(op: &str, t: Target) -> Result<u8> {
     let name = if t.all { None } else { t.name.as_deref() };
-    cli::operate(&t.remote.client()?, op, name, t.remote.json).await
+    commands::operate(&t.remote.client()?, op, name, t.remote.json).await
 }

@@ -13,12 +13,12 @@
 //! around its routes only, inside the token check: a request without the
 //! token, or for no route, is answered before a byte of its body is read.
 
+use super::error::ApiError;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Largest request body read at all; each plugin's `max-message` is checked
+/// against the body after it is read (answer 413).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// Serves `app` on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, app: Router) {
@@ -78,22 +81,16 @@ pub fn http1() -> hyper::server::conn::http1::Builder {
 /// arrive), then hands the request on; a body over the router's limit gets 413.
 pub(super) async fn read_body_in_time(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let read = axum::body::to_bytes(body, super::router::MAX_BODY_BYTES);
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
     match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Ok(Err(e)) => super::router::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request body not read: {e} (at most {} bytes)",
-                super::router::MAX_BODY_BYTES
-            ),
-        ),
-        Err(_) => super::router::error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the request body did not arrive within {BODY_TIMEOUT:?}"),
-        ),
+        Ok(Err(e)) => ApiError::TooLarge(format!(
+            "request body not read: {e} (at most {MAX_BODY_BYTES} bytes)"
+        ))
+        .into_response(),
+        Err(_) => ApiError::BodyTimeout(BODY_TIMEOUT).into_response(),
     }
 }

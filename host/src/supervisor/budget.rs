@@ -5,7 +5,7 @@
 //! whose restart exhausted the budget, so that a service manager can restart
 //! the host.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ pub struct Budget {
 }
 
 /// The budget as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BudgetInfo {
     /// Restarts allowed within the window.
     pub max_restarts: u32,

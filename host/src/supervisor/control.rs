@@ -38,7 +38,8 @@ pub(crate) enum Control {
 }
 
 /// An operator's request to one plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Operation {
     /// `stop`.
     Stop,
@@ -47,6 +48,7 @@ pub enum Operation {
     /// `restart`.
     Restart,
     /// `state/reset`.
+    #[serde(rename = "state-reset")]
     ResetState,
 }
 

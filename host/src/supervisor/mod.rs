@@ -22,7 +22,6 @@ pub mod breaker;
 pub mod budget;
 mod child;
 mod control;
-mod coredumps;
 mod groups;
 mod handle;
 mod health;
@@ -36,7 +35,7 @@ pub mod tree;
 
 pub(crate) use control::{Ack, Control};
 pub use control::{OperateError, Operation, SendRefused};
-pub use status::{LimitsInfo, PluginInfo, Status};
+pub use status::{CircuitState, LimitsInfo, PluginInfo, Status};
 
 use crate::admin::metrics::Metrics;
 use crate::config::{HostConfig, PluginConfig};

@@ -6,12 +6,12 @@
 use super::rollback::Rollback;
 use crate::config::{PluginConfig, RestartType};
 use crate::crash::Cause;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A plugin's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Instantiating and running `init`.
@@ -40,7 +40,7 @@ impl Status {
 }
 
 /// What the admin API shows of a plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginInfo {
     /// Name.
     pub name: String,
@@ -73,7 +73,8 @@ pub struct PluginInfo {
     pub rollback: Option<Rollback>,
     /// The circuit breaker, when not closed: `open` (failed, a retry is
     /// scheduled) or `half-open` (on trial after a cooldown).
-    pub circuit: Option<&'static str>,
+    #[serde(default, deserialize_with = "circuit_state")]
+    pub circuit: CircuitState,
     /// Seconds until the next attempt (backoff, or a failed plugin's cooldown).
     pub next_attempt_secs: Option<f64>,
     /// The last health answer of the running instance (`healthy`,
@@ -85,8 +86,25 @@ pub struct PluginInfo {
     pub(super) retry_at: Option<Instant>,
 }
 
+/// [`PluginInfo::circuit`]. An alias, so that serde's derive does not take
+/// the `'static` for a borrow from the input.
+pub type CircuitState = Option<&'static str>;
+
+/// Reads [`PluginInfo::circuit`] back (the CLI): one of the breaker's names.
+fn circuit_state<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CircuitState, D::Error> {
+    const STATES: [&str; 2] = ["open", "half-open"];
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => STATES
+            .into_iter()
+            .find(|known| *known == s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&s, &STATES)),
+    }
+}
+
 /// A plugin's limits, as the admin API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LimitsInfo {
     /// Max linear memory, bytes.
     pub memory: u64,

@@ -19,7 +19,7 @@
 //! gives up.
 
 use crate::config::{AutoShutdown, GroupConfig, Strategy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
@@ -67,7 +67,7 @@ pub enum Plan {
 }
 
 /// The tree as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupInfo {
     /// Group name.
     pub name: String,

@@ -1,21 +1,16 @@
 //! What a crash leaves behind: the crash report (written by a spawned task,
 //! off the restart path, with its coredump) and the dead letter of a message
 //! that crashed on its last delivery (committed before its sender is
-//! answered).
+//! answered). Their format is [`crate::crash::store`]'s.
 
 use super::runner::completes_timer;
 use super::{Child, Outcome};
-use crate::crash::{Crash, CrashReport, DeadLetter, MessageInfo};
+use crate::crash::{Crash, CrashReport, DeadLetter, MessageInfo, store};
 use crate::instance::PluginEnv;
 use crate::instance::txn::Finished;
 use crate::mailbox::Envelope;
-use crate::state::{Commit, Delta, Record, RecordKind, fresh_id, now_ms};
+use crate::state::{Commit, Delta, RecordKind, fresh_id, now_ms};
 use crate::supervisor::policy::Decision;
-
-/// Bytes of crash reports a plugin keeps at most (besides `[host]
-/// crash-reports`, their number): each report is small, but a guest chooses
-/// the names in its backtrace.
-const CRASH_REPORT_BYTES: u64 = 16 << 20;
 
 /// How many dead letters `env`'s plugin has kept (for the gauge at start).
 pub(super) fn pending_dead_letters(env: &PluginEnv, keep: usize) -> usize {
@@ -44,7 +39,7 @@ impl Child {
             decision = %decision.describe(),
             "plugin crashed: {message}"
         );
-        let mut report = CrashReport {
+        let report = CrashReport {
             id,
             plugin: self.name().to_string(),
             generation,
@@ -59,32 +54,16 @@ impl Child {
             decision: decision.describe(),
             coredump: None,
         };
-        let dump = self.coredumps.clone().zip(crash.coredump.clone());
+        let dump = self
+            .coredumps
+            .clone()
+            .zip(crash.coredump.clone())
+            .map(|((dir, budget), bytes)| store::Coredump { dir, budget, bytes });
         let backend = self.runner.env.state.backend().clone();
         let keep = self.keep_reports;
         tokio::spawn(async move {
-            if let Some(((dir, budget), bytes)) = dump {
-                let plugin = report.plugin.clone();
-                let stored = tokio::task::spawn_blocking(move || {
-                    crate::supervisor::coredumps::store(&dir, budget, &plugin, id, &bytes)
-                })
-                .await;
-                match stored {
-                    Ok(Ok(path)) => report.coredump = path.map(|p| p.display().to_string()),
-                    Ok(Err(e)) => tracing::error!("failed to store coredump of crash {id}: {e:#}"),
-                    Err(e) => tracing::error!("coredump task of crash {id} failed: {e}"),
-                }
-            }
-            let mut commit = Commit::new(&report.plugin);
-            commit.records.push(Record {
-                kind: RecordKind::Crash,
-                id,
-                body: serde_json::to_vec(&report).expect("a crash report serializes"),
-                keep,
-                keep_bytes: CRASH_REPORT_BYTES,
-            });
-            if let Err(e) = backend.commit(commit).await {
-                tracing::error!("failed to store crash report {id}: {e:#}");
+            if let Err(e) = store::write_report(backend.as_ref(), report, dump, keep).await {
+                tracing::error!("{e:#}");
             }
         });
         id
@@ -102,13 +81,12 @@ impl Child {
             time_ms: now_ms(),
         };
         let mut commit = Commit::new(self.name());
-        commit.records.push(Record {
-            kind: RecordKind::DeadLetter,
-            id,
-            body: serde_json::to_vec(&letter).expect("a dead letter serializes"),
-            keep: self.keep_dead_letters,
-            keep_bytes: self.runner.env.config.state.max_bytes,
-        });
+        store::write_dead_letter(
+            &mut commit,
+            &letter,
+            self.keep_dead_letters,
+            self.runner.env.config.state.max_bytes,
+        );
         let mut done = Finished {
             commit,
             delta: Delta::default(),

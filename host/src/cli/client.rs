@@ -1,6 +1,9 @@
-//! The CLI's client for the admin API.
+//! The CLI's client for the admin API: one address, an optional bearer
+//! token, and answers read back as the API's types ([`Response::json`]).
 
 use anyhow::{Context, Result};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// A response: status code and body.
@@ -10,6 +13,13 @@ pub struct Response {
     pub status: u16,
     /// Body bytes.
     pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as the API type `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body).context("the admin API sent bad JSON")
+    }
 }
 
 /// Talks to one admin address.
@@ -59,6 +69,18 @@ impl Client {
     pub async fn get(&self, path: &str) -> Result<Response> {
         self.finish(self.http.get(format!("{}{path}", self.base)), "read")
             .await
+    }
+
+    /// `GET path?query`.
+    pub async fn get_with(&self, path: &str, query: &impl Serialize) -> Result<Response> {
+        let req = self.http.get(format!("{}{path}", self.base)).query(query);
+        self.finish(req, "read").await
+    }
+
+    /// `POST path?query` without a body.
+    pub async fn post_with(&self, path: &str, query: &impl Serialize) -> Result<Response> {
+        let req = self.http.post(format!("{}{path}", self.base)).query(query);
+        self.finish(req, "send").await
     }
 
     /// `POST path` with a body.

@@ -1,9 +1,10 @@
 //! Wasm coredumps of crashed instances (`[host] coredumps = "SIZE"`): one file
 //! per crash, `PLUGIN-REPORTID.coredump`, in the coredump folder, the oldest
 //! deleted once the folder is over its budget. Written by the crash report's
-//! task, off the restart path. Open one with any tool that reads the wasm
-//! coredump format (e.g. `wasmgdb`). The folder and its files are
-//! owner-only ([`crate::private_files`]): a coredump holds the guest's memory.
+//! task ([`super::store::write_report`]), off the restart path. Open one with
+//! any tool that reads the wasm coredump format (e.g. `wasmgdb`). The folder
+//! and its files are owner-only ([`crate::private_files`]): a coredump holds
+//! the guest's memory.
 
 use crate::private_files;
 use anyhow::{Context, Result};

@@ -5,6 +5,15 @@
 //! here depends on wasmtime. A report keeps the guest text of a crash (its
 //! message can quote an `Err` or health reason, its backtrace names the
 //! guest's functions) cut to [`MAX_KEPT_BYTES`].
+//!
+//! This module owns the crash-record format: [`CrashReport`] and
+//! [`DeadLetter`] are written and read only through [`store`] (the worker
+//! writes them, the admin API lists, replays and drops them), and coredump
+//! files only through [`coredumps`]. It may not touch plugin state or
+//! instances.
+
+pub mod coredumps;
+pub mod store;
 
 use crate::guest_text::{self, MAX_KEPT_BYTES};
 use serde::{Deserialize, Serialize};
@@ -100,6 +109,20 @@ pub struct Crash {
 }
 
 impl Crash {
+    /// A crash with only a cause and a message: no backtrace, no fuel or
+    /// memory figures, no coredump (a host error, an `init` that returned
+    /// `Err`, an unhealthy instance).
+    pub fn new(cause: Cause, message: impl Into<String>) -> Crash {
+        Crash {
+            cause,
+            message: message.into(),
+            backtrace: Vec::new(),
+            fuel_used: 0,
+            memory_bytes: 0,
+            coredump: None,
+        }
+    }
+
     /// The message as a report keeps it (and the crash's log line shows it):
     /// cut to [`MAX_KEPT_BYTES`].
     pub fn kept_message(&self) -> String {
@@ -231,12 +254,11 @@ mod tests {
     #[test]
     fn hole09_a_report_keeps_guest_text_cut() {
         let crash = Crash {
-            cause: Cause::InitFailed,
-            message: format!("init returned Err: {}", "x".repeat(8 << 20)),
             backtrace: vec!["m!f".to_string(), "n".repeat(1 << 20)],
-            fuel_used: 0,
-            memory_bytes: 0,
-            coredump: None,
+            ..Crash::new(
+                Cause::InitFailed,
+                format!("init returned Err: {}", "x".repeat(8 << 20)),
+            )
         };
         let message = crash.kept_message();
         assert!(
