@@ -100,7 +100,7 @@ pub async fn operate_all(sup: SupervisorHandle, op: Operation) -> Response {
 
 /// One page of a plugin's records of `kind`, newest first, each turned into
 /// its JSON view by `view`: `{"name", FIELD: [...], "offset", "next_offset"}`.
-fn records_page<T: Serialize>(
+async fn records_page<T: Serialize>(
     sup: &SupervisorHandle,
     name: &str,
     kind: RecordKind,
@@ -112,7 +112,11 @@ fn records_page<T: Serialize>(
         return r;
     }
     let limit = page.limit();
-    match sup.backend().records(name, kind, page.offset, limit + 1) {
+    match sup
+        .backend()
+        .records(name, kind, page.offset, limit + 1)
+        .await
+    {
         Ok(mut rows) => {
             let more = rows.len() > limit;
             rows.truncate(limit);
@@ -141,6 +145,7 @@ pub async fn crashes(
     records_page(&sup, &name, RecordKind::Crash, &page, "crashes", |body| {
         serde_json::from_slice::<CrashReport>(body).ok()
     })
+    .await
 }
 
 /// A dead letter as the API lists it.
@@ -176,6 +181,7 @@ pub async fn dead_letters(
             })
         },
     )
+    .await
 }
 
 async fn take_dead_letter(
@@ -189,6 +195,7 @@ async fn take_dead_letter(
     let body = sup
         .backend()
         .record(name, RecordKind::DeadLetter, id)
+        .await
         .map_err(|e| {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -289,26 +296,24 @@ pub async fn state_list(
     }
     if let Some(key) = q.key {
         let bucket = q.bucket.unwrap_or_else(|| "default".to_string());
-        return value(&sup, &name, &bucket, &key);
+        return value(&sup, &name, &bucket, &key).await;
     }
     let b = sup.backend();
-    match (b.list_all(&name), b.usage(&name)) {
-        (Ok(keys), Ok(usage)) => {
-            let keys: Vec<_> = keys
-                .into_iter()
-                .map(|(bucket, key, size)| {
-                    let mut entry = json!({ "bucket": bucket, "key": key, "size": size });
-                    if size <= LISTED_VALUE_BYTES
-                        && let Ok(Some(v)) = b.get(&name, &bucket, &key)
-                    {
-                        match String::from_utf8(v) {
-                            Ok(text) => entry["text"] = json!(text),
-                            Err(e) => entry["hex"] = json!(crate::crash::hex(e.as_bytes())),
-                        }
+    match (b.list_all(&name).await, b.usage(&name).await) {
+        (Ok(all), Ok(usage)) => {
+            let mut keys = Vec::with_capacity(all.len());
+            for (bucket, key, size) in all {
+                let mut entry = json!({ "bucket": bucket, "key": key, "size": size });
+                if size <= LISTED_VALUE_BYTES
+                    && let Ok(Some(v)) = b.get(&name, &bucket, &key).await
+                {
+                    match String::from_utf8(v) {
+                        Ok(text) => entry["text"] = json!(text),
+                        Err(e) => entry["hex"] = json!(crate::crash::hex(e.as_bytes())),
                     }
-                    entry
-                })
-                .collect();
+                }
+                keys.push(entry);
+            }
             Json(json!({ "name": name, "keys": keys, "usage": { "keys": usage.keys, "bytes": usage.bytes } }))
                 .into_response()
         }
@@ -319,8 +324,8 @@ pub async fn state_list(
     }
 }
 
-fn value(sup: &SupervisorHandle, name: &str, bucket: &str, key: &str) -> Response {
-    match sup.backend().get(name, bucket, key) {
+async fn value(sup: &SupervisorHandle, name: &str, bucket: &str, key: &str) -> Response {
+    match sup.backend().get(name, bucket, key).await {
         Ok(Some(v)) => (
             [(header::CONTENT_TYPE, "application/octet-stream")],
             Body::from(v),
@@ -345,7 +350,7 @@ pub async fn state_get(
     if let Some(r) = unknown(&sup, &name) {
         return r;
     }
-    value(&sup, &name, &bucket, &key)
+    value(&sup, &name, &bucket, &key).await
 }
 
 /// `?confirm=NAME` (or `true`) of a state reset; the same may come as a JSON

@@ -18,15 +18,22 @@
 //! out of the group. The tables are opened once per group, not once per
 //! commit.
 //!
+//! Reads open their own read transaction too. A point read (`get`,
+//! `record`, usage once cached) is one B-tree lookup in a local file and is
+//! answered inline; a read that scans (`list_keys`, `list_all`, `records`,
+//! `timers`, the first `usage` of a plugin) runs on a blocking thread, so a
+//! large plugin never holds a runtime thread.
+//!
 //! The state file and the folder the host creates for it are owner-only
 //! ([`crate::private_files`]): they hold every plugin's state and crash data.
 
 use super::*;
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use anyhow::{Context, anyhow, bail};
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
 const KV: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("kv");
@@ -161,7 +168,7 @@ impl Queues {
 
 /// See the module doc.
 pub struct RedbBackend {
-    db: std::sync::RwLock<Option<Arc<Database>>>,
+    db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     tx: Mutex<Option<mpsc::Sender<(Op, Waiter)>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -201,7 +208,7 @@ impl RedbBackend {
                 .context("failed to start the state committer thread")?
         };
         Ok(RedbBackend {
-            db: std::sync::RwLock::new(Some(db)),
+            db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
@@ -211,7 +218,9 @@ impl RedbBackend {
 
     fn submit(&self, op: Op) -> BoxFuture<'static, Result<()>> {
         let (wtx, wrx) = oneshot::channel();
-        let sent = lock(&self.tx)
+        let sent = self
+            .tx
+            .lock()
             .as_ref()
             .map(|tx| tx.send((op, wtx)).is_ok())
             .unwrap_or(false);
@@ -230,13 +239,26 @@ impl RedbBackend {
     fn db(&self) -> Result<Arc<Database>> {
         self.db
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| anyhow!("state backend is closed"))
     }
 
-    fn scan_usage(&self, plugin: &str) -> Result<Usage> {
-        let r = self.db()?.begin_read()?;
+    /// Runs a read that scans on a blocking thread (see the module doc). A
+    /// panic in it is resumed here, as if the read had run inline.
+    async fn scan<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db()?;
+        match tokio::task::spawn_blocking(move || read(&db)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(anyhow!("state read was cancelled: {e}")),
+        }
+    }
+
+    fn scan_usage(db: &Database, plugin: &str) -> Result<Usage> {
+        let r = db.begin_read()?;
         let t = r.open_table(KV)?;
         let mut u = Usage::default();
         for item in t.range((plugin, "", "")..)? {
@@ -266,11 +288,11 @@ impl RedbBackend {
 impl RedbBackend {
     fn shut(&self) {
         // Closing the channel ends the committer after the operations queued.
-        lock(&self.tx).take();
-        if let Some(h) = lock(&self.committer).take() {
+        self.tx.lock().take();
+        if let Some(h) = self.committer.lock().take() {
             let _ = h.join();
         }
-        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.db.write().take();
     }
 }
 
@@ -278,10 +300,6 @@ impl Drop for RedbBackend {
     fn drop(&mut self) {
         self.shut();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn committer(
@@ -349,7 +367,7 @@ fn committer(
                 }
             }
             w.commit()?;
-            let mut cache = lock(usage);
+            let mut cache = usage.lock();
             for (plugin, delta) in deltas {
                 match delta {
                     None => {
@@ -468,61 +486,77 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>
     Ok(())
 }
 
+#[async_trait::async_trait]
 impl StateBackend for RedbBackend {
-    fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    async fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(KV)?;
         Ok(t.get((plugin, bucket, key))?.map(|g| g.value().to_vec()))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &self,
         plugin: &str,
         bucket: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(KV)?;
-        let mut out = Vec::new();
-        for item in t.range((plugin, bucket, after.unwrap_or(""))..)? {
-            let (k, _) = item?;
-            let (p, b, key) = k.value();
-            if p != plugin || b != bucket || out.len() >= limit {
-                break;
+        let (plugin, bucket) = (plugin.to_string(), bucket.to_string());
+        let after = after.map(str::to_string);
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(KV)?;
+            let mut out = Vec::new();
+            let start = (
+                plugin.as_str(),
+                bucket.as_str(),
+                after.as_deref().unwrap_or(""),
+            );
+            for item in t.range(start..)? {
+                let (k, _) = item?;
+                let (p, b, key) = k.value();
+                if p != plugin || b != bucket || out.len() >= limit {
+                    break;
+                }
+                if after.as_deref().is_some_and(|a| key <= a) {
+                    continue;
+                }
+                out.push(key.to_string());
             }
-            if after.is_some_and(|a| key <= a) {
-                continue;
-            }
-            out.push(key.to_string());
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(KV)?;
-        let mut out = Vec::new();
-        for item in t.range((plugin, "", "")..)? {
-            let (k, v) = item?;
-            let (p, b, key) = k.value();
-            if p != plugin {
-                break;
+    async fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
+        let plugin = plugin.to_string();
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(KV)?;
+            let mut out = Vec::new();
+            for item in t.range((plugin.as_str(), "", "")..)? {
+                let (k, v) = item?;
+                let (p, b, key) = k.value();
+                if p != plugin {
+                    break;
+                }
+                out.push((b.to_string(), key.to_string(), v.value().len() as u64));
             }
-            out.push((b.to_string(), key.to_string(), v.value().len() as u64));
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    fn usage(&self, plugin: &str) -> Result<Usage> {
-        if let Some(u) = lock(&self.usage).get(plugin) {
+    async fn usage(&self, plugin: &str) -> Result<Usage> {
+        if let Some(u) = self.usage.lock().get(plugin) {
             return Ok(*u);
         }
         // Scanned outside the cache lock; a commit racing with the scan makes
         // the cached figure stale, so only the committer's deltas are trusted
         // after this point (the worker commits one call at a time).
-        let u = self.scan_usage(plugin)?;
-        lock(&self.usage).insert(plugin.to_string(), u);
+        let name = plugin.to_string();
+        let u = self.scan(move |db| Self::scan_usage(db, &name)).await?;
+        self.usage.lock().insert(plugin.to_string(), u);
         Ok(u)
     }
 
@@ -530,45 +564,55 @@ impl StateBackend for RedbBackend {
         self.submit(Op::Commit(commit))
     }
 
-    fn timers(&self) -> Result<Vec<TimerRecord>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(TIMERS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (id, v) = item?;
-            let (plugin, due_ms, message) = v.value();
-            out.push(TimerRecord {
-                id: id.value(),
-                plugin: plugin.to_string(),
-                due_ms,
-                message: message.to_vec(),
-            });
-        }
-        Ok(out)
+    async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>> {
+        let plugin = plugin.to_string();
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(TIMERS)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (id, v) = item?;
+                let (p, due_ms, message) = v.value();
+                if p == plugin {
+                    out.push(TimerRecord {
+                        id: id.value(),
+                        plugin: plugin.clone(),
+                        due_ms,
+                        message: message.to_vec(),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
-    fn records(
+    async fn records(
         &self,
         plugin: &str,
         kind: RecordKind,
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(RECORDS)?;
-        let k = kind as u8;
-        t.range((plugin, k, 0)..=(plugin, k, u64::MAX))?
-            .rev()
-            .skip(skip)
-            .take(limit)
-            .map(|item| {
-                let (key, v) = item?;
-                Ok((key.value().2, v.value().to_vec()))
-            })
-            .collect()
+        let plugin = plugin.to_string();
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(RECORDS)?;
+            let (p, k) = (plugin.as_str(), kind as u8);
+            t.range((p, k, 0)..=(p, k, u64::MAX))?
+                .rev()
+                .skip(skip)
+                .take(limit)
+                .map(|item| {
+                    let (key, v) = item?;
+                    Ok((key.value().2, v.value().to_vec()))
+                })
+                .collect()
+        })
+        .await
     }
 
-    fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
+    async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(RECORDS)?;
         Ok(t.get((plugin, kind as u8, id))?.map(|g| g.value().to_vec()))

@@ -147,15 +147,6 @@ impl Worker {
         let (host, metrics) = (&shared.host, shared.metrics.clone());
         let labels = Metrics::plugin(&env.name);
         let name = env.name.clone();
-        let pending = env
-            .state
-            .backend()
-            .records(&env.name, RecordKind::DeadLetter, 0, host.dead_letters)
-            .map_or(0, |r| r.len());
-        metrics
-            .dead_letters
-            .get_or_create(&labels)
-            .set(pending as i64);
         let tracker = RestartTracker::new(env.config.restart.clone());
         let breaker = Breaker::new(&env.config.restart);
         let Handles {
@@ -232,6 +223,18 @@ impl Worker {
     }
 
     pub(super) async fn run(mut self) {
+        let backend = self.env.state.backend();
+        let pending = backend
+            .records(
+                &self.env.name,
+                RecordKind::DeadLetter,
+                0,
+                self.keep_dead_letters,
+            )
+            .await
+            .map_or(0, |r| r.len());
+        let family = &self.metrics.dead_letters;
+        family.get_or_create(&self.labels).set(pending as i64);
         loop {
             // Each step runs in the span of the current instance. A panic
             // anywhere in it (guest calls catch their own) is this plugin's
@@ -785,7 +788,7 @@ impl Worker {
                 let timers = done.commit.add_timers.clone();
                 let nothing_to_commit = done.commit.is_empty();
                 let submitted = Instant::now();
-                let (seq, durable) = self.env.state.submit(done.commit, done.delta);
+                let (seq, durable) = self.env.state.submit(done.commit, done.delta).await;
                 let waiting = Waiting {
                     seq,
                     env,
@@ -929,7 +932,7 @@ impl Worker {
     async fn commit_and_release(&mut self, done: Finished) -> anyhow::Result<()> {
         let timers = done.commit.add_timers.clone();
         let started = Instant::now();
-        let (seq, durable) = self.env.state.submit(done.commit, done.delta);
+        let (seq, durable) = self.env.state.submit(done.commit, done.delta).await;
         let result = durable.await;
         self.env.state.settle(seq, result.is_ok());
         result?;
