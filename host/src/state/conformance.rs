@@ -259,7 +259,7 @@ async fn redb_group_commit_answers_every_waiter() {
 }
 
 /// A storm of large commits from one plugin and one small commit from
-/// another: all are applied (`redb::tests::hole03_…` checks that the small
+/// another: all are applied (`redb::queues::tests::hole03_…` checks that the small
 /// one goes in with the first group).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_commits_and_a_calm_one_all_land() {
