@@ -5,6 +5,11 @@
 //! through the generated world type, which would refuse a guest that exports
 //! only `handler`: [`crate::compile`] looks them up by interface name.
 //! Generated types do not leave this module and [`crate::host_api`].
+//!
+//! Every import that reads plugin state is generated `async` (all of
+//! `wasi:keyvalue`, and `mailbox.send-after`, which reads the plugin's usage),
+//! so a state backend that waits never holds a runtime thread; to the guest
+//! they still block. The rest are plain functions.
 
 #![allow(missing_docs, reason = "generated code")]
 
@@ -12,7 +17,11 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "wasm-sup:plugin/worker",
-        imports: { default: trappable },
+        imports: {
+            "wasi:keyvalue": async | trappable,
+            "wasm-sup:plugin/mailbox.send-after": async | trappable,
+            default: trappable,
+        },
         with: {
             "wasi:keyvalue/store.bucket": crate::host_api::keyvalue::Bucket,
         },

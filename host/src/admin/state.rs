@@ -27,20 +27,20 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     if let Some(key) = q.key {
         let bucket = q.bucket.unwrap_or_else(|| "default".to_string());
-        return value(&sup, &name, &bucket, &key);
+        return value(&sup, &name, &bucket, &key).await;
     }
     let b = sup.backend();
-    let keys = b.list_all(&name).context("failed to read state")?;
-    let usage = b.usage(&name).context("failed to read state")?;
-    let keys = keys
-        .into_iter()
-        .map(|(bucket, key, size)| {
-            let shown = (size <= LISTED_VALUE_BYTES)
-                .then(|| b.get(&name, &bucket, &key).ok().flatten())
-                .flatten();
-            StateEntry::new(bucket, key, size, shown)
-        })
-        .collect();
+    let listed = b.list_all(&name).await.context("failed to read state")?;
+    let usage = b.usage(&name).await.context("failed to read state")?;
+    let mut keys = Vec::with_capacity(listed.len());
+    for (bucket, key, size) in listed {
+        let shown = if size <= LISTED_VALUE_BYTES {
+            b.get(&name, &bucket, &key).await.ok().flatten()
+        } else {
+            None
+        };
+        keys.push(StateEntry::new(bucket, key, size, shown));
+    }
     Ok(Json(StateList {
         keys,
         name,
@@ -53,7 +53,7 @@ pub(super) async fn list(
 }
 
 /// One value, as bytes.
-fn value(
+async fn value(
     sup: &SupervisorHandle,
     name: &str,
     bucket: &str,
@@ -62,6 +62,7 @@ fn value(
     let v = sup
         .backend()
         .get(name, bucket, key)
+        .await
         .context("failed to read state")?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
@@ -81,7 +82,7 @@ pub(super) async fn get(
     KnownPlugin(name): KnownPlugin,
     Path((_, bucket, key)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    value(&sup, &name, &bucket, &key)
+    value(&sup, &name, &bucket, &key).await
 }
 
 /// `POST /v1/plugins/{name}/state/reset?confirm=NAME`: deletes every key of

@@ -102,7 +102,9 @@ pub async fn crash_reports(
     offset: usize,
     limit: usize,
 ) -> Result<Listed<CrashReport>> {
-    list(backend, plugin, RecordKind::Crash, offset, limit).context("failed to read crash reports")
+    list(backend, plugin, RecordKind::Crash, offset, limit)
+        .await
+        .context("failed to read crash reports")
 }
 
 /// A page of `plugin`'s dead letters: at most `limit` after skipping
@@ -114,17 +116,18 @@ pub async fn dead_letters(
     limit: usize,
 ) -> Result<Listed<DeadLetter>> {
     list(backend, plugin, RecordKind::DeadLetter, offset, limit)
+        .await
         .context("failed to read dead letters")
 }
 
-fn list<T: DeserializeOwned>(
+async fn list<T: DeserializeOwned>(
     backend: &dyn StateBackend,
     plugin: &str,
     kind: RecordKind,
     offset: usize,
     limit: usize,
 ) -> Result<Listed<T>> {
-    let mut rows = backend.records(plugin, kind, offset, limit + 1)?;
+    let mut rows = backend.records(plugin, kind, offset, limit + 1).await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let items = rows
@@ -142,6 +145,7 @@ pub async fn dead_letter(
 ) -> Result<Option<DeadLetter>> {
     let Some(body) = backend
         .record(plugin, RecordKind::DeadLetter, id)
+        .await
         .context("failed to read dead letter")?
     else {
         return Ok(None);

@@ -7,6 +7,9 @@
 //! `list-keys` pages by [`LIST_PAGE`] keys; its cursor is a clamped offset.
 //! `increment` stores decimal ASCII. A write past the quota returns
 //! `error::other("quota exceeded: …")`; it does not trap.
+//!
+//! Every import here is async (see [`crate::bindings`]): reads await the
+//! plugin's [`crate::state::view::StateView`] and its backend.
 
 use crate::bindings::keyvalue::{self as store, HostBucket, KeyResponse};
 use crate::bindings::{atomics, batch};
@@ -84,21 +87,22 @@ impl HostState {
         Ok(self.table.get(b)?.name.clone())
     }
 
-    fn kv_get(&self, bucket: &str, key: &str) -> R<Option<Vec<u8>>> {
-        Ok(self.txn.get(&self.env.state, bucket, key)?)
+    async fn kv_get(&mut self, bucket: &str, key: &str) -> R<Option<Vec<u8>>> {
+        Ok(self.txn.get(&self.env.state, bucket, key).await?)
     }
 
-    fn kv_write(&mut self, bucket: &str, key: &str, value: Option<Vec<u8>>) -> R<()> {
+    async fn kv_write(&mut self, bucket: &str, key: &str, value: Option<Vec<u8>>) -> R<()> {
         check_key(key)?;
         let env = &self.env;
         Ok(self
             .txn
-            .write(&env.state, &env.config.state, bucket, key, value)?)
+            .write(&env.state, &env.config.state, bucket, key, value)
+            .await?)
     }
 }
 
 impl store::Host for HostState {
-    fn open(&mut self, identifier: String) -> R<Resource<Bucket>> {
+    async fn open(&mut self, identifier: String) -> R<Resource<Bucket>> {
         if !valid_bucket(&identifier) {
             return Err(KvError::Other(format!(
                 "invalid bucket identifier {identifier:?}: use 1-64 characters of a-z, 0-9, '.', '_' and '-'"
@@ -123,29 +127,29 @@ impl store::Host for HostState {
 }
 
 impl HostBucket for HostState {
-    fn get(&mut self, b: Resource<Bucket>, key: String) -> R<Option<Vec<u8>>> {
+    async fn get(&mut self, b: Resource<Bucket>, key: String) -> R<Option<Vec<u8>>> {
         let bucket = self.bucket_name(&b)?;
-        self.kv_get(&bucket, &key)
+        self.kv_get(&bucket, &key).await
     }
 
-    fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> R<()> {
+    async fn set(&mut self, b: Resource<Bucket>, key: String, value: Vec<u8>) -> R<()> {
         let bucket = self.bucket_name(&b)?;
-        self.kv_write(&bucket, &key, Some(value))
+        self.kv_write(&bucket, &key, Some(value)).await
     }
 
-    fn delete(&mut self, b: Resource<Bucket>, key: String) -> R<()> {
+    async fn delete(&mut self, b: Resource<Bucket>, key: String) -> R<()> {
         let bucket = self.bucket_name(&b)?;
-        self.kv_write(&bucket, &key, None)
+        self.kv_write(&bucket, &key, None).await
     }
 
-    fn exists(&mut self, b: Resource<Bucket>, key: String) -> R<bool> {
+    async fn exists(&mut self, b: Resource<Bucket>, key: String) -> R<bool> {
         let bucket = self.bucket_name(&b)?;
-        Ok(self.kv_get(&bucket, &key)?.is_some())
+        Ok(self.kv_get(&bucket, &key).await?.is_some())
     }
 
-    fn list_keys(&mut self, b: Resource<Bucket>, cursor: Option<u64>) -> R<KeyResponse> {
+    async fn list_keys(&mut self, b: Resource<Bucket>, cursor: Option<u64>) -> R<KeyResponse> {
         let bucket = self.bucket_name(&b)?;
-        let keys = self.txn.keys(&self.env.state, &bucket)?;
+        let keys = self.txn.keys(&self.env.state, &bucket).await?;
         let start = usize::try_from(cursor.unwrap_or(0))
             .unwrap_or(usize::MAX)
             .min(keys.len());
@@ -156,7 +160,7 @@ impl HostBucket for HostState {
         })
     }
 
-    fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, b: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(b)?;
         self.open_buckets -= 1;
         Ok(())
@@ -164,9 +168,9 @@ impl HostBucket for HostState {
 }
 
 impl atomics::Host for HostState {
-    fn increment(&mut self, b: Resource<Bucket>, key: String, delta: u64) -> R<u64> {
+    async fn increment(&mut self, b: Resource<Bucket>, key: String, delta: u64) -> R<u64> {
         let bucket = self.bucket_name(&b)?;
-        let current = match self.kv_get(&bucket, &key)? {
+        let current = match self.kv_get(&bucket, &key).await? {
             None => 0,
             Some(v) => std::str::from_utf8(&v)
                 .ok()
@@ -178,7 +182,8 @@ impl atomics::Host for HostState {
         let next = current
             .checked_add(delta)
             .ok_or_else(|| KvError::Other(format!("incrementing {key:?} overflows u64")))?;
-        self.kv_write(&bucket, &key, Some(next.to_string().into_bytes()))?;
+        self.kv_write(&bucket, &key, Some(next.to_string().into_bytes()))
+            .await?;
         Ok(next)
     }
 }
@@ -193,32 +198,34 @@ fn check_batch(n: usize) -> R<()> {
 }
 
 impl batch::Host for HostState {
-    fn get_many(
+    async fn get_many(
         &mut self,
         b: Resource<Bucket>,
         keys: Vec<String>,
     ) -> R<Vec<Option<(String, Vec<u8>)>>> {
         check_batch(keys.len())?;
         let bucket = self.bucket_name(&b)?;
-        keys.into_iter()
-            .map(|k| Ok(self.kv_get(&bucket, &k)?.map(|v| (k, v))))
-            .collect()
+        let mut found = Vec::with_capacity(keys.len());
+        for k in keys {
+            found.push(self.kv_get(&bucket, &k).await?.map(|v| (k, v)));
+        }
+        Ok(found)
     }
 
-    fn set_many(&mut self, b: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> R<()> {
+    async fn set_many(&mut self, b: Resource<Bucket>, key_values: Vec<(String, Vec<u8>)>) -> R<()> {
         check_batch(key_values.len())?;
         let bucket = self.bucket_name(&b)?;
         for (k, v) in key_values {
-            self.kv_write(&bucket, &k, Some(v))?;
+            self.kv_write(&bucket, &k, Some(v)).await?;
         }
         Ok(())
     }
 
-    fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> R<()> {
+    async fn delete_many(&mut self, b: Resource<Bucket>, keys: Vec<String>) -> R<()> {
         check_batch(keys.len())?;
         let bucket = self.bucket_name(&b)?;
         for k in keys {
-            self.kv_write(&bucket, &k, None)?;
+            self.kv_write(&bucket, &k, None).await?;
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ impl Host for HostState {
         Ok(Ok(()))
     }
 
-    fn send_after(
+    async fn send_after(
         &mut self,
         delay_ms: u64,
         message: Vec<u8>,
@@ -51,6 +51,7 @@ impl Host for HostState {
                 delay_ms,
                 message,
             )
+            .await
             .map_err(|e| wasmtime::Error::msg(format!("{e:#}")))?;
         Ok(sent.map_err(|refusal| match refusal {
             SendRefusal::Full => SendError::MailboxFull,

@@ -86,7 +86,7 @@ pub enum WriteError {
 
 impl Txn {
     /// The value of `key` as this call sees it.
-    pub fn get(
+    pub async fn get(
         &self,
         view: &StateView,
         bucket: &str,
@@ -94,12 +94,12 @@ impl Txn {
     ) -> anyhow::Result<Option<Vec<u8>>> {
         match self.writes.get(&(bucket.to_string(), key.to_string())) {
             Some(v) => Ok(v.clone()),
-            None => view.get(bucket, key),
+            None => view.get(bucket, key).await,
         }
     }
 
     /// Buffers a write, refusing it if it would take the plugin past its quota.
-    pub fn write(
+    pub async fn write(
         &mut self,
         view: &StateView,
         quota: &StateQuota,
@@ -109,11 +109,12 @@ impl Txn {
     ) -> Result<(), WriteError> {
         let old = self
             .get(view, bucket, key)
+            .await
             .map_err(WriteError::Backend)?
             .map(|v| v.len());
         let change = Delta::of_write(key, old, value.as_ref().map(Vec::len));
         if change.keys > 0 || change.bytes > 0 {
-            let Usage { keys, bytes, .. } = view.usage().map_err(WriteError::Backend)?;
+            let Usage { keys, bytes, .. } = view.usage().await.map_err(WriteError::Backend)?;
             let keys_after = keys as i64 + self.delta.keys + change.keys;
             let bytes_after = bytes as i64 + self.delta.bytes + change.bytes;
             if keys_after > quota.max_keys as i64 {
@@ -136,8 +137,8 @@ impl Txn {
     }
 
     /// Keys of `bucket` as this call sees them, in order.
-    pub fn keys(&self, view: &StateView, bucket: &str) -> anyhow::Result<Vec<String>> {
-        let mut keys = view.keys(bucket)?;
+    pub async fn keys(&self, view: &StateView, bucket: &str) -> anyhow::Result<Vec<String>> {
+        let mut keys = view.keys(bucket).await?;
         for ((b, k), v) in &self.writes {
             if b == bucket {
                 if v.is_some() {
@@ -173,7 +174,7 @@ impl Txn {
         clippy::too_many_arguments,
         reason = "the plugin's bounds are read here, where the timer is made"
     )]
-    pub fn send_after(
+    pub async fn send_after(
         &mut self,
         view: &StateView,
         quota: &StateQuota,
@@ -190,7 +191,7 @@ impl Txn {
             return Ok(Err(SendRefusal::Full));
         }
         let change = Delta::of_timer(message.len(), 1);
-        let after = view.usage()?.plus(self.delta).plus(change);
+        let after = view.usage().await?.plus(self.delta).plus(change);
         if after.timers > MAX_TIMERS || after.bytes > quota.max_bytes {
             return Ok(Err(SendRefusal::Full));
         }

@@ -24,17 +24,26 @@ async fn check(b: Arc<dyn StateBackend>) {
     b.commit(c).await.unwrap();
 
     // Plugins are namespaces.
-    assert_eq!(b.get("a", "default", "k1").unwrap(), Some(b"v1".to_vec()));
     assert_eq!(
-        b.get("b", "default", "k1").unwrap(),
+        b.get("a", "default", "k1").await.unwrap(),
+        Some(b"v1".to_vec())
+    );
+    assert_eq!(
+        b.get("b", "default", "k1").await.unwrap(),
         Some(b"from-b".to_vec())
     );
-    assert_eq!(b.get("a", "nope", "k1").unwrap(), None);
-    assert_eq!(b.list_keys("a", "default", None, 10).unwrap(), ["k1", "k2"]);
-    assert_eq!(b.list_keys("a", "default", Some("k1"), 10).unwrap(), ["k2"]);
-    assert_eq!(b.list_keys("a", "default", None, 1).unwrap(), ["k1"]);
+    assert_eq!(b.get("a", "nope", "k1").await.unwrap(), None);
     assert_eq!(
-        b.usage("a").unwrap(),
+        b.list_keys("a", "default", None, 10).await.unwrap(),
+        ["k1", "k2"]
+    );
+    assert_eq!(
+        b.list_keys("a", "default", Some("k1"), 10).await.unwrap(),
+        ["k2"]
+    );
+    assert_eq!(b.list_keys("a", "default", None, 1).await.unwrap(), ["k1"]);
+    assert_eq!(
+        b.usage("a").await.unwrap(),
         Usage {
             keys: 3,
             bytes: 4 + 5 + 2,
@@ -51,7 +60,7 @@ async fn check(b: Arc<dyn StateBackend>) {
     }];
     b.commit(c).await.unwrap();
     assert_eq!(
-        b.usage("a").unwrap(),
+        b.usage("a").await.unwrap(),
         Usage {
             keys: 2,
             bytes: 4 + 2,
@@ -68,10 +77,12 @@ async fn check(b: Arc<dyn StateBackend>) {
         message: b"m".to_vec(),
     }];
     b.commit(c).await.unwrap();
-    assert_eq!(b.timers().unwrap().len(), 1);
+    assert_eq!(b.timers("a").await.unwrap().len(), 1);
+    // Timers are read per plugin.
+    assert!(b.timers("b").await.unwrap().is_empty());
     // A timer counts in usage: one timer, its message's bytes.
     assert_eq!(
-        b.usage("a").unwrap(),
+        b.usage("a").await.unwrap(),
         Usage {
             keys: 2,
             bytes: 4 + 2 + 1,
@@ -81,9 +92,9 @@ async fn check(b: Arc<dyn StateBackend>) {
     let mut c = Commit::new("a");
     c.remove_timers = vec![7];
     b.commit(c).await.unwrap();
-    assert!(b.timers().unwrap().is_empty());
-    assert_eq!(b.usage("a").unwrap().timers, 0);
-    assert_eq!(b.usage("a").unwrap().bytes, 4 + 2);
+    assert!(b.timers("a").await.unwrap().is_empty());
+    assert_eq!(b.usage("a").await.unwrap().timers, 0);
+    assert_eq!(b.usage("a").await.unwrap().bytes, 4 + 2);
 
     // Bounded records, newest first.
     for id in 1..=5u64 {
@@ -99,15 +110,31 @@ async fn check(b: Arc<dyn StateBackend>) {
     }
     let ids: Vec<u64> = b
         .records("a", RecordKind::Crash, 0, 10)
+        .await
         .unwrap()
         .into_iter()
         .map(|r| r.0)
         .collect();
     assert_eq!(ids, [5, 4, 3]);
-    assert_eq!(b.record("a", RecordKind::Crash, 4).unwrap(), Some(vec![4]));
-    assert_eq!(b.record("a", RecordKind::Crash, 1).unwrap(), None, "pruned");
-    assert_eq!(b.record("a", RecordKind::DeadLetter, 4).unwrap(), None);
-    assert!(b.records("b", RecordKind::Crash, 0, 10).unwrap().is_empty());
+    assert_eq!(
+        b.record("a", RecordKind::Crash, 4).await.unwrap(),
+        Some(vec![4])
+    );
+    assert_eq!(
+        b.record("a", RecordKind::Crash, 1).await.unwrap(),
+        None,
+        "pruned"
+    );
+    assert_eq!(
+        b.record("a", RecordKind::DeadLetter, 4).await.unwrap(),
+        None
+    );
+    assert!(
+        b.records("b", RecordKind::Crash, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Records are bounded in bytes too; the newest is always kept.
     for id in 1..=4u64 {
         let mut c = Commit::new("a");
@@ -122,6 +149,7 @@ async fn check(b: Arc<dyn StateBackend>) {
     }
     let ids: Vec<u64> = b
         .records("a", RecordKind::DeadLetter, 0, 10)
+        .await
         .unwrap()
         .into_iter()
         .map(|r| r.0)
@@ -142,7 +170,7 @@ async fn check(b: Arc<dyn StateBackend>) {
             .to_string()
             .contains("fencing")
     );
-    assert_eq!(b.get("a", "default", "fenced").unwrap(), None);
+    assert_eq!(b.get("a", "default", "fenced").await.unwrap(), None);
 
     // Chains: a commit that may have read from a failed one is refused, in the
     // same group or a later one; one made after the failure is not.
@@ -160,8 +188,11 @@ async fn check(b: Arc<dyn StateBackend>) {
     assert!(refused.contains("earlier commit"), "{refused}");
     assert!(b.commit(chained(102, 101, "still")).await.is_err());
     b.commit(chained(103, 103, "fresh")).await.unwrap();
-    assert_eq!(b.get("a", "default", "after-lost").unwrap(), None);
-    assert_eq!(b.get("a", "default", "fresh").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(b.get("a", "default", "after-lost").await.unwrap(), None);
+    assert_eq!(
+        b.get("a", "default", "fresh").await.unwrap(),
+        Some(b"v".to_vec())
+    );
     // Chains are per plugin.
     let mut other = chained(104, 100, "other");
     other.plugin = "b".into();
@@ -179,12 +210,13 @@ async fn check(b: Arc<dyn StateBackend>) {
         b.commit(c).await.unwrap();
     }
     b.reset("a").await.unwrap();
-    let left: Vec<u64> = b.timers().unwrap().iter().map(|t| t.id).collect();
+    assert!(b.timers("a").await.unwrap().is_empty());
+    let left: Vec<u64> = b.timers("b").await.unwrap().iter().map(|t| t.id).collect();
     assert_eq!(left, [9]);
-    assert!(b.list_all("a").unwrap().is_empty());
-    assert_eq!(b.usage("a").unwrap(), Usage::default());
+    assert!(b.list_all("a").await.unwrap().is_empty());
+    assert_eq!(b.usage("a").await.unwrap(), Usage::default());
     assert_eq!(
-        b.get("b", "default", "k1").unwrap(),
+        b.get("b", "default", "k1").await.unwrap(),
         Some(b"from-b".to_vec())
     );
 }
@@ -201,7 +233,7 @@ async fn redb_backend_and_reopen() {
     check(Arc::new(redb::RedbBackend::open(&path).unwrap())).await;
     let b = redb::RedbBackend::open(&path).unwrap();
     assert_eq!(
-        b.get("b", "default", "k1").unwrap(),
+        b.get("b", "default", "k1").await.unwrap(),
         Some(b"from-b".to_vec())
     );
 }
@@ -219,14 +251,15 @@ async fn redb_group_commit_answers_every_waiter() {
     for r in futures::future::join_all(commits).await {
         r.unwrap();
     }
-    let total: usize = (0..7)
-        .map(|p| b.list_all(&format!("p{p}")).unwrap().len())
-        .sum();
+    let mut total = 0;
+    for p in 0..7 {
+        total += b.list_all(&format!("p{p}")).await.unwrap().len();
+    }
     assert_eq!(total, 200);
 }
 
 /// A storm of large commits from one plugin and one small commit from
-/// another: all are applied (`redb::tests::hole03_…` checks that the small
+/// another: all are applied (`redb::queues::tests::hole03_…` checks that the small
 /// one goes in with the first group).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_commits_and_a_calm_one_all_land() {
@@ -247,6 +280,9 @@ async fn a_storm_of_commits_and_a_calm_one_all_land() {
     for c in storm {
         c.await.unwrap();
     }
-    assert_eq!(b.list_all("storm").unwrap().len(), 1000);
-    assert_eq!(b.get("calm", "default", "k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(b.list_all("storm").await.unwrap().len(), 1000);
+    assert_eq!(
+        b.get("calm", "default", "k").await.unwrap(),
+        Some(b"v".to_vec())
+    );
 }

@@ -1,10 +1,11 @@
 //! The memory backend (`--state memory`): atomic, not durable. Everything is
-//! lost when the host exits; commits are applied under one lock.
+//! lost when the host exits; commits are applied under one lock, and reads
+//! answer inline (a few map operations under the same lock).
 
 use super::*;
 use anyhow::bail;
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 type Key = (String, String, String);
 
@@ -30,14 +31,8 @@ impl MemoryBackend {
         MemoryBackend::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves the maps consistent (each
-        // commit is checked before it mutates), so a poisoned lock is usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn apply(&self, c: Commit) -> Result<()> {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         if let Err(refused) = g.failures.check(&c) {
             g.failures.record(&c.plugin, c.chain);
             bail!(refused);
@@ -91,20 +86,21 @@ impl MemoryBackend {
     }
 }
 
+#[async_trait::async_trait]
 impl StateBackend for MemoryBackend {
-    fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    async fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let k = (plugin.to_string(), bucket.to_string(), key.to_string());
-        Ok(self.lock().kv.get(&k).cloned())
+        Ok(self.inner.lock().kv.get(&k).cloned())
     }
 
-    fn list_keys(
+    async fn list_keys(
         &self,
         plugin: &str,
         bucket: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let g = self.lock();
+        let g = self.inner.lock();
         let start = (
             plugin.to_string(),
             bucket.to_string(),
@@ -119,15 +115,15 @@ impl StateBackend for MemoryBackend {
             .collect())
     }
 
-    fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
-        let g = self.lock();
+    async fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
+        let g = self.inner.lock();
         Ok(Self::plugin_range(&g, plugin)
             .map(|((_, b, k), v)| (b.clone(), k.clone(), v.len() as u64))
             .collect())
     }
 
-    fn usage(&self, plugin: &str) -> Result<Usage> {
-        let g = self.lock();
+    async fn usage(&self, plugin: &str) -> Result<Usage> {
+        let g = self.inner.lock();
         let kv = Self::plugin_range(&g, plugin)
             .map(|((_, _, k), v)| Delta::of_write(k, None, Some(v.len())));
         let timers = g
@@ -143,18 +139,23 @@ impl StateBackend for MemoryBackend {
         Box::pin(async move { r })
     }
 
-    fn timers(&self) -> Result<Vec<TimerRecord>> {
-        Ok(self.lock().timers.values().cloned().collect())
+    async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>> {
+        let g = self.inner.lock();
+        Ok(g.timers
+            .values()
+            .filter(|t| t.plugin == plugin)
+            .cloned()
+            .collect())
     }
 
-    fn records(
+    async fn records(
         &self,
         plugin: &str,
         kind: RecordKind,
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let g = self.lock();
+        let g = self.inner.lock();
         let (p, k) = (plugin.to_string(), kind as u8);
         Ok(g.records
             .range((p.clone(), k, 0)..=(p, k, u64::MAX))
@@ -165,8 +166,9 @@ impl StateBackend for MemoryBackend {
             .collect())
     }
 
-    fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
+    async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
+            .inner
             .lock()
             .records
             .get(&(plugin.to_string(), kind as u8, id))
@@ -174,7 +176,7 @@ impl StateBackend for MemoryBackend {
     }
 
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         g.kv.retain(|(p, _, _), _| p != plugin);
         g.timers.retain(|_, t| t.plugin != plugin);
         Box::pin(async { Ok(()) })

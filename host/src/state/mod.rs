@@ -189,11 +189,18 @@ pub struct Usage {
 }
 
 /// A place to keep plugin state. See the module doc for the invariants.
+///
+/// Reads are async, so a backend that waits on the network (a database)
+/// never holds a runtime thread; a local backend may answer inline or move a
+/// long scan to a blocking thread. Writes ([`StateBackend::commit`],
+/// [`StateBackend::reset`]) are queued when called, so their order is the
+/// order of the calls, and resolve once applied.
+#[async_trait::async_trait]
 pub trait StateBackend: Send + Sync + 'static {
     /// Reads one committed value.
-    fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>>;
+    async fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>>;
     /// Committed keys of a bucket in key order, starting after `after`, at most `limit`.
-    fn list_keys(
+    async fn list_keys(
         &self,
         plugin: &str,
         bucket: &str,
@@ -201,15 +208,15 @@ pub trait StateBackend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<String>>;
     /// Every committed `(bucket, key, value size)` of a plugin.
-    fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>>;
+    async fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>>;
     /// What a plugin's committed state uses.
-    fn usage(&self, plugin: &str) -> Result<Usage>;
+    async fn usage(&self, plugin: &str) -> Result<Usage>;
     /// Applies a commit; resolves once it is durable.
     fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>>;
-    /// Every pending timer (read at start).
-    fn timers(&self) -> Result<Vec<TimerRecord>>;
+    /// A plugin's pending timers (read when the plugin is first registered).
+    async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>>;
     /// A plugin's records of one kind, newest first, at most `limit` after skipping `skip`.
-    fn records(
+    async fn records(
         &self,
         plugin: &str,
         kind: RecordKind,
@@ -217,7 +224,7 @@ pub trait StateBackend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>>;
     /// One record of a plugin by id.
-    fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>>;
+    async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>>;
     /// Deletes every key and timer of a plugin (state reset); its crash
     /// reports and dead letters stay.
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>>;

@@ -22,13 +22,18 @@
 //!   change twice or misses one.
 //! - Only the plugin's worker writes through its view, one call at a time;
 //!   admin reads go to the backend and see committed state only.
+//! - Backend reads are async and the lock is never held across one: a read
+//!   takes what it needs of the pending writes first, then awaits the
+//!   backend. A write goes from pending to durable before it leaves the
+//!   view, so a read that looked at the pending writes first never misses it.
 
 use super::{Chain, Commit, Delta, StateBackend, Usage};
 use anyhow::Result;
 use futures::future::BoxFuture;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// See the module doc.
 pub struct StateView {
@@ -73,62 +78,68 @@ impl StateView {
         &self.backend
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Every change below is a few map operations that cannot panic half-way.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// The value of `key`, pending writes first.
-    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
-        if let Some(w) = self
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let pending = self
             .lock()
             .writes
             .get(&(bucket.to_string(), key.to_string()))
-        {
-            return Ok(w.value.clone());
+            .map(|w| w.value.clone());
+        match pending {
+            Some(value) => Ok(value),
+            None => self.backend.get(&self.plugin, bucket, key).await,
         }
-        self.backend.get(&self.plugin, bucket, key)
     }
 
     /// Every key of `bucket`, pending writes included, in order.
-    pub fn keys(&self, bucket: &str) -> Result<BTreeSet<String>> {
+    pub async fn keys(&self, bucket: &str) -> Result<BTreeSet<String>> {
+        // Pending writes first (see the module doc): `true` sets, `false` deletes.
+        let pending: Vec<(String, bool)> = {
+            let g = self.lock();
+            let from = (bucket.to_string(), String::new());
+            g.writes
+                .range(from..)
+                .take_while(|((b, _), _)| b == bucket)
+                .map(|((_, k), w)| (k.clone(), w.value.is_some()))
+                .collect()
+        };
         let mut keys: BTreeSet<String> = self
             .backend
-            .list_keys(&self.plugin, bucket, None, usize::MAX)?
+            .list_keys(&self.plugin, bucket, None, usize::MAX)
+            .await?
             .into_iter()
             .collect();
-        let g = self.lock();
-        let from = (bucket.to_string(), String::new());
-        for ((b, k), w) in g.writes.range(from..) {
-            if b != bucket {
-                break;
-            }
-            if w.value.is_some() {
-                keys.insert(k.clone());
+        for (k, set) in pending {
+            if set {
+                keys.insert(k);
             } else {
-                keys.remove(k);
+                keys.remove(&k);
             }
         }
         Ok(keys)
     }
 
     /// The plugin's usage, pending commits included.
-    pub fn usage(&self) -> Result<Usage> {
-        let mut g = self.lock();
-        Self::loaded(&mut g, &*self.backend, &self.plugin)
-    }
-
-    fn loaded(g: &mut Inner, backend: &dyn StateBackend, plugin: &str) -> Result<Usage> {
-        if let Some(u) = g.usage {
-            return Ok(u);
+    pub async fn usage(&self) -> Result<Usage> {
+        {
+            let g = self.lock();
+            if let Some(u) = g.usage {
+                return Ok(u);
+            }
+            debug_assert!(
+                g.writes.is_empty(),
+                "usage is kept while writes are pending"
+            );
         }
-        debug_assert!(
-            g.writes.is_empty(),
-            "usage is kept while writes are pending"
-        );
-        let u = backend.usage(plugin)?;
-        g.usage = Some(u);
-        Ok(u)
+        // Not loaded, so no pending commit changes usage (see the module
+        // doc): the committed figure is the whole figure.
+        let u = self.backend.usage(&self.plugin).await?;
+        let mut g = self.lock();
+        Ok(*g.usage.get_or_insert(u))
     }
 
     /// Submits a call's commit (`delta`: what it changes in usage, against
@@ -138,7 +149,7 @@ impl StateView {
     /// in it goes nowhere: it resolves at once, with `seq` 0; so does one that
     /// cannot be submitted because the plugin's usage cannot be read, with
     /// that error.
-    pub fn submit(
+    pub async fn submit(
         &self,
         mut commit: Commit,
         delta: Delta,
@@ -146,22 +157,19 @@ impl StateView {
         if commit.is_empty() {
             return (0, Box::pin(async { Ok(()) }));
         }
-        let mut g = self.lock();
-        let usage = if !commit.changes_usage() {
-            g.usage
-        } else {
-            // Load before anything is pending (see the module doc).
-            match Self::loaded(&mut g, &*self.backend, &self.plugin) {
-                Ok(u) => Some(u),
-                Err(e) => return (0, Box::pin(async move { Err(e) })),
+        if commit.changes_usage() {
+            // Load before anything that changes it is pending (see the module doc).
+            if let Err(e) = self.usage().await {
+                return (0, Box::pin(async move { Err(e) }));
             }
-        };
+        }
+        let mut g = self.lock();
         let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
         commit.chain = Some(Chain {
             seq,
             after: g.pending.front().copied().unwrap_or(seq),
         });
-        g.usage = usage.map(|u| u.plus(delta));
+        g.usage = g.usage.map(|u| u.plus(delta));
         for w in &commit.writes {
             let pending = PendingWrite {
                 seq,
@@ -240,50 +248,63 @@ mod tests {
     }
 
     impl Held {
-        fn release(&self, fail: bool) {
-            for (c, tx) in std::mem::take(&mut *self.queue.lock().unwrap()) {
+        async fn release(&self, fail: bool) {
+            let queued = std::mem::take(&mut *self.queue.lock());
+            for (c, tx) in queued {
                 let r = if fail {
                     Err(anyhow::anyhow!("disk full"))
                 } else {
-                    futures::executor::block_on(self.inner.commit(c))
+                    self.inner.commit(c).await
                 };
                 let _ = tx.send(r);
             }
         }
     }
 
+    #[async_trait::async_trait]
     impl StateBackend for Held {
-        fn get(&self, p: &str, b: &str, k: &str) -> Result<Option<Vec<u8>>> {
-            self.inner.get(p, b, k)
+        async fn get(&self, p: &str, b: &str, k: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.get(p, b, k).await
         }
-        fn list_keys(&self, p: &str, b: &str, a: Option<&str>, l: usize) -> Result<Vec<String>> {
-            self.inner.list_keys(p, b, a, l)
+        async fn list_keys(
+            &self,
+            p: &str,
+            b: &str,
+            a: Option<&str>,
+            l: usize,
+        ) -> Result<Vec<String>> {
+            self.inner.list_keys(p, b, a, l).await
         }
-        fn list_all(&self, p: &str) -> Result<Vec<(String, String, u64)>> {
-            self.inner.list_all(p)
+        async fn list_all(&self, p: &str) -> Result<Vec<(String, String, u64)>> {
+            self.inner.list_all(p).await
         }
-        fn usage(&self, p: &str) -> Result<Usage> {
-            self.inner.usage(p)
+        async fn usage(&self, p: &str) -> Result<Usage> {
+            self.inner.usage(p).await
         }
         fn commit(&self, c: Commit) -> BoxFuture<'static, Result<()>> {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            self.queue.lock().unwrap().push((c, tx));
+            self.queue.lock().push((c, tx));
             Box::pin(async move { rx.await? })
         }
-        fn timers(&self) -> Result<Vec<crate::state::TimerRecord>> {
-            self.inner.timers()
+        async fn timers(&self, p: &str) -> Result<Vec<crate::state::TimerRecord>> {
+            self.inner.timers(p).await
         }
-        fn records(
+        async fn records(
             &self,
             p: &str,
             k: crate::state::RecordKind,
             s: usize,
             l: usize,
         ) -> Result<Vec<(u64, Vec<u8>)>> {
-            self.inner.records(p, k, s, l)
+            self.inner.records(p, k, s, l).await
         }
-        fn record(&self, p: &str, k: crate::state::RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
-            self.inner.record(p, k, id)
+        async fn record(
+            &self,
+            p: &str,
+            k: crate::state::RecordKind,
+            id: u64,
+        ) -> Result<Option<Vec<u8>>> {
+            self.inner.record(p, k, id).await
         }
         fn reset(&self, p: &str) -> BoxFuture<'static, Result<()>> {
             self.inner.reset(p)
@@ -306,32 +327,36 @@ mod tests {
     async fn pending_writes_are_read_before_they_are_durable_and_then_from_the_backend() {
         let (b, view) = held();
         let one = kv(1, 2);
-        let (s1, d1) = view.submit(write("a", Some("1")), one);
-        let (s2, d2) = view.submit(write("b", Some("2")), one);
-        let (s3, d3) = view.submit(write("a", None), kv(-1, -2));
-        assert_eq!(view.get("default", "a").unwrap(), None);
-        assert_eq!(view.get("default", "b").unwrap(), Some(b"2".to_vec()));
+        let (s1, d1) = view.submit(write("a", Some("1")), one).await;
+        let (s2, d2) = view.submit(write("b", Some("2")), one).await;
+        let (s3, d3) = view.submit(write("a", None), kv(-1, -2)).await;
+        assert_eq!(view.get("default", "a").await.unwrap(), None);
+        assert_eq!(view.get("default", "b").await.unwrap(), Some(b"2".to_vec()));
         assert_eq!(
             view.keys("default")
+                .await
                 .unwrap()
                 .into_iter()
                 .collect::<Vec<_>>(),
             ["b"]
         );
-        assert_eq!(view.usage().unwrap(), kv_usage(1, 2));
+        assert_eq!(view.usage().await.unwrap(), kv_usage(1, 2));
         assert_eq!(
-            b.inner.get("p", "default", "b").unwrap(),
+            b.inner.get("p", "default", "b").await.unwrap(),
             None,
             "not durable yet"
         );
-        b.release(false);
+        b.release(false).await;
         for (s, d) in [(s1, d1), (s2, d2), (s3, d3)] {
             d.await.unwrap();
             view.settle(s, true);
         }
         assert!(view.lock().writes.is_empty());
-        assert_eq!(view.get("default", "b").unwrap(), Some(b"2".to_vec()));
-        assert_eq!(view.usage().unwrap(), b.inner.usage("p").unwrap());
+        assert_eq!(view.get("default", "b").await.unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            view.usage().await.unwrap(),
+            b.inner.usage("p").await.unwrap()
+        );
     }
 
     #[tokio::test]
@@ -345,34 +370,34 @@ mod tests {
         let view = StateView::new("p", backend.clone());
         let mut first = write("a", Some("1"));
         first.fence = Some(1);
-        let (s1, d1) = view.submit(first, kv(1, 2));
-        let (s2, d2) = view.submit(write("b", Some("2")), kv(1, 2));
+        let (s1, d1) = view.submit(first, kv(1, 2)).await;
+        let (s2, d2) = view.submit(write("b", Some("2")), kv(1, 2)).await;
         assert!(d1.await.is_err());
         view.settle(s1, false);
         let refused = d2.await.unwrap_err().to_string();
         assert!(refused.contains("earlier commit"), "{refused}");
         view.settle(s2, false);
-        assert_eq!(backend.get("p", "default", "b").unwrap(), None);
+        assert_eq!(backend.get("p", "default", "b").await.unwrap(), None);
         // A commit made after the failure was seen is accepted.
-        let (s3, d3) = view.submit(write("c", Some("3")), kv(1, 2));
+        let (s3, d3) = view.submit(write("c", Some("3")), kv(1, 2)).await;
         d3.await.unwrap();
         view.settle(s3, true);
         assert_eq!(
-            backend.get("p", "default", "c").unwrap(),
+            backend.get("p", "default", "c").await.unwrap(),
             Some(b"3".to_vec())
         );
-        assert_eq!(view.usage().unwrap(), kv_usage(1, 2));
+        assert_eq!(view.usage().await.unwrap(), kv_usage(1, 2));
     }
 
     #[tokio::test]
     async fn a_failure_empties_the_view() {
         let (b, view) = held();
-        let (s1, d1) = view.submit(write("a", Some("1")), kv(1, 2));
-        assert_eq!(view.get("default", "a").unwrap(), Some(b"1".to_vec()));
-        b.release(true);
+        let (s1, d1) = view.submit(write("a", Some("1")), kv(1, 2)).await;
+        assert_eq!(view.get("default", "a").await.unwrap(), Some(b"1".to_vec()));
+        b.release(true).await;
         assert!(d1.await.is_err());
         view.settle(s1, false);
-        assert_eq!(view.get("default", "a").unwrap(), None);
-        assert_eq!(view.usage().unwrap(), Usage::default());
+        assert_eq!(view.get("default", "a").await.unwrap(), None);
+        assert_eq!(view.usage().await.unwrap(), Usage::default());
     }
 }

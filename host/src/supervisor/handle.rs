@@ -31,7 +31,7 @@ impl SupervisorHandle {
         groups: &BTreeMap<String, GroupConfig>,
     ) -> anyhow::Result<SupervisorHandle> {
         let directory = Directory::new();
-        let (timers, _task) = timers::start(&backend, directory.clone())?;
+        let (timers, _task) = timers::start(backend.clone(), directory.clone());
         let budget = Arc::new(budget::Budget::new(host.max_restarts, host.window));
         let (groups, jobs) = groups::Groups::new(tree::Tree::new(groups));
         let shared = Arc::new(Shared {
@@ -129,6 +129,7 @@ impl SupervisorHandle {
             crx,
             &self.shared,
         );
+        self.shared.timers.load(&name);
         let task = tokio::spawn(child.run());
         let slot = Arc::new(Slot {
             board,

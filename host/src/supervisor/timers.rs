@@ -2,17 +2,25 @@
 //!
 //! A timer's record is written with the commit of the call that scheduled it,
 //! and removed by the commit of the call that handles its message (or by the
-//! dead-letter commit), so a timer survives plugin and host restarts: at start
-//! every stored timer is loaded again. When a timer is due its message is put
-//! in the plugin's mailbox; if the mailbox is full or closed, or the plugin is
-//! not loaded, it is tried again after [`RETRY`]. A state reset deletes the
-//! plugin's timer records and makes the task forget its timers
-//! ([`TimerHandle::forget`]).
+//! dead-letter commit), so a timer survives plugin and host restarts. A
+//! plugin's stored timers are read when the plugin is first registered in
+//! this host's life ([`TimerHandle::load`]), by an async backend read that
+//! does not hold up the task; later registrations of the same name read
+//! nothing, since every timer of this host's life is already scheduled here.
+//! A read that fails is tried again after [`RETRY`]. When a timer is due its
+//! message is put in the plugin's mailbox; if the mailbox is full or closed,
+//! or the plugin is not loaded, it is tried again after [`RETRY`]. A state
+//! reset deletes the plugin's timer records and makes the task forget its
+//! timers ([`TimerHandle::forget`]), and the stored timers of a read that was
+//! under way then.
+//!
+//! Owns the timer task and its channel; it reads the state backend and never
+//! writes it.
 
 use crate::mailbox::{Directory, Envelope, Source};
 use crate::state::{StateBackend, TimerRecord, now_ms};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -24,6 +32,8 @@ pub const RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 enum Request {
     Schedule(TimerRecord),
+    /// Read the plugin's stored timers, unless they were read already.
+    Load(String),
     /// Drop every timer of this plugin (its records were deleted).
     Forget(String),
     /// Answer at once: the systemd watchdog's round trip ([`crate::systemd`]).
@@ -40,6 +50,12 @@ impl TimerHandle {
     /// Schedules a timer whose record is already durable.
     pub fn schedule(&self, t: TimerRecord) {
         let _ = self.tx.send(Request::Schedule(t));
+    }
+
+    /// Schedules `plugin`'s stored timers, read from the backend, the first
+    /// time it is registered in this host's life (see the module doc).
+    pub fn load(&self, plugin: &str) {
+        let _ = self.tx.send(Request::Load(plugin.to_string()));
     }
 
     /// Forgets every timer of `plugin`, whose records a state reset deleted.
@@ -69,55 +85,129 @@ impl TimerHandle {
     }
 }
 
-/// Starts the timer task with every stored timer.
+/// Starts the timer task; it reads a plugin's stored timers from `backend`
+/// when asked to ([`TimerHandle::load`]).
 pub fn start(
-    backend: &Arc<dyn StateBackend>,
+    backend: Arc<dyn StateBackend>,
     directory: Arc<Directory>,
-) -> anyhow::Result<(TimerHandle, tokio::task::JoinHandle<()>)> {
-    let stored = backend.timers()?;
+) -> (TimerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(stored, directory, rx));
-    Ok((TimerHandle { tx }, task))
+    let task = tokio::spawn(run(backend, directory, rx));
+    (TimerHandle { tx }, task)
+}
+
+/// A plugin's stored timers, read by a task of their own: `forgets` is how
+/// many times the plugin's timers had been forgotten when the read began.
+struct Loaded {
+    plugin: String,
+    forgets: u64,
+    timers: Vec<TimerRecord>,
+}
+
+/// Reads `plugin`'s stored timers, again after [`RETRY`] while the read
+/// fails, and hands them to the timer task (until it stops).
+async fn read_stored(
+    backend: Arc<dyn StateBackend>,
+    plugin: String,
+    forgets: u64,
+    done: mpsc::UnboundedSender<Loaded>,
+) {
+    loop {
+        match backend.timers(&plugin).await {
+            Ok(timers) => {
+                let _ = done.send(Loaded {
+                    plugin,
+                    forgets,
+                    timers,
+                });
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(plugin, error = %format!("{e:#}"), "failed to read the plugin's timers; trying again");
+                tokio::time::sleep(RETRY).await;
+                if done.is_closed() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pending timers: a heap of `(due, id)` over the records by id.
+#[derive(Default)]
+struct Pending {
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    by_id: HashMap<u64, TimerRecord>,
+}
+
+impl Pending {
+    fn add(&mut self, t: TimerRecord) {
+        // The same record twice (read from the backend and scheduled by its
+        // commit) is one timer: one heap entry.
+        if self.by_id.get(&t.id).map(|p| p.due_ms) != Some(t.due_ms) {
+            self.heap.push(Reverse((t.due_ms, t.id)));
+        }
+        self.by_id.insert(t.id, t);
+    }
 }
 
 async fn run(
-    stored: Vec<TimerRecord>,
+    backend: Arc<dyn StateBackend>,
     directory: Arc<Directory>,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
-    let mut heap: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut pending: HashMap<u64, TimerRecord> = HashMap::new();
-    let add = |t: TimerRecord,
-               heap: &mut BinaryHeap<Reverse<(u64, u64)>>,
-               pending: &mut HashMap<u64, TimerRecord>| {
-        heap.push(Reverse((t.due_ms, t.id)));
-        pending.insert(t.id, t);
-    };
-    for t in stored {
-        add(t, &mut heap, &mut pending);
-    }
+    let mut pending = Pending::default();
+    // Plugins whose stored timers were read, or are being read.
+    let mut loaded: HashSet<String> = HashSet::new();
+    // How many times each plugin's timers were forgotten (state resets).
+    let mut forgets: HashMap<String, u64> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Loaded>();
     loop {
-        let wait = heap
+        let wait = pending
+            .heap
             .peek()
             .map(|Reverse((due, _))| Duration::from_millis(due.saturating_sub(now_ms())));
         tokio::select! {
             r = rx.recv() => match r {
-                Some(Request::Schedule(t)) => add(t, &mut heap, &mut pending),
+                Some(Request::Schedule(t)) => pending.add(t),
+                Some(Request::Load(plugin)) => {
+                    if loaded.insert(plugin.clone()) {
+                        let n = forgets.get(&plugin).copied().unwrap_or(0);
+                        tokio::spawn(read_stored(backend.clone(), plugin, n, done_tx.clone()));
+                    }
+                }
                 // Its heap entries find nothing pending and are skipped.
-                Some(Request::Forget(plugin)) => pending.retain(|_, t| t.plugin != plugin),
+                Some(Request::Forget(plugin)) => {
+                    pending.by_id.retain(|_, t| t.plugin != plugin);
+                    *forgets.entry(plugin).or_default() += 1;
+                }
                 Some(Request::Ping(answer)) => { let _ = answer.send(()); }
                 None => return,
             },
+            Some(l) = done_rx.recv() => {
+                // A read that began before a state reset may hold deleted
+                // records; every timer set since was scheduled by its commit.
+                if forgets.get(&l.plugin).copied().unwrap_or(0) == l.forgets {
+                    for t in l.timers {
+                        pending.add(t);
+                    }
+                }
+            }
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {
                 let now = now_ms();
-                while let Some(Reverse((due, id))) = heap.peek().copied() {
+                while let Some(Reverse((due, id))) = pending.heap.peek().copied() {
                     if due > now {
                         break;
                     }
-                    heap.pop();
-                    let Some(t) = pending.remove(&id) else { continue };
+                    pending.heap.pop();
+                    // A stale entry (forgotten, or scheduled again for later)
+                    // finds nothing or another due time and is skipped.
+                    if pending.by_id.get(&id).is_none_or(|t| t.due_ms != due) {
+                        continue;
+                    }
+                    let Some(t) = pending.by_id.remove(&id) else { continue };
                     if let Err(t) = deliver(&directory, t) {
-                        add(TimerRecord { due_ms: now.saturating_add(RETRY.as_millis() as u64), ..t }, &mut heap, &mut pending);
+                        pending.add(TimerRecord { due_ms: now.saturating_add(RETRY.as_millis() as u64), ..t });
                     }
                 }
             }

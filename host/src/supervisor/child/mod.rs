@@ -122,11 +122,6 @@ impl Child {
     ) -> Child {
         let (host, metrics) = (&shared.host, shared.metrics.clone());
         let labels = Metrics::plugin(&env.name);
-        let pending = records::pending_dead_letters(&env, host.dead_letters);
-        metrics
-            .dead_letters
-            .get_or_create(&labels)
-            .set(pending as i64);
         let restarts = Restarts {
             tracker: super::policy::RestartTracker::new(env.config.restart.clone()),
             breaker: super::breaker::Breaker::new(&env.config.restart),
@@ -190,6 +185,9 @@ impl Child {
     }
 
     pub(super) async fn run(mut self) {
+        let pending = records::pending_dead_letters(&self.runner.env, self.keep_dead_letters).await;
+        let family = &self.metrics.dead_letters;
+        family.get_or_create(&self.labels).set(pending as i64);
         loop {
             let span = self.runner.span.clone();
             let step = AssertUnwindSafe(self.step().instrument(span.clone()))

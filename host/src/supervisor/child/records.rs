@@ -13,10 +13,11 @@ use crate::state::{Commit, Delta, RecordKind, fresh_id, now_ms};
 use crate::supervisor::policy::Decision;
 
 /// How many dead letters `env`'s plugin has kept (for the gauge at start).
-pub(super) fn pending_dead_letters(env: &PluginEnv, keep: usize) -> usize {
+pub(super) async fn pending_dead_letters(env: &PluginEnv, keep: usize) -> usize {
     env.state
         .backend()
         .records(&env.name, RecordKind::DeadLetter, 0, keep)
+        .await
         .map_or(0, |r| r.len())
 }
 

@@ -267,7 +267,7 @@ impl Runner {
         let timers = done.commit.add_timers.clone();
         let nothing_to_commit = done.commit.is_empty();
         let submitted = Instant::now();
-        let (seq, durable) = self.env.state.submit(done.commit, done.delta);
+        let (seq, durable) = self.env.state.submit(done.commit, done.delta).await;
         let waiting = Waiting {
             seq,
             env,
@@ -362,7 +362,7 @@ impl Runner {
     pub(super) async fn commit_and_release(&mut self, done: Finished) -> anyhow::Result<()> {
         let timers = done.commit.add_timers.clone();
         let started = Instant::now();
-        let (seq, durable) = self.env.state.submit(done.commit, done.delta);
+        let (seq, durable) = self.env.state.submit(done.commit, done.delta).await;
         let result = durable.await;
         self.env.state.settle(seq, result.is_ok());
         result?;

@@ -9,7 +9,7 @@
 //! each waiter. Taking turns keeps each plugin's commits in order and means
 //! one plugin's storm of large commits (or of crash reports and dead letters)
 //! delays another plugin's commit by one group at most, not by the whole
-//! backlog. In a group that holds more than one plugin's commits, each
+//! backlog ([`queues`] makes the groups). In a group that holds more than one plugin's commits, each
 //! plugin's share is bounded ([`SHARE_OPS`] operations, [`SHARE_BYTES`]
 //! bytes, beyond its first operation), so the group another plugin's commit
 //! rides in, and its fsync, stay small however hard one plugin writes. A
@@ -18,15 +18,25 @@
 //! out of the group. The tables are opened once per group, not once per
 //! commit.
 //!
+//! Reads open their own read transaction too. A point read (`get`,
+//! `record`, usage once cached) is one B-tree lookup in a local file and is
+//! answered inline; a read that scans (`list_keys`, `list_all`, `records`,
+//! `timers`, the first `usage` of a plugin) runs on a blocking thread, so a
+//! large plugin never holds a runtime thread.
+//!
 //! The state file and the folder the host creates for it are owner-only
 //! ([`crate::private_files`]): they hold every plugin's state and crash data.
+
+mod queues;
 
 use super::*;
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use anyhow::{Context, anyhow, bail};
+use parking_lot::{Mutex, RwLock};
+use queues::{Op, Queues, Waiter};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
 
 const KV: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("kv");
@@ -34,134 +44,9 @@ const TIMERS: TableDefinition<u64, (&str, u64, &[u8])> = TableDefinition::new("t
 const RECORDS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Most operations applied in one write transaction.
-const MAX_GROUP: usize = 256;
-/// Bytes one group may hold; a larger single operation makes a group of
-/// its own.
-const GROUP_BYTES: u64 = 8 << 20;
-/// Operations one plugin may have in a group shared with other plugins.
-const SHARE_OPS: usize = 64;
-/// Bytes one plugin may have in a group shared with other plugins (its first
-/// operation enters whatever its size).
-const SHARE_BYTES: u64 = 1 << 20;
-
-enum Op {
-    Commit(Commit),
-    Reset(String),
-}
-
-impl Op {
-    fn plugin(&self) -> &str {
-        match self {
-            Op::Commit(c) => &c.plugin,
-            Op::Reset(p) => p,
-        }
-    }
-
-    /// Roughly the bytes it writes.
-    fn size(&self) -> u64 {
-        let Op::Commit(c) = self else { return 0 };
-        let writes = c.writes.iter().map(|w| {
-            entry_size(&w.key, w.value.as_ref().map_or(0, Vec::len)) + w.bucket.len() as u64
-        });
-        let timers = c.add_timers.iter().map(|t| t.message.len() as u64);
-        let records = c.records.iter().map(|r| r.body.len() as u64);
-        writes.chain(timers).chain(records).sum()
-    }
-}
-
-type Waiter = oneshot::Sender<Result<(), String>>;
-
-/// Operations waiting for the committer, queued per plugin and taken in
-/// turns (see the module doc).
-#[derive(Default)]
-struct Queues {
-    by_plugin: HashMap<String, std::collections::VecDeque<(Op, Waiter)>>,
-    /// Plugins with queued operations, in the order of their next turn.
-    turns: std::collections::VecDeque<String>,
-}
-
-impl Queues {
-    fn push(&mut self, item: (Op, Waiter)) {
-        let plugin = item.0.plugin();
-        let queue = match self.by_plugin.get_mut(plugin) {
-            Some(q) => q,
-            None => {
-                self.turns.push_back(plugin.to_string());
-                self.by_plugin.entry(plugin.to_string()).or_default()
-            }
-        };
-        queue.push_back(item);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.turns.is_empty()
-    }
-
-    /// The next group: one operation per plugin a round, up to
-    /// [`MAX_GROUP`] operations and [`GROUP_BYTES`] (at least one), each
-    /// plugin within its share ([`SHARE_OPS`], [`SHARE_BYTES`]) unless it is
-    /// the only plugin with anything queued.
-    fn group(&mut self) -> Vec<(Op, Waiter)> {
-        let mut group = Vec::new();
-        let mut bytes = 0u64;
-        // (plugin, operations, bytes) taken into this group so far.
-        let mut shares: Vec<(String, usize, u64)> = Vec::new();
-        // Plugins whose share is used up, or whose next operation does not
-        // fit: their turn comes again in the next group.
-        let mut later = Vec::new();
-        while group.len() < MAX_GROUP {
-            let Some(plugin) = self.turns.pop_front() else {
-                break;
-            };
-            // A plugin that is the only one in this group and the only one
-            // with work (none set aside, none in turn) writes alone: its
-            // share is the whole group.
-            let alone = later.is_empty()
-                && self.turns.is_empty()
-                && shares.iter().all(|(p, _, _)| *p == plugin);
-            let Some(queue) = self.by_plugin.get_mut(&plugin) else {
-                continue;
-            };
-            let Some(size) = queue.front().map(|(op, _)| op.size()) else {
-                self.by_plugin.remove(&plugin);
-                continue;
-            };
-            let share = match shares.iter().position(|s| s.0 == plugin) {
-                Some(i) => i,
-                None => {
-                    shares.push((plugin.clone(), 0, 0));
-                    shares.len() - 1
-                }
-            };
-            let (_, ops, taken) = &mut shares[share];
-            let fits_group = group.is_empty() || bytes.saturating_add(size) <= GROUP_BYTES;
-            let fits_share = *ops == 0
-                || alone
-                || (*ops < SHARE_OPS && taken.saturating_add(size) <= SHARE_BYTES);
-            if !(fits_group && fits_share) {
-                later.push(plugin);
-                continue;
-            }
-            let item = queue.pop_front().expect("a queued operation was just seen");
-            bytes = bytes.saturating_add(size);
-            *ops += 1;
-            *taken = taken.saturating_add(size);
-            group.push(item);
-            if queue.is_empty() {
-                self.by_plugin.remove(&plugin);
-            } else {
-                self.turns.push_back(plugin);
-            }
-        }
-        self.turns.extend(later);
-        group
-    }
-}
-
 /// See the module doc.
 pub struct RedbBackend {
-    db: std::sync::RwLock<Option<Arc<Database>>>,
+    db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     tx: Mutex<Option<mpsc::Sender<(Op, Waiter)>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -201,7 +86,7 @@ impl RedbBackend {
                 .context("failed to start the state committer thread")?
         };
         Ok(RedbBackend {
-            db: std::sync::RwLock::new(Some(db)),
+            db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
@@ -211,7 +96,9 @@ impl RedbBackend {
 
     fn submit(&self, op: Op) -> BoxFuture<'static, Result<()>> {
         let (wtx, wrx) = oneshot::channel();
-        let sent = lock(&self.tx)
+        let sent = self
+            .tx
+            .lock()
             .as_ref()
             .map(|tx| tx.send((op, wtx)).is_ok())
             .unwrap_or(false);
@@ -230,13 +117,26 @@ impl RedbBackend {
     fn db(&self) -> Result<Arc<Database>> {
         self.db
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| anyhow!("state backend is closed"))
     }
 
-    fn scan_usage(&self, plugin: &str) -> Result<Usage> {
-        let r = self.db()?.begin_read()?;
+    /// Runs a read that scans on a blocking thread (see the module doc). A
+    /// panic in it is resumed here, as if the read had run inline.
+    async fn scan<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db()?;
+        match tokio::task::spawn_blocking(move || read(&db)).await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(anyhow!("state read was cancelled: {e}")),
+        }
+    }
+
+    fn scan_usage(db: &Database, plugin: &str) -> Result<Usage> {
+        let r = db.begin_read()?;
         let t = r.open_table(KV)?;
         let mut u = Usage::default();
         for item in t.range((plugin, "", "")..)? {
@@ -266,11 +166,11 @@ impl RedbBackend {
 impl RedbBackend {
     fn shut(&self) {
         // Closing the channel ends the committer after the operations queued.
-        lock(&self.tx).take();
-        if let Some(h) = lock(&self.committer).take() {
+        self.tx.lock().take();
+        if let Some(h) = self.committer.lock().take() {
             let _ = h.join();
         }
-        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.db.write().take();
     }
 }
 
@@ -278,10 +178,6 @@ impl Drop for RedbBackend {
     fn drop(&mut self) {
         self.shut();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn committer(
@@ -349,7 +245,7 @@ fn committer(
                 }
             }
             w.commit()?;
-            let mut cache = lock(usage);
+            let mut cache = usage.lock();
             for (plugin, delta) in deltas {
                 match delta {
                     None => {
@@ -468,61 +364,77 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>
     Ok(())
 }
 
+#[async_trait::async_trait]
 impl StateBackend for RedbBackend {
-    fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+    async fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(KV)?;
         Ok(t.get((plugin, bucket, key))?.map(|g| g.value().to_vec()))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &self,
         plugin: &str,
         bucket: &str,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(KV)?;
-        let mut out = Vec::new();
-        for item in t.range((plugin, bucket, after.unwrap_or(""))..)? {
-            let (k, _) = item?;
-            let (p, b, key) = k.value();
-            if p != plugin || b != bucket || out.len() >= limit {
-                break;
+        let (plugin, bucket) = (plugin.to_string(), bucket.to_string());
+        let after = after.map(str::to_string);
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(KV)?;
+            let mut out = Vec::new();
+            let start = (
+                plugin.as_str(),
+                bucket.as_str(),
+                after.as_deref().unwrap_or(""),
+            );
+            for item in t.range(start..)? {
+                let (k, _) = item?;
+                let (p, b, key) = k.value();
+                if p != plugin || b != bucket || out.len() >= limit {
+                    break;
+                }
+                if after.as_deref().is_some_and(|a| key <= a) {
+                    continue;
+                }
+                out.push(key.to_string());
             }
-            if after.is_some_and(|a| key <= a) {
-                continue;
-            }
-            out.push(key.to_string());
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(KV)?;
-        let mut out = Vec::new();
-        for item in t.range((plugin, "", "")..)? {
-            let (k, v) = item?;
-            let (p, b, key) = k.value();
-            if p != plugin {
-                break;
+    async fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
+        let plugin = plugin.to_string();
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(KV)?;
+            let mut out = Vec::new();
+            for item in t.range((plugin.as_str(), "", "")..)? {
+                let (k, v) = item?;
+                let (p, b, key) = k.value();
+                if p != plugin {
+                    break;
+                }
+                out.push((b.to_string(), key.to_string(), v.value().len() as u64));
             }
-            out.push((b.to_string(), key.to_string(), v.value().len() as u64));
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
-    fn usage(&self, plugin: &str) -> Result<Usage> {
-        if let Some(u) = lock(&self.usage).get(plugin) {
+    async fn usage(&self, plugin: &str) -> Result<Usage> {
+        if let Some(u) = self.usage.lock().get(plugin) {
             return Ok(*u);
         }
         // Scanned outside the cache lock; a commit racing with the scan makes
         // the cached figure stale, so only the committer's deltas are trusted
         // after this point (the worker commits one call at a time).
-        let u = self.scan_usage(plugin)?;
-        lock(&self.usage).insert(plugin.to_string(), u);
+        let name = plugin.to_string();
+        let u = self.scan(move |db| Self::scan_usage(db, &name)).await?;
+        self.usage.lock().insert(plugin.to_string(), u);
         Ok(u)
     }
 
@@ -530,45 +442,55 @@ impl StateBackend for RedbBackend {
         self.submit(Op::Commit(commit))
     }
 
-    fn timers(&self) -> Result<Vec<TimerRecord>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(TIMERS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (id, v) = item?;
-            let (plugin, due_ms, message) = v.value();
-            out.push(TimerRecord {
-                id: id.value(),
-                plugin: plugin.to_string(),
-                due_ms,
-                message: message.to_vec(),
-            });
-        }
-        Ok(out)
+    async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>> {
+        let plugin = plugin.to_string();
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(TIMERS)?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (id, v) = item?;
+                let (p, due_ms, message) = v.value();
+                if p == plugin {
+                    out.push(TimerRecord {
+                        id: id.value(),
+                        plugin: plugin.clone(),
+                        due_ms,
+                        message: message.to_vec(),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
-    fn records(
+    async fn records(
         &self,
         plugin: &str,
         kind: RecordKind,
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let r = self.db()?.begin_read()?;
-        let t = r.open_table(RECORDS)?;
-        let k = kind as u8;
-        t.range((plugin, k, 0)..=(plugin, k, u64::MAX))?
-            .rev()
-            .skip(skip)
-            .take(limit)
-            .map(|item| {
-                let (key, v) = item?;
-                Ok((key.value().2, v.value().to_vec()))
-            })
-            .collect()
+        let plugin = plugin.to_string();
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(RECORDS)?;
+            let (p, k) = (plugin.as_str(), kind as u8);
+            t.range((p, k, 0)..=(p, k, u64::MAX))?
+                .rev()
+                .skip(skip)
+                .take(limit)
+                .map(|item| {
+                    let (key, v) = item?;
+                    Ok((key.value().2, v.value().to_vec()))
+                })
+                .collect()
+        })
+        .await
     }
 
-    fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
+    async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(RECORDS)?;
         Ok(t.get((plugin, kind as u8, id))?.map(|g| g.value().to_vec()))
@@ -589,132 +511,7 @@ impl StateBackend for RedbBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{Commit, GROUP_BYTES, MAX_GROUP, Op, Queues, SHARE_BYTES, SHARE_OPS, Write};
     use crate::private_files::{DIR_MODE, FILE_MODE, mode};
-
-    fn commit(plugin: &str, key: usize, bytes: usize) -> (Op, super::Waiter) {
-        let mut c = Commit::new(plugin);
-        c.writes.push(Write {
-            bucket: "default".into(),
-            key: format!("k{key:04}"),
-            value: Some(vec![0; bytes]),
-        });
-        (Op::Commit(c), tokio::sync::oneshot::channel().0)
-    }
-
-    fn keys(group: &[(Op, super::Waiter)]) -> Vec<(String, String)> {
-        group
-            .iter()
-            .map(|(op, _)| match op {
-                Op::Commit(c) => (c.plugin.clone(), c.writes[0].key.clone()),
-                Op::Reset(p) => (p.clone(), String::new()),
-            })
-            .collect()
-    }
-
-    /// Hole 3 of the adversarial run: one plugin's storm of commits made
-    /// every other plugin's commit wait behind the whole backlog. The
-    /// committer takes plugins in turns, within [`MAX_GROUP`] and
-    /// [`GROUP_BYTES`] a group, each plugin's commits in order.
-    #[test]
-    fn hole03_a_storm_of_commits_does_not_starve_another_plugin() {
-        let mut q = Queues::default();
-        for i in 0..1000 {
-            q.push(commit("storm", i, 64 << 10));
-        }
-        q.push(commit("calm", 0, 1));
-        let first = keys(&q.group());
-        // A storm commit, then the calm one: the calm plugin's commit is in
-        // the first group.
-        assert_eq!(first[1], ("calm".to_string(), "k0000".to_string()));
-        let storm: Vec<&String> = first
-            .iter()
-            .filter(|k| k.0 == "storm")
-            .map(|k| &k.1)
-            .collect();
-        assert!(storm.windows(2).all(|w| w[0] < w[1]), "in order: {storm:?}");
-        assert!(first.len() <= 1 + SHARE_OPS, "{}", first.len());
-        // Alone, the storm fills whole groups, up to GROUP_BYTES.
-        let size = commit("storm", 0, 64 << 10).0.size();
-        assert_eq!(q.group().len() as u64, GROUP_BYTES / size);
-        // Small commits of three plugins: a group stops at MAX_GROUP.
-        let mut q = Queues::default();
-        for i in 0..600 {
-            q.push(commit(&format!("p{}", i % 3), i, 1));
-        }
-        assert_eq!(q.group().len(), 3 * SHARE_OPS);
-        let mut left = 600 - 3 * SHARE_OPS;
-        while !q.is_empty() {
-            let n = q.group().len();
-            assert!(n <= MAX_GROUP);
-            left -= n;
-        }
-        assert_eq!(left, 0);
-    }
-
-    /// Issue 14: a bound on one plugin's share of a group commit. However
-    /// many commits a storming plugin has queued, the group that holds
-    /// another plugin's commit holds at most [`SHARE_OPS`] of the storm's
-    /// operations and [`SHARE_BYTES`] of its bytes past its first, so the
-    /// calm commit's transaction and fsync stay small.
-    #[test]
-    fn a_storming_plugins_share_of_a_group_with_others_is_bounded() {
-        for storm_bytes in [1usize, 4 << 10, 64 << 10, 900 << 10, 16 << 20] {
-            let mut q = Queues::default();
-            for i in 0..2000 {
-                q.push(commit("storm", i, storm_bytes));
-            }
-            // The calm plugin arrives later, behind the whole backlog. It is
-            // in the first group, or the second when the storm's first
-            // commit is larger than a group and makes one of its own.
-            q.push(commit("calm", 0, 1));
-            let mut group = q.group();
-            if storm_bytes as u64 > GROUP_BYTES {
-                assert_eq!(group.len(), 1, "{storm_bytes}");
-                group = q.group();
-            }
-            let mut storm_ops = 0usize;
-            let mut storm_bytes_in = Vec::new();
-            for (op, _) in &group {
-                if op.plugin() == "storm" {
-                    storm_ops += 1;
-                    storm_bytes_in.push(op.size());
-                }
-            }
-            assert!(
-                group.iter().any(|(op, _)| op.plugin() == "calm"),
-                "{storm_bytes}: the calm commit waits behind the storm"
-            );
-            assert!(storm_ops <= SHARE_OPS, "{storm_bytes}: {storm_ops} ops");
-            let past_first: u64 = storm_bytes_in.iter().skip(1).sum();
-            assert!(
-                past_first <= SHARE_BYTES,
-                "{storm_bytes}: {past_first} bytes past the first"
-            );
-            let total: u64 = group.iter().map(|(op, _)| op.size()).sum();
-            assert!(
-                total <= GROUP_BYTES.max(storm_bytes_in.first().map_or(0, |b| b + 1)),
-                "{storm_bytes}: a group of {total} bytes"
-            );
-        }
-    }
-
-    /// A commit too big for what is left of a group waits for the next
-    /// group instead of making this one larger than [`GROUP_BYTES`].
-    #[test]
-    fn a_commit_that_does_not_fit_waits_for_the_next_group() {
-        let mut q = Queues::default();
-        for p in 0..8 {
-            q.push(commit(&format!("p{p}"), 0, 1 << 20));
-        }
-        q.push(commit("big", 0, 4 << 20));
-        let first = q.group();
-        let total: u64 = first.iter().map(|(op, _)| op.size()).sum();
-        assert!(total <= GROUP_BYTES, "{total}");
-        assert!(first.iter().all(|(op, _)| op.plugin() != "big"));
-        let second = keys(&q.group());
-        assert!(second.iter().any(|k| k.0 == "big"), "{second:?}");
-    }
 
     #[test]
     fn hole12_the_state_file_and_its_folder_are_owner_only() {
