@@ -1,8 +1,7 @@
 //! Discovery: the plugin directory into a list of [`PluginSpec`]s.
 //!
-//! Owns plugin naming and what counts as a plugin file. A plugin's name is its
-//! file stem, 1–64 characters of `[a-z0-9_-]` starting with a letter or digit,
-//! and `wasm-sup` is reserved. The folder is read through a cap-std [`Dir`]
+//! Owns what counts as a plugin file; what counts as a plugin name (the file
+//! stem) is [`crate::name`]'s. The folder is read through a cap-std [`Dir`]
 //! handle, so a symlink is followed only while it stays inside DIR. What is in
 //! the folder, and what happens to it:
 //!
@@ -18,6 +17,9 @@
 
 use crate::config::values::format_size;
 use crate::config::{Config, PluginConfig};
+use crate::name::name_of;
+/// Re-exported from [`crate::name`], where plugin naming lives.
+pub use crate::name::{plugin_name, validate_name};
 use cap_std::fs::{Dir, MetadataExt};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -219,50 +221,6 @@ impl PluginDir {
     }
 }
 
-/// The plugin name of a file called `file_name`: `None` if it is not a
-/// `.wasm` file, else the name or why the file cannot be a plugin.
-fn name_of(file_name: &str) -> Option<Result<String, String>> {
-    let (stem, ext) = file_name.rsplit_once('.')?;
-    if !ext.eq_ignore_ascii_case("wasm") {
-        return None;
-    }
-    if ext != "wasm" {
-        return Some(Err(format!(
-            "the extension must be `.wasm` in lower case: rename it to {stem}.wasm"
-        )));
-    }
-    Some(validate_name(stem).map(|()| stem.to_string()))
-}
-
-/// The plugin name a file at `path` would have, or why it cannot be one.
-pub fn plugin_name(path: &Path) -> Result<String, String> {
-    let file_name = path
-        .file_name()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| "the file name is not UTF-8".to_string())?;
-    name_of(file_name).unwrap_or_else(|| Err("a plugin file is named NAME.wasm".to_string()))
-}
-
-/// Checks a plugin (or group) name.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    let first_ok = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if name.is_empty() || name.len() > 64 || !ok_chars || !first_ok {
-        return Err(format!(
-            "{name:?} is not a valid plugin name: use 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit"
-        ));
-    }
-    if name == "wasm-sup" {
-        return Err("\"wasm-sup\" is reserved: rename the file".to_string());
-    }
-    Ok(())
-}
-
 /// What [`discover`] found: plugins to load, each with its file, and refusals.
 #[derive(Debug)]
 pub struct Discovered {
@@ -299,25 +257,6 @@ pub fn discover(config: &Config, dir: &PluginDir) -> anyhow::Result<Discovered> 
 mod tests {
     use super::*;
     use crate::config::HostOverrides;
-
-    #[test]
-    fn names() {
-        for ok in ["counter", "a", "0x", "my_plugin-2", &"a".repeat(64)] {
-            assert_eq!(validate_name(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            "Counter",
-            "-x",
-            "_x",
-            "a.b",
-            "wasm-sup",
-            "naïve",
-            &"a".repeat(65),
-        ] {
-            assert!(validate_name(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn discovers_wasm_files_and_refuses_what_cannot_be_one() {

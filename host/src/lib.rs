@@ -30,6 +30,7 @@ pub mod host;
 pub mod host_api;
 pub mod instance;
 pub mod mailbox;
+pub mod name;
 pub mod private_files;
 pub mod state;
 pub mod supervisor;

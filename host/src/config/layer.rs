@@ -6,16 +6,25 @@
 //! concrete values happens in [`super::PluginConfig::resolve`].
 //!
 //! Each duration, size and count names its allowed range in its type
-//! (`Dur<1, HOUR>`: 1ms to 1h; see [`super::values`]); README.md lists them.
+//! (`Dur<1, HOUR>`: 1ms to 1h; see [`super::values`]); docs/configuration.md
+//! lists them. Every value is checked here, while it is read, so its error
+//! points at its own line; the few that are checked later, across keys or
+//! tables, keep their place in the file as a [`Spanned`].
 
+use super::resolved::AddrPattern;
 use super::values::*;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
+use toml::Spanned;
 
 /// `DIR/wasm-sup.toml`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "the tables [host], [defaults], [plugins.NAME] and [groups.NAME]"
+)]
 pub struct FileLayer {
     /// Host-wide settings.
     #[serde(default)]
@@ -23,25 +32,30 @@ pub struct FileLayer {
     /// Defaults for every plugin.
     #[serde(default)]
     pub defaults: PluginLayer,
-    /// Per-plugin settings.
+    /// Per-plugin settings; the span places a bad name.
     #[serde(default)]
-    pub plugins: BTreeMap<String, PluginLayer>,
-    /// Supervision groups.
+    pub plugins: BTreeMap<String, Spanned<PluginLayer>>,
+    /// Supervision groups; the span places an error across groups.
     #[serde(default)]
-    pub groups: BTreeMap<String, GroupLayer>,
+    pub groups: BTreeMap<String, Spanned<GroupLayer>>,
 }
 
 /// `[host]`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table of [host] keys"
+)]
 pub struct HostLayer {
     /// State location: a path (relative to DIR) or `"memory"`.
     /// Example: `state = ".wasm-sup/state.redb"`
     pub state: Option<String>,
-    /// Admin API address. Example: `admin = "127.0.0.1:9070"`
-    pub admin: Option<String>,
+    /// Admin API address, checked unless `--admin` wins. Example:
+    /// `admin = "127.0.0.1:9070"`
+    pub admin: Option<Spanned<String>>,
     /// The root group's restart budget. Example: `max-restarts = 100`
-    pub max_restarts: Option<u32>,
+    pub max_restarts: Option<Count<0, U32>>,
     /// The window of the root budget. Example: `window = "60s"`
     pub window: Option<Dur<1, WEEK>>,
     /// Interval of the epoch ticker. Example: `epoch-tick = "10ms"`
@@ -70,12 +84,16 @@ pub struct HostLayer {
 
 /// One layer of plugin settings (`[defaults]`, `[plugins.NAME]`, `NAME.toml`).
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table of plugin keys"
+)]
 pub struct PluginLayer {
     /// Max linear memory per instance. Example: `memory = "64MiB"`
     pub memory: Option<Size<{ 64 * KIB }, { 4 * GIB }>>,
     /// Fuel per call, 0 = unmetered. Example: `fuel = 1_000_000_000`
-    pub fuel: Option<u64>,
+    pub fuel: Option<Count<0, { u64::MAX }>>,
     /// Wall clock per call. Example: `timeout = "5s"`
     pub timeout: Option<Dur<1, HOUR>>,
     /// How long a synchronous sender waits. Example: `reply-timeout = "30s"`
@@ -91,7 +109,7 @@ pub struct PluginLayer {
     /// Time for a graceful stop. Example: `shutdown-timeout = "5s"`
     pub shutdown_timeout: Option<Dur<0, HOUR>>,
     /// Served through wasi:config. Example: `config = { greeting = "hi" }`
-    pub config: Option<BTreeMap<String, toml::Value>>,
+    pub config: Option<ConfigTable>,
     /// Environment granted. Example: `env = { LANG = "C" }`
     pub env: Option<BTreeMap<String, String>>,
     /// Preopened directories.
@@ -113,11 +131,16 @@ pub struct PluginLayer {
 
 /// A preopened directory grant.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a directory grant like { host = \"data\", guest = \"/data\" }"
+)]
 pub struct DirLayer {
     /// Host path, relative to DIR.
     pub host: String,
-    /// Path seen by the guest.
+    /// Path seen by the guest, absolute.
+    #[serde(deserialize_with = "absolute_guest_path")]
     pub guest: String,
     /// `ro` (default) or `rw`.
     #[serde(default = "default_dir_mode")]
@@ -129,40 +152,69 @@ fn default_dir_mode() -> DirMode {
 }
 
 /// `network = false | true | ["host:port", …]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug)]
 pub enum NetworkLayer {
     /// All or nothing.
     All(bool),
     /// Allowed `host:port` patterns.
-    Patterns(Vec<String>),
+    Patterns(Vec<AddrPattern>),
+}
+
+impl<'de> Deserialize<'de> for NetworkLayer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NetworkLayer;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a list of patterns like [\"127.0.0.1:6379\"]")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<NetworkLayer, E> {
+                Ok(NetworkLayer::All(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<NetworkLayer, A::Error> {
+                let mut patterns = Vec::new();
+                while let Some(p) = seq.next_element()? {
+                    patterns.push(p);
+                }
+                Ok(NetworkLayer::Patterns(patterns))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[restart]`.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table of restart keys"
+)]
 pub struct RestartLayer {
     /// Example: `type = "transient"`
     #[serde(rename = "type")]
     pub kind: Option<RestartType>,
     /// Example: `backoff = "fixed"`
     pub backoff: Option<BackoffKind>,
-    /// Example: `initial = "100ms"`
-    pub initial: Option<Dur<0, HOUR>>,
+    /// Example: `initial = "100ms"`; must not exceed `max` (the span places that error)
+    pub initial: Option<Spanned<Dur<0, HOUR>>>,
     /// Example: `max = "30s"`
-    pub max: Option<Dur<0, HOUR>>,
+    pub max: Option<Spanned<Dur<0, HOUR>>>,
     /// Example: `multiplier = 2.0`
     pub multiplier: Option<Multiplier>,
     /// Example: `jitter = 0.1`
     pub jitter: Option<Fraction>,
     /// Example: `max-restarts = 5`
-    pub max_restarts: Option<u32>,
+    pub max_restarts: Option<Count<0, U32>>,
     /// Example: `window = "60s"`
     pub window: Option<Dur<1, WEEK>>,
     /// Example: `reset-after = "60s"`
     pub reset_after: Option<Dur<0, WEEK>>,
     /// Example: `max-attempts = 2`
-    pub max_attempts: Option<NonZeroU32>,
+    pub max_attempts: Option<Count<1, U32>>,
     /// Example: `cooldown = "60s"` or `"off"`
     pub cooldown: Option<OffOr<1, WEEK>>,
     /// Example: `cooldown-max = "10m"`
@@ -171,29 +223,41 @@ pub struct RestartLayer {
 
 /// `[health]`.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table of health keys"
+)]
 pub struct HealthLayer {
     /// Example: `interval = "10s"`
     pub interval: Option<Dur<1, DAY>>,
     /// Example: `timeout = "1s"`
     pub timeout: Option<Dur<1, HOUR>>,
     /// Example: `threshold = 3`
-    pub threshold: Option<NonZeroU32>,
+    pub threshold: Option<Count<1, U32>>,
 }
 
 /// `[state]`.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table of state keys"
+)]
 pub struct StateLayer {
     /// Example: `max-keys = 100_000`
-    pub max_keys: Option<u64>,
+    pub max_keys: Option<Count<0, { u64::MAX }>>,
     /// Example: `max-bytes = "64MiB"`
     pub max_bytes: Option<Size<0, { 1024 * GIB }>>,
 }
 
 /// `[groups.NAME]`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    expecting = "a table of group keys"
+)]
 pub struct GroupLayer {
     /// Example: `strategy = "one-for-all"`
     pub strategy: Option<Strategy>,
@@ -201,7 +265,7 @@ pub struct GroupLayer {
     #[serde(default)]
     pub members: Vec<String>,
     /// Example: `max-restarts = 3`
-    pub max_restarts: Option<u32>,
+    pub max_restarts: Option<Count<0, U32>>,
     /// Example: `window = "60s"`
     pub window: Option<Dur<1, WEEK>>,
     /// Parent group; the root when absent. Example: `parent = "backend"`
@@ -234,7 +298,10 @@ impl PluginLayer {
             max_reply, mailbox, output, shutdown_timeout, dirs, network, tick,
             upgrade_probation);
         if let Some(c) = config {
-            self.config.get_or_insert_with(BTreeMap::new).extend(c);
+            self.config
+                .get_or_insert_with(ConfigTable::default)
+                .0
+                .extend(c.0);
         }
         if let Some(e) = env {
             self.env.get_or_insert_with(BTreeMap::new).extend(e);

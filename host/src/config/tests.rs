@@ -4,6 +4,7 @@
 
 use super::*;
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
@@ -290,4 +291,175 @@ fn hole04_the_bounds_themselves_are_accepted() {
     assert_eq!((p.memory, p.timeout), (4 << 30, Duration::from_secs(3600)));
     assert_eq!((p.mailbox, p.max_message), (1_000_000, 0));
     assert_eq!(p.restart.cooldown_max, Duration::from_secs(7 * 24 * 3600));
+}
+
+/// Issue 15: a check across layers points into the file that made the
+/// combination bad, at the key that file sets.
+#[test]
+fn a_misordered_restart_points_at_the_key_the_top_layer_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(HOST_CONFIG_FILE),
+        "[defaults.restart]\ninitial = \"10s\"\nmax = \"20s\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "# own\nrestart = { max = \"1s\" }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("q.toml"), "[restart]\ninitial = \"30s\"\n").unwrap();
+    let c = Config::load(dir.path(), &HostOverrides::default()).unwrap();
+    let e = format!("{:#}", c.plugin("p").unwrap_err());
+    assert!(
+        e.ends_with("p.toml:2: [restart] key `max`: 1s is smaller than restart.initial (10s)"),
+        "{e}"
+    );
+    let e = format!("{:#}", c.plugin("q").unwrap_err());
+    assert!(
+        e.ends_with("q.toml:2: [restart] key `initial`: 30s is larger than restart.max (20s)"),
+        "{e}"
+    );
+}
+
+/// Issue 15: a value of the wrong type says what is expected in the words of
+/// the configuration reference, never Rust's (`u64`, `a string`).
+#[test]
+fn type_errors_say_what_is_expected() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("defaults", "timeout = 5", "expected a duration like \"5s\""),
+        (
+            "defaults",
+            "tick = 5",
+            "expected a duration like \"5s\", or \"off\"",
+        ),
+        (
+            "defaults",
+            "memory = true",
+            "expected a size like \"64MiB\" or a number of bytes",
+        ),
+        (
+            "host",
+            "coredumps = true",
+            "expected a size like \"64MiB\", a number of bytes, or \"off\"",
+        ),
+        ("defaults", "mailbox = \"many\"", "expected a whole number"),
+        ("defaults", "fuel = 1.5", "expected a whole number"),
+        (
+            "defaults.restart",
+            "max-restarts = \"5\"",
+            "expected a whole number",
+        ),
+        (
+            "defaults.restart",
+            "max-attempts = 0",
+            "invalid number 0: must be between 1 and 4294967295",
+        ),
+        (
+            "defaults.health",
+            "threshold = -1",
+            "invalid number -1: must be between 1 and 4294967295",
+        ),
+        (
+            "defaults.state",
+            "max-keys = \"all\"",
+            "expected a whole number",
+        ),
+        ("host", "max-restarts = 1.0", "expected a whole number"),
+        (
+            "groups.g",
+            "max-restarts = \"3\"",
+            "expected a whole number",
+        ),
+        (
+            "defaults.restart",
+            "jitter = \"a bit\"",
+            "expected a number between 0.0 and 1.0",
+        ),
+        (
+            "defaults.restart",
+            "multiplier = \"2x\"",
+            "expected a number between 1.0 and 1000.0",
+        ),
+        (
+            "defaults.restart",
+            "type = 1",
+            "expected one of `permanent`, `transient`, `temporary`",
+        ),
+        (
+            "defaults",
+            "dirs = [{ host = \"a\", guest = \"/a\", mode = 1 }]",
+            "expected `ro` or `rw`",
+        ),
+        (
+            "groups.g",
+            "strategy = true",
+            "expected one of `one-for-one`, `one-for-all`, `rest-for-one`",
+        ),
+        (
+            "defaults",
+            "network = \"yes\"",
+            "expected true, false or a list of patterns",
+        ),
+        (
+            "defaults",
+            "restart = 5",
+            "expected a table of restart keys",
+        ),
+    ];
+    for (table, line, want) in cases {
+        let src = format!("[{table}]\n{line}\n");
+        let (_d, result) = load_str(&src);
+        let e = format!("{:#}", result.expect_err(&src));
+        assert!(e.contains(want), "{src}: {e}\nwants {want}");
+        assert!(e.contains(":2: ["), "{src}: {e}");
+        for rust in ["u64", "u32", "i64", "f64", "struct ", "a string", "NonZero"] {
+            assert!(!e.contains(rust), "{src}: {e} speaks Rust ({rust})");
+        }
+    }
+}
+
+#[test]
+fn config_values_are_kept_as_text_and_words_read_back_what_they_write() {
+    let (_d, c) =
+        load_str("[defaults]\nconfig = { s = \"x\", n = 4, f = 1.5, b = true, d = 1979-05-27 }\n");
+    let p = c.unwrap().plugin("x").unwrap();
+    let got: Vec<_> = p.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(got, ["b=true", "d=1979-05-27", "f=1.5", "n=4", "s=x"]);
+    for t in [
+        RestartType::Permanent,
+        RestartType::Transient,
+        RestartType::Temporary,
+    ] {
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<RestartType>(&json).unwrap(), t);
+    }
+    for s in [
+        Strategy::OneForOne,
+        Strategy::OneForAll,
+        Strategy::RestForOne,
+    ] {
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Strategy>(&json).unwrap(), s);
+    }
+    for a in [
+        AutoShutdown::Never,
+        AutoShutdown::AnySignificant,
+        AutoShutdown::AllSignificant,
+    ] {
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<AutoShutdown>(&json).unwrap(), a);
+    }
+    for b in [
+        BackoffKind::Immediate,
+        BackoffKind::Fixed,
+        BackoffKind::Exponential,
+    ] {
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(serde_json::from_str::<BackoffKind>(&json).unwrap(), b);
+    }
+    for m in [DirMode::Ro, DirMode::Rw] {
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<DirMode>(&json).unwrap(), m);
+    }
 }

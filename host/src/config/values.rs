@@ -1,12 +1,14 @@
 //! Value types of the configuration files: durations, sizes, counts,
 //! fractions and the small enums, each validated while it is deserialized so
 //! that a bad value is reported with the file, line and key it came from.
+//! A value of the wrong type says what is expected in the user's words
+//! (`expected a duration like "5s"`), never in Rust's (`expected u64`).
 //!
 //! Every duration, size and count carries its allowed range in its type
 //! (`Dur<1, HOUR>` is 1ms to 1h): a value out of range is refused at load with
 //! the range in the message, so nothing the configuration says can overflow
-//! the host's arithmetic at run time. The ranges are listed in README.md
-//! ("Configuration").
+//! the host's arithmetic at run time. The ranges are listed in
+//! docs/configuration.md.
 //!
 //! Sizes are parsed here rather than with a crate: the accepted grammar is a
 //! dozen lines (a number and one of `B`, `KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`),
@@ -14,6 +16,7 @@
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -63,10 +66,26 @@ pub struct Dur<const MIN_MS: u64, const MAX_MS: u64>(pub Duration);
 
 impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for Dur<MIN_MS, MAX_MS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = d.deserialize_str(Text(DURATION))?;
         bounded_duration(&s, MIN_MS, MAX_MS)
             .map(Dur)
             .map_err(de::Error::custom)
+    }
+}
+
+/// What a duration looks like, for type errors.
+const DURATION: &str = "a duration like \"5s\"";
+
+/// A string, with `expecting` in the user's words when the value is not one.
+struct Text(&'static str);
+
+impl Visitor<'_> for Text {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
     }
 }
 
@@ -96,7 +115,7 @@ pub enum OffOr<const MIN_MS: u64, const MAX_MS: u64> {
 
 impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for OffOr<MIN_MS, MAX_MS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        let s = d.deserialize_str(Text("a duration like \"5s\", or \"off\""))?;
         if s.trim() == "off" {
             return Ok(OffOr::Off);
         }
@@ -130,13 +149,16 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Size<MIN, MAX> {
     }
 }
 
+/// What a size looks like, for type errors.
+const SIZE: &str = "a size like \"64MiB\" or a number of bytes";
+
 /// A size as written: a string or a number of bytes, not yet range-checked.
 struct SizeVisitor;
 
 impl Visitor<'_> for SizeVisitor {
     type Value = u64;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a size such as \"64MiB\" or a number of bytes")
+        f.write_str(SIZE)
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
         size_of_integer(v).map_err(E::custom)
@@ -199,28 +221,71 @@ pub struct SizeOrOff<const MIN: u64, const MAX: u64>(pub Option<u64>);
 
 impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for SizeOrOff<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = match toml::Value::deserialize(d)? {
-            toml::Value::String(s) if s.trim() == "off" => return Ok(SizeOrOff(None)),
-            toml::Value::String(s) => parse_size(&s),
-            toml::Value::Integer(n) => size_of_integer(n),
-            other => Err(format!("invalid size {other}: write e.g. \"256MiB\"")),
-        };
-        n.and_then(|n| bounded_size(n, MIN, MAX))
-            .map(|n| SizeOrOff(Some(n)))
-            .map_err(|e| de::Error::custom(format!("{e}, or \"off\"")))
+        d.deserialize_any(SizeOrOffVisitor::<MIN, MAX>)
     }
 }
 
-/// A count (of messages, reports, slots) between `MIN` and `MAX`.
+/// A size, a number of bytes or `"off"`, range-checked.
+struct SizeOrOffVisitor<const MIN: u64, const MAX: u64>;
+
+impl<const MIN: u64, const MAX: u64> SizeOrOffVisitor<MIN, MAX> {
+    fn bounded<E: de::Error>(n: Result<u64, String>) -> Result<SizeOrOff<MIN, MAX>, E> {
+        n.and_then(|n| bounded_size(n, MIN, MAX))
+            .map(|n| SizeOrOff(Some(n)))
+            .map_err(|e| E::custom(format!("{e}, or \"off\"")))
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> Visitor<'_> for SizeOrOffVisitor<MIN, MAX> {
+    type Value = SizeOrOff<MIN, MAX>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a size like \"64MiB\", a number of bytes, or \"off\"")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Self::bounded(size_of_integer(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Self::bounded(Ok(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if v.trim() == "off" {
+            return Ok(SizeOrOff(None));
+        }
+        Self::bounded(parse_size(v))
+    }
+}
+
+/// A count (of messages, reports, slots, restarts) between `MIN` and `MAX`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Count<const MIN: u64, const MAX: u64>(pub u64);
 
+/// The largest `u32`, as a bound of a [`Count`].
+pub const U32: u64 = u32::MAX as u64;
+
 impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i128::from(i64::deserialize(d)?);
+        d.deserialize_any(CountVisitor::<MIN, MAX>)
+    }
+}
+
+/// A whole number, range-checked.
+struct CountVisitor<const MIN: u64, const MAX: u64>;
+
+impl<const MIN: u64, const MAX: u64> Visitor<'_> for CountVisitor<MIN, MAX> {
+    type Value = Count<MIN, MAX>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a whole number")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.visit_i128(i128::from(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_i128(i128::from(v))
+    }
+    fn visit_i128<E: de::Error>(self, n: i128) -> Result<Self::Value, E> {
         check_range(n, MIN.into(), MAX.into(), i128::to_string)
-            .map(|n| Count(n as u64))
-            .map_err(|range| de::Error::custom(format!("invalid number {n}: {range}")))
+            .map(|n| Count(u64::try_from(n).expect("within MIN..=MAX")))
+            .map_err(|range| E::custom(format!("invalid number {n}: {range}")))
     }
 }
 
@@ -231,13 +296,27 @@ impl<const MIN: u64, const MAX: u64> Count<MIN, MAX> {
     }
 }
 
+impl<const MIN: u64> Count<MIN, U32> {
+    /// The count as a `u32`, which its range fits.
+    pub fn get_u32(self) -> u32 {
+        u32::try_from(self.0).unwrap_or(u32::MAX)
+    }
+}
+
+impl Count<1, U32> {
+    /// The count, which is at least 1.
+    pub fn non_zero(self) -> std::num::NonZeroU32 {
+        std::num::NonZeroU32::new(self.get_u32()).unwrap_or(std::num::NonZeroU32::MIN)
+    }
+}
+
 /// A fraction in `0.0..=1.0` (restart jitter).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fraction(pub f64);
 
 impl<'de> Deserialize<'de> for Fraction {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
+        let v = d.deserialize_any(Number("a number between 0.0 and 1.0"))?;
         if (0.0..=1.0).contains(&v) {
             Ok(Fraction(v))
         } else {
@@ -248,13 +327,32 @@ impl<'de> Deserialize<'de> for Fraction {
     }
 }
 
+/// A number, integer or not, with `expecting` in the user's words.
+struct Number(&'static str);
+
+impl Visitor<'_> for Number {
+    type Value = f64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+}
+
 /// A backoff multiplier, at least 1.0.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Multiplier(pub f64);
 
 impl<'de> Deserialize<'de> for Multiplier {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = f64::deserialize(d)?;
+        let v = d.deserialize_any(Number("a number between 1.0 and 1000.0"))?;
         if v.is_finite() && (1.0..=1000.0).contains(&v) {
             Ok(Multiplier(v))
         } else {
@@ -265,8 +363,113 @@ impl<'de> Deserialize<'de> for Multiplier {
     }
 }
 
+/// One of a few words, with `expecting` listing them.
+struct Word(&'static [&'static str]);
+
+impl Visitor<'_> for Word {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0 {
+            [a, b] => write!(f, "`{a}` or `{b}`"),
+            names => write!(f, "one of `{}`", names.join("`, `")),
+        }
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+/// Deserializes a word enum from its kebab-case names (the ones it
+/// serializes to); another word is an `unknown variant`, another type says
+/// which words are accepted.
+macro_rules! words {
+    ($t:ident { $($v:ident = $name:literal),* $(,)? }) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const NAMES: &[&str] = &[$($name),*];
+                match d.deserialize_str(Word(NAMES))?.as_str() {
+                    $($name => Ok($t::$v),)*
+                    other => Err(de::Error::unknown_variant(other, NAMES)),
+                }
+            }
+        }
+    };
+}
+
+words!(RestartType { Permanent = "permanent", Transient = "transient", Temporary = "temporary" });
+words!(BackoffKind { Immediate = "immediate", Fixed = "fixed", Exponential = "exponential" });
+words!(Strategy { OneForOne = "one-for-one", OneForAll = "one-for-all", RestForOne = "rest-for-one" });
+words!(AutoShutdown { Never = "never", AnySignificant = "any-significant", AllSignificant = "all-significant" });
+words!(DirMode { Ro = "ro", Rw = "rw" });
+
+/// `config = { … }`: wasi:config serves strings, so each value is a string,
+/// number, boolean or date, kept as its text; a table or array is refused.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConfigTable(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for ConfigTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ConfigVisitor)
+    }
+}
+
+struct ConfigVisitor;
+
+impl<'de> Visitor<'de> for ConfigVisitor {
+    type Value = ConfigTable;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a table of values like { greeting = \"hi\" }")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ConfigTable, A::Error> {
+        let mut table = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            // Checked inside the value, so that an error points at its line.
+            let value = map.next_value_seed(ConfigEntry(&key))?;
+            table.insert(key, value);
+        }
+        Ok(ConfigTable(table))
+    }
+}
+
+/// The value of the `config` entry named `.0`, as text.
+struct ConfigEntry<'k>(&'k str);
+
+impl<'de> de::DeserializeSeed<'de> for ConfigEntry<'_> {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        config_value(self.0, toml::Value::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+fn config_value(key: &str, v: toml::Value) -> Result<String, String> {
+    Ok(match v {
+        toml::Value::String(s) => s,
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) | toml::Value::Table(_) => {
+            return Err(format!(
+                "value of {key:?} must be a string, number or boolean (wasi:config serves strings)"
+            ));
+        }
+    })
+}
+
+/// A guest path of `dirs`, which must be absolute (read with
+/// `#[serde(deserialize_with)]`).
+pub fn absolute_guest_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let guest = d.deserialize_str(Text("an absolute guest path like \"/data\""))?;
+    if !guest.starts_with('/') {
+        return Err(de::Error::custom(format!(
+            "guest path {guest:?} must be absolute (start with /)"
+        )));
+    }
+    Ok(guest)
+}
+
 /// OTP restart types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartType {
     /// Always restarted.
@@ -278,7 +481,7 @@ pub enum RestartType {
 }
 
 /// How long to wait before a restart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackoffKind {
     /// Restart at once.
@@ -290,7 +493,7 @@ pub enum BackoffKind {
 }
 
 /// Group strategies (OTP names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Restart only the member that crashed.
@@ -302,7 +505,7 @@ pub enum Strategy {
 }
 
 /// When a group stops because significant members exited (OTP `auto_shutdown`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AutoShutdown {
     /// Never.
@@ -314,7 +517,7 @@ pub enum AutoShutdown {
 }
 
 /// Access granted to a preopened directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DirMode {
     /// Read-only.
