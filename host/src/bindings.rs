@@ -36,6 +36,23 @@ pub use generated::wasi::keyvalue::{atomics, batch, store as keyvalue};
 pub use generated::wasi::logging::logging;
 pub use generated::wasm_sup::plugin::mailbox;
 
+/// The answer of `health.check`.
+#[derive(
+    wasmtime::component::ComponentType, wasmtime::component::Lift, Debug, Clone, PartialEq, Eq,
+)]
+#[component(variant)]
+pub enum Health {
+    /// Healthy.
+    #[component(name = "healthy")]
+    Healthy,
+    /// Working, with a problem worth reporting.
+    #[component(name = "degraded")]
+    Degraded(String),
+    /// Not working.
+    #[component(name = "unhealthy")]
+    Unhealthy(String),
+}
+
 /// Export interface names, as a component names them.
 pub mod exports {
     /// `handler` (required).

@@ -19,7 +19,6 @@ use crate::config::values::format_size;
 use crate::config::{Config, PluginConfig};
 use crate::name::name_of;
 /// Re-exported from [`crate::name`], where plugin naming lives.
-pub use crate::name::{plugin_name, validate_name};
 use cap_std::fs::{Dir, MetadataExt};
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -5,14 +5,14 @@
 //! ```text
 //! plugin dir --discovery/watch--> specs (file + config)
 //!    --compile (cache by hash)--> component + InstancePre
-//!    --instance (Store: limits, WASI ctx, state txn)--> running worker (tokio task, mailbox)
+//!    --instance (Store: limits, WASI ctx, state txn)--> running child (tokio task, mailbox)
 //!    --supervisor (policy, backoff, tree)--> restart / give up / escalate
 //!    --state backend (redb | memory)
 //!    --admin (HTTP API) and CLI
 //! ```
 //!
-//! DESIGN.md (in the project's shared folder) is the contract these modules
-//! implement; README.md is the user's guide.
+//! `docs/design.md` is the contract these modules implement; README.md and
+//! `docs/` are the user's guide.
 
 #![warn(missing_docs)]
 
@@ -30,6 +30,7 @@ pub mod host;
 pub mod host_api;
 pub mod instance;
 pub mod mailbox;
+pub mod metrics;
 pub mod name;
 pub mod private_files;
 pub mod state;

@@ -42,7 +42,7 @@ fn init_tracing(format: LogFormat) -> WorkerGuard {
         .buffered_lines_limit(LOG_BUFFER_LINES)
         .thread_name("wasm-sup-log")
         .finish(std::io::stderr());
-    wasm_sup::admin::metrics::count_dropped_log_lines(writer.error_counter());
+    wasm_sup::metrics::count_dropped_log_lines(writer.error_counter());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

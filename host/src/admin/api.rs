@@ -14,9 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::compile::rollback::Rollback;
 pub use crate::crash::{CrashReport, MessageInfo};
 pub use crate::supervisor::budget::BudgetInfo;
-pub use crate::supervisor::rollback::Rollback;
 pub use crate::supervisor::tree::GroupInfo;
 pub use crate::supervisor::{LimitsInfo, Operation, PluginInfo, Status};
 

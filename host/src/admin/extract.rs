@@ -6,7 +6,7 @@
 //! Nothing here reads state beyond whether a plugin exists.
 
 use super::error::ApiError;
-use crate::discovery::validate_name;
+use crate::name::validate_name;
 use crate::supervisor::SupervisorHandle;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -13,7 +13,6 @@ pub mod api;
 pub mod error;
 mod extract;
 mod messages;
-pub mod metrics;
 mod plugins;
 mod records;
 mod serve;
@@ -119,7 +118,7 @@ pub fn router(sup: SupervisorHandle) -> Router {
 /// A path the API does not have: a JSON error like every other.
 async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "no such endpoint: {}: see `wasm-sup --help` or the README's Admin HTTP API",
+        "no such endpoint: {}: see `wasm-sup --help` or docs/operations.md (Admin HTTP API)",
         uri.path()
     ))
 }

@@ -476,7 +476,7 @@ fn world_of(c: &wasm_sup::compile::Compiled) -> &'static str {
 pub fn check(path: &Path, json: bool) -> Result<u8> {
     let engine = wasm_sup::engine::engine(false, 0)?;
     let linker = wasm_sup::compile::linker(&engine)?;
-    let name = wasm_sup::discovery::plugin_name(path);
+    let name = wasm_sup::name::plugin_name(path);
     let file = path.display().to_string();
     let result = wasm_sup::compile::compile_file(&engine, &linker, path);
     let report = match &result {

@@ -14,7 +14,7 @@
 //! The cache is bounded: after each store, the least recently used entries
 //! (by modification time, refreshed on every hit) are deleted until the folder
 //! fits its budget. Rollback markers live beside the entries
-//! (see [`crate::supervisor::rollback`]). The folder and its entries are
+//! (see [`crate::compile::rollback`]). The folder and its entries are
 //! owner-only ([`crate::private_files`]).
 //!
 //! Why not wasmtime's own cache (`Config::cache`): it does not check an entry's

@@ -17,18 +17,22 @@
 //! ([`Loaded::on_demand`]).
 
 pub mod cache;
+pub mod rollback;
 
 use crate::bindings::exports;
+pub use crate::host_api::linker;
+pub use crate::instance::Compiled;
 use crate::instance::HostState;
 use crate::instance::limits::MAX_INSTANCES;
 use anyhow::{Context, Result, anyhow, bail};
+use parking_lot::Mutex;
 use sha2::Digest;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use wasmtime::Engine;
 use wasmtime::component::types::{ComponentFunc, ComponentItem};
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Type};
+use wasmtime::component::{Component, ComponentExportIndex, Linker, Type};
 
 /// A component refused by the instance pool's per-module limits: which limit
 /// (see [`crate::engine::pool_misfit`]). A [`Loader`] with a fallback engine
@@ -38,47 +42,6 @@ use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, 
     "{0}: set `[host] instance-pool = 0` in wasm-sup.toml to allocate instances on demand, which has no per-module limits"
 )]
 pub struct PoolMisfit(pub String);
-
-/// A compiled, checked plugin.
-pub struct Compiled {
-    /// The component.
-    pub component: Component,
-    /// Pre-linked against the host's imports.
-    pub pre: InstancePre<HostState>,
-    /// `handler.handle`.
-    pub handle: ComponentExportIndex,
-    /// `lifecycle.init`, if exported.
-    pub init: Option<ComponentExportIndex>,
-    /// `lifecycle.shutdown`, if exported.
-    pub shutdown: Option<ComponentExportIndex>,
-    /// `health.check`, if exported.
-    pub check: Option<ComponentExportIndex>,
-    /// SHA-256 of the file, hex.
-    pub sha256: String,
-    /// Interface names the component imports.
-    pub imports: Vec<String>,
-    /// Interface names the component exports.
-    pub exports: Vec<String>,
-}
-
-impl std::fmt::Debug for Compiled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Compiled")
-            .field("sha256", &self.sha256)
-            .finish()
-    }
-}
-
-/// The linker every plugin is instantiated with: full WASI 0.2 (capabilities
-/// denied by the context, see [`crate::instance::wasi`]) plus the plugin imports.
-pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(anyhow::Error::from)
-        .context("failed to link WASI")?;
-    crate::host_api::add_to_linker(&mut linker)?;
-    Ok(linker)
-}
 
 /// Reads and compiles the plugin at `path`. The error is one line naming the
 /// file, what is wrong and how to fix it.
@@ -343,18 +306,14 @@ impl Loader {
 
     /// The component with this SHA-256 if a plugin still holds it.
     fn shared(&self, sha256: &str) -> Option<Arc<Compiled>> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sha256)
-            .and_then(Weak::upgrade)
+        self.loaded.lock().get(sha256).and_then(Weak::upgrade)
     }
 
     /// Remembers `compiled` for [`Loader::shared`], forgetting components no
     /// plugin holds any more. Only a compile or a cache hit gets here, not a
     /// shared load, so a folder of copies is not scanned once per copy.
     fn share(&self, compiled: &Arc<Compiled>) {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded.lock();
         loaded.retain(|_, c| c.strong_count() > 0);
         loaded.insert(compiled.sha256.clone(), Arc::downgrade(compiled));
     }

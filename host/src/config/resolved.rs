@@ -43,7 +43,7 @@ pub struct HostConfig {
     pub instance_pool: u32,
     /// Whether plugin code counts fuel. Off, `fuel` limits are not enforced
     /// (the `timeout` still stops a runaway call) and CPU-bound code runs
-    /// faster (see the README's Performance).
+    /// faster (see docs/performance.md).
     pub fuel_metering: bool,
     /// Whether DIR is watched for added, changed and removed files.
     pub watch: bool,

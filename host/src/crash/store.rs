@@ -13,7 +13,7 @@
 //! backend only through [`StateBackend`].
 
 use super::{CrashReport, DeadLetter, coredumps};
-use crate::admin::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::state::{Commit, Record, RecordKind, StateBackend};
 use anyhow::{Context, Result, anyhow};
 use serde::de::DeserializeOwned;

@@ -10,7 +10,20 @@ pub mod logging;
 pub mod mailbox;
 
 use crate::instance::HostState;
+use anyhow::{Context, Result};
+use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
+
+/// The linker every plugin is instantiated with: full WASI 0.2 (capabilities
+/// denied by the context, see [`crate::instance::wasi`]) plus the plugin imports.
+pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("failed to link WASI")?;
+    crate::host_api::add_to_linker(&mut linker)?;
+    Ok(linker)
+}
 
 /// Adds every wasm-sup import (not WASI) to `linker`.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {

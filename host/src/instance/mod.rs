@@ -14,15 +14,17 @@
 //!   [`Cause::HostError`]; it never unwinds into the supervisor.
 
 mod classify;
+mod compiled;
 pub mod limits;
 pub mod output;
 mod state;
 pub mod txn;
 pub mod wasi;
 
+pub use crate::bindings::Health;
+pub use compiled::Compiled;
 pub use state::{HostState, PluginEnv};
 
-use crate::compile::Compiled;
 use crate::crash::{Cause, Crash, Exit};
 use futures::FutureExt;
 use limits::Limits;
@@ -30,30 +32,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use txn::Txn;
-use wasmtime::component::{
-    ComponentNamedList, ComponentType, Instance, Lift, Lower, ResourceTable,
-};
+use wasmtime::component::{ComponentNamedList, Instance, Lift, Lower, ResourceTable};
 use wasmtime::{Store, UpdateDeadline};
 
 /// Extra time the tokio timeout allows past the deadline, so that a guest
 /// running wasm code is stopped by its epoch callback (which yields a
 /// backtrace) and only a guest blocked in a host call by the tokio timeout.
 const TIMEOUT_GRACE: Duration = Duration::from_millis(100);
-
-/// The answer of `health.check`.
-#[derive(ComponentType, Lift, Debug, Clone, PartialEq, Eq)]
-#[component(variant)]
-pub enum Health {
-    /// Healthy.
-    #[component(name = "healthy")]
-    Healthy,
-    /// Working, with a problem worth reporting.
-    #[component(name = "degraded")]
-    Degraded(String),
-    /// Not working.
-    #[component(name = "unhealthy")]
-    Unhealthy(String),
-}
 
 /// The error the epoch callback traps with once a call's deadline has passed.
 #[derive(Debug, Clone, Copy)]

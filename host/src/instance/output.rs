@@ -9,10 +9,11 @@
 //! Each complete line of stdout or stderr is one event; blank lines are
 //! skipped and lines longer than [`MAX_LINE_BYTES`] split.
 
+use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
@@ -62,7 +63,7 @@ impl GuestOutput {
     /// budget, `false` when they must be dropped (and are counted as such).
     pub fn admit(&self, bytes: usize) -> bool {
         let cost = bytes as u64;
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.window.lock();
         let now = Instant::now();
         if now.duration_since(w.start) >= Duration::from_secs(1) {
             if w.dropped > 0 {
@@ -109,7 +110,7 @@ pub struct GuestStream {
 
 impl GuestStream {
     fn write(&self, buf: &[u8]) {
-        let mut line = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        let mut line = self.line.lock();
         for &byte in buf {
             if byte == b'\n' || line.len() >= MAX_LINE_BYTES {
                 let full = std::mem::take(&mut *line);

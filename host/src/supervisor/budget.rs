@@ -5,9 +5,9 @@
 //! whose restart exhausted the budget, so that a service manager can restart
 //! the host.
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -55,7 +55,7 @@ impl Budget {
     /// escalated to the root); `Err` with the give-up message when it is one
     /// too many.
     pub fn restart(&self, who: &str, cause: &str, now: Instant) -> Result<(), String> {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent.lock();
         Self::trim(&mut recent, self.window, now);
         recent.push_back(now);
         let used = recent.len() as u32;
@@ -89,7 +89,7 @@ impl Budget {
 
     /// The budget now.
     pub fn info(&self) -> BudgetInfo {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent = self.recent.lock();
         Self::trim(&mut recent, self.window, Instant::now());
         BudgetInfo {
             max_restarts: self.max_restarts,

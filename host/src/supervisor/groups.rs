@@ -7,8 +7,9 @@
 //! auto-shutdown stops the group's members in reverse start order.
 
 use super::tree::{GroupInfo, Tree};
-use super::{Control, Shared, SupervisorHandle, lock};
-use std::sync::{Mutex, Weak};
+use super::{Control, Shared, SupervisorHandle};
+use parking_lot::Mutex;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -56,7 +57,7 @@ impl Groups {
 
     /// Runs `f` on the tree (the restart decision reads and updates it).
     pub(super) fn with_tree<R>(&self, f: impl FnOnce(&mut Tree) -> R) -> R {
-        f(&mut lock(&self.tree))
+        f(&mut self.tree.lock())
     }
 
     /// Queues `group`'s auto-shutdown, set off by `plugin`'s normal exit.
@@ -72,11 +73,11 @@ impl Groups {
     }
 
     pub(super) fn start_order(&self, loaded: &[String]) -> Vec<String> {
-        lock(&self.tree).start_order(loaded)
+        self.tree.lock().start_order(loaded)
     }
 
     pub(super) fn info(&self) -> Vec<GroupInfo> {
-        lock(&self.tree).info(Instant::now())
+        self.tree.lock().info(Instant::now())
     }
 }
 

@@ -6,20 +6,19 @@
 use super::child::{self, Child, Handles};
 use super::control::{Ack, Control, OperateError, Operation, SendRefused};
 use super::status::{LimitsInfo, PluginInfo, Status, StatusBoard};
-use super::{
-    Shared, Slot, SupervisorHandle, budget, groups, loading, lock, rollback, timers, tree,
-};
-use crate::admin::metrics::Metrics;
+use super::{Shared, Slot, SupervisorHandle, budget, groups, loading, tree};
 use crate::compile::Compiled;
 use crate::config::{GroupConfig, HostConfig, PluginConfig, RestartType};
 use crate::discovery::PluginSpec;
 use crate::instance::PluginEnv;
 use crate::mailbox::{Address, Directory, Envelope, Mailbox, Outcome, PushError, Source};
+use crate::metrics::Metrics;
 use crate::state::StateBackend;
 use crate::state::view::StateView;
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,7 +30,7 @@ impl SupervisorHandle {
         groups: &BTreeMap<String, GroupConfig>,
     ) -> anyhow::Result<SupervisorHandle> {
         let directory = Directory::new();
-        let (timers, _task) = timers::start(backend.clone(), directory.clone());
+        let (timers, _task) = crate::mailbox::timers::start(backend.clone(), directory.clone());
         let budget = Arc::new(budget::Budget::new(host.max_restarts, host.window));
         let (groups, jobs) = groups::Groups::new(tree::Tree::new(groups));
         let shared = Arc::new(Shared {
@@ -68,7 +67,7 @@ impl SupervisorHandle {
         &self,
         spec: &PluginSpec,
         compiled: Arc<Compiled>,
-        rolled_back: Option<rollback::Rollback>,
+        rolled_back: Option<crate::compile::rollback::Rollback>,
     ) {
         if self.shared.shutting_down.load(Ordering::SeqCst) {
             return;
@@ -138,25 +137,12 @@ impl SupervisorHandle {
             control: ctx,
             task: Mutex::new(Some(task)),
         });
-        self.shared
-            .plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), slot);
-        self.shared
-            .order
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(name);
+        self.shared.plugins.write().insert(name.clone(), slot);
+        self.shared.order.write().push(name);
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {
-        self.shared
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.shared.plugins.read().get(name).cloned()
     }
 
     /// Queues a message for `name`; the receiver gets its outcome. Also returns
@@ -167,7 +153,7 @@ impl SupervisorHandle {
         message: Vec<u8>,
     ) -> Result<(oneshot::Receiver<Outcome>, Duration), SendRefused> {
         let slot = self.slot(name).ok_or_else(|| self.no_worker(name))?;
-        let config = lock(&slot.config).clone();
+        let config = slot.config.lock().clone();
         if message.len() as u64 > config.max_message {
             return Err(SendRefused::TooLarge {
                 limit: config.max_message,
@@ -203,11 +189,7 @@ impl SupervisorHandle {
 
     /// Plugin names in start order.
     fn start_order(&self) -> Vec<String> {
-        self.shared
-            .order
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.order.read().clone()
     }
 
     /// Carries out an operator's request on one plugin; resolves once the
@@ -250,20 +232,10 @@ impl SupervisorHandle {
     /// `lifecycle.shutdown` within its `shutdown-timeout`, and is forgotten.
     /// Its state stays, so a plugin of the same name later resumes it.
     pub async fn remove(&self, name: &str, reason: &str) -> bool {
-        let Some(slot) = self
-            .shared
-            .plugins
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-        else {
+        let Some(slot) = self.shared.plugins.write().remove(name) else {
             return false;
         };
-        self.shared
-            .order
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|n| n != name);
+        self.shared.order.write().retain(|n| n != name);
         self.shared.directory.remove(name);
         child::close_mailbox(
             &slot.mailbox,
@@ -282,13 +254,13 @@ impl SupervisorHandle {
     async fn stop_worker(&self, name: &str, slot: &Slot) {
         let (tx, rx) = oneshot::channel();
         let deadline =
-            crate::config::instant_after(Instant::now(), lock(&slot.config).shutdown_timeout);
+            crate::config::instant_after(Instant::now(), slot.config.lock().shutdown_timeout);
         if slot.control.send(Control::Shutdown(deadline, tx)).is_ok()
             && tokio::time::timeout_at(deadline.into(), rx).await.is_err()
         {
             tracing::warn!(plugin = %name, "did not stop within its shutdown timeout; aborted");
         }
-        let task = lock(&slot.task).take();
+        let task = slot.task.lock().take();
         if let Some(task) = task {
             task.abort();
             let _ = task.await;
@@ -337,7 +309,7 @@ impl SupervisorHandle {
     /// Why a message for `name`, which has no worker, is refused: 503
     /// `loading` while it may still be loaded at startup, else 404.
     fn no_worker(&self, name: &str) -> SendRefused {
-        let loading = lock(&self.shared.loading);
+        let loading = self.shared.loading.lock();
         if !loading.holds(name) {
             return SendRefused::NoSuchPlugin;
         }
@@ -358,27 +330,27 @@ impl SupervisorHandle {
     /// `/readyz` says `loading` and messages for plugins not yet started get
     /// 503 `loading`.
     pub fn begin_loading(&self) {
-        lock(&self.shared.loading).begin();
+        self.shared.loading.lock().begin();
     }
 
     /// The plugins the startup load found in the folder.
     pub fn loading_found(&self, names: impl IntoIterator<Item = String>) {
-        lock(&self.shared.loading).found(names);
+        self.shared.loading.lock().found(names);
     }
 
     /// One plugin of the startup load was started or refused.
     pub fn loaded_one(&self, name: &str) {
-        lock(&self.shared.loading).done_with(name);
+        self.shared.loading.lock().done_with(name);
     }
 
     /// The startup load is over.
     pub fn end_loading(&self) {
-        lock(&self.shared.loading).end();
+        self.shared.loading.lock().end();
     }
 
     /// `(loaded, total)` while the startup load runs.
     pub fn loading(&self) -> Option<(usize, usize)> {
-        lock(&self.shared.loading).progress()
+        self.shared.loading.lock().progress()
     }
 
     /// Queues a message nobody waits for (a replayed dead letter).
@@ -402,11 +374,7 @@ impl SupervisorHandle {
 
     /// How many plugins there are (running or not).
     pub fn plugin_count(&self) -> usize {
-        self.shared
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.shared.plugins.read().len()
     }
 
     /// Every plugin, in start order.
@@ -433,11 +401,7 @@ impl SupervisorHandle {
         if self.shared.shutting_down.load(Ordering::SeqCst) || self.loading().is_some() {
             return false;
         }
-        let plugins = self
-            .shared
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let plugins = self.shared.plugins.read();
         plugins.values().all(|slot| {
             slot.board.read(|info| {
                 info.restart_type != RestartType::Permanent || info.status == Status::Running
@@ -463,7 +427,7 @@ impl SupervisorHandle {
                 Status::Failed,
                 Status::Stopped,
             ] {
-                let labels = crate::admin::metrics::StatusLabels {
+                let labels = crate::metrics::StatusLabels {
                     plugin: p.name.clone(),
                     status: s.as_str(),
                 };
@@ -501,11 +465,7 @@ impl SupervisorHandle {
             (Status::Failed, 0),
             (Status::Stopped, 0),
         ];
-        let plugins = self
-            .shared
-            .plugins
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let plugins = self.shared.plugins.read();
         for slot in plugins.values() {
             let status = slot.board.read(|i| i.status);
             if let Some(c) = counts.iter_mut().find(|(s, _)| *s == status) {

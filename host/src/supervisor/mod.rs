@@ -14,7 +14,7 @@
 //! - [`status`]: what the admin API shows, written only by the board.
 //!
 //! The supervisor never sees wasmtime types beyond the [`Compiled`] handle it
-//! passes along. Durable timers run on one task ([`timers`]); crash reports
+//! passes along. Durable timers run on one task ([`crate::mailbox::timers`]); crash reports
 //! are written by spawned tasks, off the restart path.
 
 pub mod backoff;
@@ -28,22 +28,21 @@ mod health;
 mod loading;
 pub mod policy;
 mod restart;
-pub mod rollback;
 mod status;
-pub mod timers;
 pub mod tree;
 
 pub(crate) use control::{Ack, Control};
 pub use control::{OperateError, Operation, SendRefused};
 pub use status::{CircuitState, LimitsInfo, PluginInfo, Status};
 
-use crate::admin::metrics::Metrics;
 use crate::config::{HostConfig, PluginConfig};
 use crate::mailbox::{Directory, Mailbox};
+use crate::metrics::Metrics;
 use crate::state::StateBackend;
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::mpsc;
 
 /// One plugin in the table: what the handle needs to reach its child.
@@ -63,7 +62,7 @@ struct Shared {
     order: RwLock<Vec<String>>,
     directory: Arc<Directory>,
     backend: Arc<dyn StateBackend>,
-    timers: timers::TimerHandle,
+    timers: crate::mailbox::timers::TimerHandle,
     host: HostConfig,
     shutting_down: AtomicBool,
     metrics: Arc<Metrics>,
@@ -83,12 +82,6 @@ impl std::fmt::Debug for SupervisorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SupervisorHandle").finish_non_exhaustive()
     }
-}
-
-/// Locks a mutex, taking the value of a poisoned one (a panic is contained
-/// per plugin; the value it guards stays consistent between statements).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

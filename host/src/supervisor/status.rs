@@ -3,11 +3,12 @@
 //! version through the board, and the supervisor's handle reads copies.
 //! Nothing else writes a plugin's info.
 
-use super::rollback::Rollback;
+use crate::compile::rollback::Rollback;
 use crate::config::{PluginConfig, RestartType};
 use crate::crash::Cause;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A plugin's status.
@@ -162,8 +163,8 @@ impl StatusBoard {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PluginInfo> {
-        super::lock(&self.info)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, PluginInfo> {
+        self.info.lock()
     }
 
     /// Reads the info without copying it.

@@ -13,9 +13,9 @@
 //! later once per trouble (see [`super::notes`]).
 
 use super::{Folder, Known};
+use crate::compile::rollback::{self, Rollback};
 use crate::compile::{Loaded, Loader, Origin, sha256_hex};
 use crate::discovery::{Found, PluginDir, PluginSpec};
-use crate::supervisor::rollback::{self, Rollback};
 use anyhow::{Result, anyhow};
 use std::path::Path;
 
@@ -180,7 +180,7 @@ impl Folder {
         self.supervisor
             .metrics()
             .compile_cache
-            .get_or_create(&crate::admin::metrics::CacheLabels { result })
+            .get_or_create(&crate::metrics::CacheLabels { result })
             .inc();
     }
 }

@@ -411,7 +411,7 @@ fn sick(health: &str) -> String {
 }
 
 /// The attack: `health.check` traps. What must hold: a probe that traps is
-/// an ordinary crash (cause `unreachable`, call `check`, as README "Health
+/// an ordinary crash (cause `unreachable`, call `check`, as docs/semantics.md "Health
 /// probes" says, not `unhealthy`); the plugin is restarted until its policy
 /// gives up, and the canary is unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,13 +5,12 @@
 
 use super::{Child, Flow, Status};
 use crate::compile::Compiled;
+use crate::compile::rollback::{self, Rollback};
 use crate::config::PluginConfig;
 use crate::instance::PluginEnv;
 use crate::mailbox::Address;
 use crate::state::now_ms;
 use crate::supervisor::control::Control;
-use crate::supervisor::lock;
-use crate::supervisor::rollback::{self, Rollback};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -201,7 +200,7 @@ impl Child {
             );
         }
         self.board.configured(&config);
-        *lock(&self.config) = config;
+        *self.config.lock() = config;
         tracing::info!("new configuration in force");
     }
 }

@@ -4,9 +4,9 @@
 //! scheduled again instead, so it is never lost.
 
 use super::Child;
+use crate::mailbox::timers::TimerHandle;
 use crate::mailbox::{Envelope, Mailbox, Outcome, Source};
 use crate::supervisor::status::Status;
-use crate::supervisor::timers::TimerHandle;
 use std::time::{Duration, Instant};
 
 impl Child {

@@ -19,16 +19,16 @@
 //!   returned to the child, which knows whether the mailbox is closed.
 
 use super::pipeline::{Pipeline, Settled, Waiting};
-use crate::admin::metrics::{CallMetrics, Metrics};
 use crate::compile::Compiled;
 use crate::crash::{Cause, Crash, Exit};
 use crate::instance::txn::{Finished, Outgoing};
 use crate::instance::{PluginEnv, PluginInstance};
+use crate::mailbox::timers::TimerHandle;
 use crate::mailbox::{Envelope, Mailbox, Outcome, Source};
+use crate::metrics::{CallMetrics, Metrics};
 use crate::state::{Delta, TimerRecord};
 use crate::supervisor::health::Probes;
 use crate::supervisor::status::StatusBoard;
-use crate::supervisor::timers::TimerHandle;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;

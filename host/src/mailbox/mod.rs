@@ -11,9 +11,12 @@
 //! - A closed mailbox takes nothing new; what it held is handed back by
 //!   [`Mailbox::close`] so the owner can answer every sender (never a silent drop).
 
+pub mod timers;
+
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
@@ -157,8 +160,8 @@ impl Mailbox {
         self.capacity.store(capacity, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     fn check_open(inner: &Inner) -> Result<(), PushError> {
@@ -325,27 +328,17 @@ impl Directory {
 
     /// Adds or replaces a plugin's address.
     pub fn insert(&self, name: &str, addr: Address) {
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), addr);
+        self.map.write().insert(name.to_string(), addr);
     }
 
     /// Removes a plugin.
     pub fn remove(&self, name: &str) {
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.map.write().remove(name);
     }
 
     /// Looks a plugin up.
     pub fn get(&self, name: &str) -> Option<Address> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.map.read().get(name).cloned()
     }
 }
 
