@@ -11,20 +11,6 @@ use wasm_sup_tests::PROBE;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
-/// Waits until the host's log satisfies `pred` (the log is written by a
-/// thread of its own, a little after the event).
-async fn wait_log(host: &HostProcess, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + WITHIN;
-    loop {
-        let log = host.log_text();
-        if pred(&log) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "the log never showed {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn metric(admin: &Admin, key: &str) -> f64 {
     let text = admin.get("/metrics").await.text();
     scrape(&text).get(key).copied().unwrap_or(0.0)
@@ -54,10 +40,11 @@ async fn hole07_wasi_logging_shares_the_output_budget() {
             .ok(),
         "logged"
     );
-    let log = wait_log(&host, "the dropped-output warning", |log| {
-        log.contains("guest output over its budget was dropped")
-    })
-    .await;
+    let log = host
+        .wait_log("the dropped-output warning", |log| {
+            log.contains("guest output over its budget was dropped")
+        })
+        .await;
     let logged = log.lines().filter(|l| l.contains(&line)).count();
     assert!(
         (1..=seconds * 66).contains(&logged),
@@ -93,10 +80,11 @@ interval = "100ms"
             .send("probe", format!("log warn {FORGERY}"))
             .await;
         assert_eq!(sent.ok(), "logged");
-        let log = wait_log(&host, "the guest's message and health reason", |log| {
-            log.contains("FORGED") && log.contains("xxxx")
-        })
-        .await;
+        let log = host
+            .wait_log("the guest's message and health reason", |log| {
+                log.contains("FORGED") && log.contains("xxxx")
+            })
+            .await;
         assert!(
             !log.contains('\u{1b}'),
             "{format}: a raw escape reached the log"

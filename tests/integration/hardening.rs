@@ -98,7 +98,15 @@ async fn hole13_a_component_over_the_pool_limits_runs_on_demand_naming_the_limit
     for plugin in ["good", "memories", "table"] {
         assert_eq!(host.admin.send(plugin, "x").await.ok(), "");
     }
-    let log = host.log_text();
+    let log = host
+        .wait_log("both on-demand lines", |log| {
+            ["memories", "table"].iter().all(|p| {
+                log.lines().any(|l| {
+                    l.contains(&format!("plugin=\"{p}\"")) && l.contains("on-demand engine")
+                })
+            })
+        })
+        .await;
     for (plugin, limit) in [
         ("memories", "limit of 2 memories per core module"),
         ("table", "limit of 131072 initial elements per table"),

@@ -419,6 +419,23 @@ impl HostProcess {
         )
     }
 
+    /// Waits until the host's log satisfies `pred` (the log is written by a
+    /// thread of its own, a little after the event), within 20 s.
+    pub async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log_text();
+            if pred(&log) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {what}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {

@@ -80,6 +80,12 @@ async fn refused_before_and_while_running(
     let mut arena = Arena::start_process(&dir, MEMORY).await;
     let admin = arena.admin().clone();
     let log = || std::fs::read_to_string(arena_log(&dir)).unwrap_or_default();
+    // The log is written by a background thread: the line may trail the
+    // host's readiness by a moment.
+    let deadline = Instant::now() + WITHIN;
+    while lines_naming(&log(), before).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_one_refusal(&log(), before, why);
     assert_eq!(refused_count(&admin).await, 1.0);
     arena.assert_contained().await;
