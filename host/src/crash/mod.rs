@@ -7,7 +7,7 @@
 //! guest's functions) cut to [`MAX_KEPT_BYTES`].
 //!
 //! This module owns the crash-record format: [`CrashReport`] and
-//! [`DeadLetter`] are written and read only through [`store`] (the worker
+//! [`DeadLetter`] are written and read only through [`store`] (the child
 //! writes them, the admin API lists, replays and drops them), and coredump
 //! files only through [`coredumps`]. It may not touch plugin state or
 //! instances.

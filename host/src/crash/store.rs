@@ -1,7 +1,7 @@
 //! Crash reports and dead letters in the state backend: the one place that
 //! turns a [`CrashReport`] or a [`DeadLetter`] into a [`Record`] and back.
 //!
-//! The worker writes both ([`write_report`], off the restart path, with the
+//! The child writes both ([`write_report`], off the restart path, with the
 //! crash's coredump; [`write_dead_letter`] into the commit it sends through
 //! the plugin's state view, so that a timer the letter completes goes in the
 //! same commit). The admin API lists them ([`crash_reports`],

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 /// The answer to an operator's request.
 pub(crate) type Ack = oneshot::Sender<Result<(), String>>;
 
-/// Operator and host requests to a worker, handled between calls.
+/// Operator and host requests to a child, handled between calls.
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Graceful stop for host shutdown, to finish by the deadline; answered when done.

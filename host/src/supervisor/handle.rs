@@ -60,7 +60,7 @@ impl SupervisorHandle {
         self.shared.groups.info()
     }
 
-    /// Adds a compiled plugin and starts its worker. `rolled_back` is the
+    /// Adds a compiled plugin and starts its child. `rolled_back` is the
     /// marker of an upgrade rolled back earlier, when `compiled` is the good
     /// version loaded in place of the file.
     pub fn start_plugin(
@@ -193,7 +193,7 @@ impl SupervisorHandle {
     }
 
     /// Carries out an operator's request on one plugin; resolves once the
-    /// worker has done it (a start resolves when the new instance is starting).
+    /// child has done it (a start resolves when the new instance is starting).
     pub async fn operate(&self, name: &str, op: Operation) -> Result<(), OperateError> {
         self.request(name, |tx| match op {
             Operation::Stop => Control::Stop(tx),
@@ -250,7 +250,7 @@ impl SupervisorHandle {
         true
     }
 
-    /// Asks a worker to stop within its shutdown timeout, then ends its task.
+    /// Asks a child to stop within its shutdown timeout, then ends its task.
     async fn stop_worker(&self, name: &str, slot: &Slot) {
         let (tx, rx) = oneshot::channel();
         let deadline =
@@ -306,7 +306,7 @@ impl SupervisorHandle {
         out
     }
 
-    /// Why a message for `name`, which has no worker, is refused: 503
+    /// Why a message for `name`, which has no child, is refused: 503
     /// `loading` while it may still be loaded at startup, else 404.
     fn no_worker(&self, name: &str) -> SendRefused {
         let loading = self.shared.loading.lock();
@@ -491,9 +491,9 @@ impl SupervisorHandle {
     }
 
     /// Graceful shutdown (DESIGN.md, "Shutdown"): stop taking messages, answer
-    /// what is queued with 503, then in reverse start order let each worker
+    /// what is queued with 503, then in reverse start order let each child
     /// finish its call in flight and call `lifecycle.shutdown`, both within the
-    /// plugin's `shutdown-timeout`; a worker that overruns is aborted (the
+    /// plugin's `shutdown-timeout`; a child that overruns is aborted (the
     /// writes of its unfinished call are discarded). Finally the state backend
     /// is closed.
     pub async fn shutdown(&self) {

@@ -1,5 +1,5 @@
 //! Health probes (DESIGN.md, "Health"): how the answers of `health.check`
-//! are judged. The worker runs the probe between calls every
+//! are judged. The child runs the probe between calls every
 //! `health.interval`; this module keeps the streak of `unhealthy` answers and
 //! turns a probe into a crash when the plugin must be restarted. A reason
 //! given by the guest is kept cut to [`guest_text::MAX_KEPT_BYTES`].

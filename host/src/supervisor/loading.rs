@@ -60,7 +60,7 @@ impl Loading {
             .then(|| (self.total - self.waiting.len(), self.total))
     }
 
-    /// Whether a message for `name`, which has no worker yet, should be told
+    /// Whether a message for `name`, which has no child yet, should be told
     /// to come back: it is still loading, or the folder is not read yet.
     pub(super) fn holds(&self, name: &str) -> bool {
         self.active && (!self.found || self.waiting.contains(name))

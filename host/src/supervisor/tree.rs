@@ -43,7 +43,7 @@ struct Group {
 /// What a crash restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// The plugin alone, by its own worker (one-for-one, or in the root).
+    /// The plugin alone, by its own child (one-for-one, or in the root).
     Alone,
     /// A coordinated restart: stop `stop` (in that order, the crashed
     /// plugin excluded), then start `start` in that order.

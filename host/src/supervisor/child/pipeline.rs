@@ -74,7 +74,7 @@ impl Pipeline {
         self.queue.is_empty()
     }
 
-    /// Whether the worker must wait before taking another message.
+    /// Whether the child must wait before taking another message.
     pub(super) fn is_full(&self) -> bool {
         self.queue.len() >= DEPTH
     }
