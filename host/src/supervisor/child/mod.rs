@@ -417,7 +417,7 @@ impl Child {
         }
         // The new status and restart count are set before the sender of the
         // message in flight is answered, so whoever sees the answer sees them.
-        let parked = match &verdict.next {
+        match &verdict.next {
             Next::Park {
                 status,
                 reason,
@@ -431,7 +431,6 @@ impl Child {
                     tracing::error!(%reason, "plugin failed");
                 }
                 self.set_status(*status, Some(reason.clone()));
-                Some((*status, reason.clone()))
             }
             Next::Restart(delay) | Next::Together { delay, .. } => {
                 self.restart_count += 1;
@@ -443,9 +442,8 @@ impl Child {
                 } else {
                     self.board.restarted(self.restart_count);
                 }
-                None
             }
-        };
+        }
         if let Some(e) = env {
             let max = self.restarts.tracker.policy().max_attempts.get();
             if verdict.dead_letters(ending, e.attempts, max) {
@@ -459,7 +457,6 @@ impl Child {
             Next::Park { status, reason, .. } => {
                 // Closing answers everything queued (the message in flight
                 // too, when it was put back) with 503.
-                debug_assert!(parked.is_some());
                 self.close(status, reason);
             }
             Next::Together {
