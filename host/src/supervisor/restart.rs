@@ -12,7 +12,7 @@ use super::breaker::Breaker;
 use super::budget::Budget;
 use super::policy::{Decision, Ending, RestartTracker};
 use super::status::Status;
-use super::tree::{Plan, Tree};
+use super::tree::{GroupRestart, Plan, Tree};
 use std::time::{Duration, Instant};
 
 /// A plugin's restart history: what the decision reads and updates.
@@ -51,21 +51,14 @@ pub(super) struct Ended<'a> {
 pub(super) enum Next {
     /// Start a new instance alone, after `delay`.
     Restart(Duration),
-    /// Restart with its group: the coordinator stops `stop`, waits `delay`,
-    /// starts `start` (this plugin included) in order.
+    /// Restart with its group: the coordinator stops the group's `stop`,
+    /// waits `delay` (the crashed plugin's backoff), starts its `start` (this
+    /// plugin included) in order.
     Together {
         /// The crashed plugin's backoff.
         delay: Duration,
-        /// Plugins to stop, in reverse start order.
-        stop: Vec<String>,
-        /// Plugins to start, in start order.
-        start: Vec<String>,
-        /// One line for the log.
-        why: String,
-        /// The group that restarts them.
-        by: String,
-        /// Groups that exceeded their intensity on the way up.
-        escalated: Vec<String>,
+        /// What restarts with it.
+        group: GroupRestart,
     },
     /// Stop taking messages: `failed` or `stopped`, for `reason`.
     Park {
@@ -204,22 +197,7 @@ fn restart(ended: &Ended<'_>, delay: Duration, budget: &Budget, tree: &mut Tree)
             });
             match plan {
                 Plan::Alone => return Next::Restart(delay),
-                Plan::Together {
-                    stop,
-                    start,
-                    why,
-                    by,
-                    escalated,
-                } => {
-                    return Next::Together {
-                        delay,
-                        stop,
-                        start,
-                        why,
-                        by,
-                        escalated,
-                    };
-                }
+                Plan::Together(group) => return Next::Together { delay, group },
                 Plan::GiveUp { group } => Some(format!(
                     "group {group} escalated to the root past the host's restart budget"
                 )),
@@ -473,7 +451,8 @@ mod tests {
         let v = judge(&mut r, &crash("b", Instant::now()), &roomy(), &mut tree);
         match v.next {
             Next::Together {
-                delay, stop, start, ..
+                delay,
+                group: GroupRestart { stop, start, .. },
             } => {
                 assert_eq!(delay, Duration::from_millis(50));
                 assert_eq!(stop, ["c", "a"]);

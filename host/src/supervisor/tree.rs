@@ -45,25 +45,29 @@ struct Group {
 pub enum Plan {
     /// The plugin alone, by its own child (one-for-one, or in the root).
     Alone,
-    /// A coordinated restart: stop `stop` (in that order, the crashed
-    /// plugin excluded), then start `start` in that order.
-    Together {
-        /// Plugins to stop, in reverse start order.
-        stop: Vec<String>,
-        /// Plugins to start, in start order (the crashed one included).
-        start: Vec<String>,
-        /// One line for the log: which group did what, and why.
-        why: String,
-        /// The group that restarts them (`root` for the root).
-        by: String,
-        /// Groups that exceeded their intensity on the way up.
-        escalated: Vec<String>,
-    },
+    /// A coordinated restart (see [`GroupRestart`]).
+    Together(GroupRestart),
     /// A group escalated to the root and the root's budget is exhausted.
     GiveUp {
         /// The group whose restart was one too many.
         group: String,
     },
+}
+
+/// A coordinated restart: stop `stop` (in that order, the crashed plugin
+/// excluded), then start `start` in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRestart {
+    /// Plugins to stop, in reverse start order.
+    pub stop: Vec<String>,
+    /// Plugins to start, in start order (the crashed one included).
+    pub start: Vec<String>,
+    /// One line for the log: which group did what, and why.
+    pub why: String,
+    /// The group that restarts them (`root` for the root).
+    pub by: String,
+    /// Groups that exceeded their intensity on the way up.
+    pub escalated: Vec<String>,
 }
 
 /// The tree as the admin API shows it.
@@ -295,13 +299,13 @@ impl Tree {
                 escalated.join(" and then its parent ")
             )
         };
-        Plan::Together {
+        Plan::Together(GroupRestart {
             stop,
             start,
             why,
             by,
             escalated,
-        }
+        })
     }
 
     /// A plugin exited normally and will not be restarted: if it is a
@@ -406,14 +410,16 @@ max-restarts = 2
         assert_eq!(t.on_restart("b", now, |_| true), Plan::Alone);
 
         let mut t = tree(&THREE.replace("STRATEGY", "one-for-all"));
-        let Plan::Together { stop, start, .. } = t.on_restart("b", now, |_| true) else {
+        let Plan::Together(GroupRestart { stop, start, .. }) = t.on_restart("b", now, |_| true)
+        else {
             panic!("one-for-all restarts together")
         };
         assert_eq!(stop, names(&["c", "a"]));
         assert_eq!(start, names(&["a", "b", "c"]));
 
         let mut t = tree(&THREE.replace("STRATEGY", "rest-for-one"));
-        let Plan::Together { stop, start, .. } = t.on_restart("b", now, |_| true) else {
+        let Plan::Together(GroupRestart { stop, start, .. }) = t.on_restart("b", now, |_| true)
+        else {
             panic!("rest-for-one restarts together")
         };
         assert_eq!(stop, names(&["c"]));
@@ -446,7 +452,8 @@ max-restarts = 1
         );
         assert_eq!(t.on_restart("a", now, |_| true), Plan::Alone);
         // inner exceeds 1 restart: outer restarts inner as a whole.
-        let Plan::Together { start, why, .. } = t.on_restart("a", now, |_| true) else {
+        let Plan::Together(GroupRestart { start, why, .. }) = t.on_restart("a", now, |_| true)
+        else {
             panic!("escalated")
         };
         assert_eq!(start, names(&["a", "b"]), "{why}");
@@ -454,7 +461,7 @@ max-restarts = 1
         // and the root restarts outer (within the budget).
         assert_eq!(t.on_restart("b", now, |_| true), Plan::Alone);
         let mut roots = Vec::new();
-        let Plan::Together { start, why, .. } = t.on_restart("b", now, |g| {
+        let Plan::Together(GroupRestart { start, why, .. }) = t.on_restart("b", now, |g| {
             roots.push(g.to_string());
             true
         }) else {

@@ -43,6 +43,7 @@ use super::groups::{Groups, Job};
 use super::policy::Ending;
 use super::restart::{self, Ended, Next, Restarts};
 use super::status::{Facts, Status, StatusBoard};
+use super::tree::GroupRestart;
 use crate::compile::Compiled;
 use crate::config::PluginConfig;
 use crate::crash::Exit;
@@ -461,11 +462,14 @@ impl Child {
             }
             Next::Together {
                 delay,
-                stop,
-                start,
-                why,
-                by,
-                escalated,
+                group:
+                    GroupRestart {
+                        stop,
+                        start,
+                        why,
+                        by,
+                        escalated,
+                    },
             } => {
                 // The group restarts this plugin with the others, in order.
                 self.held = true;
