@@ -190,22 +190,27 @@ impl Child {
         let pending = records::pending_dead_letters(&self.runner.env, self.keep_dead_letters).await;
         let family = &self.metrics.dead_letters;
         family.get_or_create(&self.labels).set(pending as i64);
+        // The panic guard and the span wrap the loop, not each step: a step's
+        // future is built once per message, and wrapping it again each time
+        // copied it three times over (the durable-write benchmark's cost).
         loop {
             let span = self.runner.span.clone();
-            let step = AssertUnwindSafe(self.step().instrument(span.clone()))
+            let steps = AssertUnwindSafe(self.steps().instrument(span.clone()))
                 .catch_unwind()
                 .await;
-            let flow = match step {
-                Ok(flow) => flow,
-                Err(panic) => {
-                    let what = panic_text(&*panic);
-                    self.after_panic(what).instrument(span).await
-                }
+            let what = match steps {
+                Ok(()) => return,
+                Err(panic) => panic_text(&*panic),
             };
-            if let Flow::Exit = flow {
+            if let Flow::Exit = self.after_panic(what).instrument(span).await {
                 return;
             }
         }
+    }
+
+    /// Steps until the child exits.
+    async fn steps(&mut self) {
+        while let Flow::Continue = self.step().await {}
     }
 
     /// A step panicked outside a guest call: the instance is dropped and the
@@ -247,13 +252,15 @@ impl Child {
 
     /// One turn of the loop: the one `select!`.
     async fn step(&mut self) -> Flow {
+        // Rare branches are boxed, so the step future built for every
+        // message stays the size of the hot path (deliver, settle).
         if let Some(exited) = self.failed_start.take() {
-            return self.after_exit(exited).await;
+            return Box::pin(self.after_exit(exited)).await;
         }
         let down = self.parked || self.held;
         let running = !down && self.runner.is_running();
         if !down && !running && self.backoff_until.is_none() {
-            return self.start().await;
+            return Box::pin(self.start()).await;
         }
         let close_at = if running {
             self.restarts.breaker.closes_at(self.runner.running_since)
@@ -272,7 +279,7 @@ impl Child {
                 // An operator's request ends a backoff: stop parks the
                 // plugin, start/restart/reset start it now.
                 self.backoff_until = None;
-                self.on_control(c).await
+                Box::pin(self.on_control(c)).await
             }
             _ = sleep_until(self.retry_at), if down => {
                 self.half_open();
@@ -294,13 +301,19 @@ impl Child {
                 Flow::Continue
             }
             _ = sleep_until(next_probe), if running => {
-                self.settle_all().await;
-                let r = self.runner.probe().await;
-                self.after(r).await
+                Box::pin(async {
+                    self.settle_all().await;
+                    let r = self.runner.probe().await;
+                    self.after(r).await
+                })
+                .await
             }
             _ = sleep_until(next_tick), if running => {
-                let r = self.runner.tick().await;
-                self.after(r).await
+                Box::pin(async {
+                    let r = self.runner.tick().await;
+                    self.after(r).await
+                })
+                .await
             }
             env = self.runner.mailbox.pop(), if taking => {
                 let r = self.runner.deliver(env).await;
@@ -313,7 +326,7 @@ impl Child {
     async fn after(&mut self, r: Result<(), Exited>) -> Flow {
         match r {
             Ok(()) => Flow::Continue,
-            Err(exited) => self.after_exit(exited).await,
+            Err(exited) => Box::pin(self.after_exit(exited)).await,
         }
     }
 
