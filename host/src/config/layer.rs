@@ -111,10 +111,10 @@ pub struct PluginLayer {
     /// Served through wasi:config. Example: `config = { greeting = "hi" }`
     pub config: Option<ConfigTable>,
     /// Environment granted. Example: `env = { LANG = "C" }`
-    pub env: Option<BTreeMap<String, String>>,
+    pub env: Option<EnvTable>,
     /// Preopened directories.
     /// Example: `dirs = [{ host = "data/counter", guest = "/data", mode = "ro" }]`
-    pub dirs: Option<Vec<DirLayer>>,
+    pub dirs: Option<List<DirLayer>>,
     /// Network access. Example: `network = ["127.0.0.1:6379"]`
     pub network: Option<NetworkLayer>,
     /// Periodic message. Example: `tick = "1s"`
@@ -145,6 +145,11 @@ pub struct DirLayer {
     /// `ro` (default) or `rw`.
     #[serde(default = "default_dir_mode")]
     pub mode: DirMode,
+}
+
+impl ListOf for DirLayer {
+    const EXPECTING: &'static str =
+        "a list of tables like [{ host = \"data\", guest = \"/data\", mode = \"ro\" }]";
 }
 
 fn default_dir_mode() -> DirMode {
@@ -263,7 +268,7 @@ pub struct GroupLayer {
     pub strategy: Option<Strategy>,
     /// Start order. Example: `members = ["db", "api"]`
     #[serde(default)]
-    pub members: Vec<String>,
+    pub members: List<String>,
     /// Example: `max-restarts = 3`
     pub max_restarts: Option<Count<0, U32>>,
     /// Example: `window = "60s"`
@@ -274,7 +279,7 @@ pub struct GroupLayer {
     pub auto_shutdown: Option<AutoShutdown>,
     /// Members whose normal exit counts for `auto-shutdown`.
     #[serde(default)]
-    pub significant: Vec<String>,
+    pub significant: List<String>,
 }
 
 macro_rules! overlay_fields {
@@ -304,7 +309,7 @@ impl PluginLayer {
                 .extend(c.0);
         }
         if let Some(e) = env {
-            self.env.get_or_insert_with(BTreeMap::new).extend(e);
+            self.env.get_or_insert_with(EnvTable::default).0.extend(e.0);
         }
         if let Some(r) = restart {
             let base = self.restart.get_or_insert_with(RestartLayer::default);

@@ -54,9 +54,32 @@ pub fn parse_file<T: DeserializeOwned>(path: &Path, src: &str, kind: FileKind) -
     })
 }
 
-/// A file that is not TOML: the parser's message at its line.
+/// A file that is not TOML: the parser's message at its line, with the
+/// line's text (the parser knows no key yet; the text shows which one).
 fn syntax(path: &Path, src: &str, e: &toml::de::Error) -> anyhow::Error {
-    anyhow::anyhow!(at(path, src, e.span(), "", None, e.message().trim()))
+    let text = e
+        .span()
+        .and_then(|span| src.lines().nth(line(src, span.start) - 1))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let what = match text {
+        Some(t) if t.chars().count() > 60 => {
+            format!(
+                "not valid TOML (`{}…`)",
+                t.chars().take(60).collect::<String>()
+            )
+        }
+        Some(t) => format!("not valid TOML (`{t}`)"),
+        None => "not valid TOML".to_string(),
+    };
+    anyhow::anyhow!(at(
+        path,
+        src,
+        e.span(),
+        "",
+        None,
+        &format!("{what}: {}", e.message().trim())
+    ))
 }
 
 /// Splits a key path into the table it is in and the key: tables are the
@@ -102,6 +125,10 @@ pub fn at(
     }
     if let Some(key) = key {
         s += &format!(" key `{key}`");
+    }
+    if table.is_empty() && key.is_none() {
+        // `FILE:LINE: message`, not `FILE:LINE:: message`.
+        s.pop();
     }
     format!("{s}: {message}")
 }

@@ -146,6 +146,7 @@ impl PluginConfig {
         let dirs = l
             .dirs
             .unwrap_or_default()
+            .0
             .into_iter()
             .map(|d| DirGrant {
                 host: dir.join(&d.host),
@@ -169,7 +170,7 @@ impl PluginConfig {
                 .shutdown_timeout
                 .map_or_else(default_shutdown_timeout, |d| d.0),
             config: l.config.unwrap_or_default().0,
-            env: l.env.unwrap_or_default(),
+            env: l.env.unwrap_or_default().0,
             dirs,
             network,
             tick: l.tick.and_then(|t| t.get()),
@@ -240,12 +241,12 @@ pub fn validate_groups(
             let g = g.into_inner();
             let cfg = GroupConfig {
                 strategy: g.strategy.unwrap_or(Strategy::OneForOne),
-                members: g.members,
+                members: g.members.0,
                 max_restarts: g.max_restarts.map_or(restart.max_restarts, |n| n.get_u32()),
                 window: g.window.map_or(restart.window, |d| d.0),
                 parent: g.parent,
                 auto_shutdown: g.auto_shutdown.unwrap_or(AutoShutdown::Never),
-                significant: g.significant,
+                significant: g.significant.0,
             };
             (name, cfg)
         })

@@ -406,6 +406,26 @@ fn type_errors_say_what_is_expected() {
             "restart = 5",
             "expected a table of restart keys",
         ),
+        (
+            "defaults",
+            "dirs = 5",
+            "expected a list of tables like [{ host = \"data\"",
+        ),
+        (
+            "defaults",
+            "env = \"LANG=C\"",
+            "expected a table of strings like { LANG = \"C\" }",
+        ),
+        (
+            "groups.g",
+            "members = \"db\"",
+            "expected a list of plugin names like [\"db\", \"api\"]",
+        ),
+        (
+            "groups.g",
+            "significant = 1",
+            "expected a list of plugin names",
+        ),
     ];
     for (table, line, want) in cases {
         let src = format!("[{table}]\n{line}\n");
@@ -462,4 +482,18 @@ fn config_values_are_kept_as_text_and_words_read_back_what_they_write() {
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<DirMode>(&json).unwrap(), m);
     }
+}
+
+/// Issue 15: a file that is not TOML names its line and shows its text; the
+/// message never has an empty `[TABLE] key` part (`FILE:2:: …`).
+#[test]
+fn a_syntax_error_shows_the_line() {
+    let src = "[defaults.restart]\nmax-restarts = \n";
+    let (_d, result) = load_str(src);
+    let e = format!("{:#}", result.expect_err(src));
+    assert!(
+        e.contains("wasm-sup.toml:2: not valid TOML (`max-restarts =`): "),
+        "{e}"
+    );
+    assert!(!e.contains("::"), "{e}");
 }
