@@ -190,27 +190,31 @@ impl Child {
         let pending = records::pending_dead_letters(&self.runner.env, self.keep_dead_letters).await;
         let family = &self.metrics.dead_letters;
         family.get_or_create(&self.labels).set(pending as i64);
-        // The panic guard and the span wrap the loop, not each step: a step's
-        // future is built once per message, and wrapping it again each time
-        // copied it three times over (the durable-write benchmark's cost).
+        // The panic guard wraps the loop, not each step: a step's future is
+        // built once per message, and wrapping it again each time copied it
+        // three times over (the durable-write benchmark's cost).
         loop {
-            let span = self.runner.span.clone();
-            let steps = AssertUnwindSafe(self.steps().instrument(span.clone()))
-                .catch_unwind()
-                .await;
+            let steps = AssertUnwindSafe(self.steps()).catch_unwind().await;
             let what = match steps {
                 Ok(()) => return,
                 Err(panic) => panic_text(&*panic),
             };
+            let span = self.runner.span.clone();
             if let Flow::Exit = self.after_panic(what).instrument(span).await {
                 return;
             }
         }
     }
 
-    /// Steps until the child exits.
+    /// Steps until the child exits, each in the span of the instance of the
+    /// moment (its generation changes at each start).
     async fn steps(&mut self) {
-        while let Flow::Continue = self.step().await {}
+        loop {
+            let span = self.runner.span.clone();
+            if let Flow::Exit = self.step().instrument(span).await {
+                return;
+            }
+        }
     }
 
     /// A step panicked outside a guest call: the instance is dropped and the
