@@ -61,7 +61,7 @@ if [[ "${1:-}" == "--long" ]]; then
     export WASM_SUP_KILL_ROUNDS="${WASM_SUP_KILL_ROUNDS:-100}"
 fi
 
-phase "toolchain (wasm32-wasip2, rustfmt, clippy, systemd-analyze)"
+phase "toolchain (wasm32-wasip2, rustfmt, clippy, systemd-analyze, promtool)"
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
@@ -74,6 +74,13 @@ if ! command -v systemd-analyze >/dev/null; then
     # shellcheck source=toolchains.sh
     source scripts/toolchains.sh
     ensure_apt systemd || [[ "${CI:-}" != "true" ]]
+fi
+# promtool, for the alerting rules in dist/ and the scrape's format
+# (tests/integration/events.rs).
+if ! command -v promtool >/dev/null; then
+    # shellcheck source=toolchains.sh
+    source scripts/toolchains.sh
+    ensure_apt prometheus || [[ "${CI:-}" != "true" ]]
 fi
 
 phase "cargo fmt --check"

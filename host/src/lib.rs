@@ -23,6 +23,7 @@ pub mod config;
 pub mod crash;
 pub mod discovery;
 pub mod engine;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guest_text;

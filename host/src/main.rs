@@ -70,8 +70,30 @@ impl<'w> FormatFields<'w> for EscapedFields {
     }
 }
 
+/// A reader that went away (`wasm-sup crashes NAME | head`) ends the command
+/// quietly, as it would a C program killed by SIGPIPE (exit 141), instead of
+/// a panic with a backtrace: Rust ignores SIGPIPE, so `println!` panics.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        quiet_broken_pipe();
+    }
     let logs = match &cli.command {
         Command::Run { log_format, .. } => Some(init_tracing(*log_format)),
         _ => None,
@@ -134,6 +156,9 @@ async fn run(cli: Cli) -> Result<u8> {
             commands::send(&remote.client()?, &name, body).await
         }
         Command::Status { remote } => commands::status(&remote.client()?, remote.json).await,
+        Command::Events { plugin, remote } => {
+            cli::events::events(&remote.client()?, plugin.as_deref(), remote.json).await
+        }
         Command::Restart(t) => operate("restart", t).await,
         Command::Stop(t) => operate("stop", t).await,
         Command::Start(t) => operate("start", t).await,
@@ -166,7 +191,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 commands::state(&client, &name, key.as_deref(), &bucket, remote.json).await
             }
         }
-        Command::Check { file, json } => commands::check(&file, json),
+        Command::Check { file, dir, json } => commands::check(&file, dir.as_deref(), json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -8,6 +8,7 @@ mod conformance;
 mod containment;
 mod crashes;
 mod dropin;
+mod events;
 mod fuzz_corpus;
 mod groups;
 mod guest_text;

@@ -18,7 +18,7 @@ pub use crate::compile::rollback::Rollback;
 pub use crate::crash::{CrashReport, MessageInfo};
 pub use crate::supervisor::budget::BudgetInfo;
 pub use crate::supervisor::tree::GroupInfo;
-pub use crate::supervisor::{LimitsInfo, Operation, PluginInfo, Status};
+pub use crate::supervisor::{HealthLevel, LimitsInfo, Operation, PluginInfo, Status};
 
 /// `GET /healthz` answers this text (200) while the process serves at all.
 pub const HEALTHZ: &str = "ok\n";
@@ -408,3 +408,73 @@ mod tests {
         assert!(!Confirm::default().confirms("p"));
     }
 }
+
+/// `GET /health` (200 or 503): whether every permanent plugin runs and none
+/// is unhealthy, with each plugin's part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// The plugins, in start order.
+    pub plugins: Vec<PluginHealth>,
+    /// Why the host is unhealthy while it still loads (`loading N/M`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `healthy` (200) or `unhealthy` (503).
+    pub status: HostHealth,
+}
+
+/// [`HealthReport::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostHealth {
+    /// Every permanent plugin runs and none is unhealthy.
+    Healthy,
+    /// Otherwise.
+    Unhealthy,
+}
+
+/// One plugin's health: `GET /v1/plugins/{name}/health` (200 for healthy or
+/// degraded, 503 otherwise) and an entry of [`HealthReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginHealth {
+    /// The last health answer in full (`degraded: why`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// `null` when the plugin is not running; a running plugin not yet
+    /// probed, or without a `health` export, is `healthy`.
+    pub health: Option<HealthLevel>,
+    /// The plugin.
+    pub name: String,
+    /// Its status.
+    pub status: Status,
+}
+
+impl PluginHealth {
+    /// A plugin's health from its info.
+    pub fn of(p: &PluginInfo) -> PluginHealth {
+        let health = p.health_level();
+        PluginHealth {
+            detail: p.health.clone().filter(|_| health.is_some()),
+            health,
+            name: p.name.clone(),
+            status: p.status,
+        }
+    }
+
+    /// Whether a load balancer should send it traffic (200).
+    pub fn serves(&self) -> bool {
+        matches!(
+            self.health,
+            Some(HealthLevel::Healthy | HealthLevel::Degraded)
+        )
+    }
+}
+
+/// `GET /v1/events?plugin=NAME`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventQuery {
+    /// Only this plugin's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+}
+
+pub use crate::events::{Event, EventKind};

@@ -4,6 +4,7 @@
 //! [`api`]; every error answer is an [`error::ApiError`].
 //!
 //! One module per resource: [`plugins`] (readiness, status, operations),
+//! [`health`] (`/health` for load balancers), [`events`] (the event stream),
 //! [`messages`] (send), [`records`] (crash reports, dead letters, through
 //! [`crate::crash::store`]), [`state`] (list, get, reset). Handlers reach the
 //! host only through [`SupervisorHandle`]. The CLI's client lives in the
@@ -11,7 +12,9 @@
 
 pub mod api;
 pub mod error;
+mod events;
 mod extract;
+mod health;
 mod messages;
 mod plugins;
 mod records;
@@ -75,6 +78,9 @@ pub fn router(sup: SupervisorHandle) -> Router {
     Router::new()
         .route("/healthz", get(|| async { api::HEALTHZ }))
         .route("/readyz", get(plugins::readyz))
+        .route("/health", get(health::host))
+        .route("/v1/events", get(events::stream))
+        .route("/v1/plugins/{name}/health", get(health::plugin))
         .route("/metrics", get(plugins::metrics))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/plugins/{name}", get(plugins::one))

@@ -99,6 +99,14 @@ pub enum Command {
     Stop(Target),
     /// Start a failed or stopped plugin (or --all).
     Start(Target),
+    /// Follow what happens to the plugins (started, crashed, restarting, …) as it happens.
+    Events {
+        /// Only this plugin's events.
+        #[arg(long)]
+        plugin: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show a plugin's crash reports, newest first.
     Crashes {
         /// The plugin.
@@ -143,6 +151,11 @@ pub enum Command {
     Check {
         /// The .wasm file.
         file: PathBuf,
+        /// Use the compile cache of this plugin folder (its `.wasm-sup/cache`,
+        /// or where its wasm-sup.toml puts state) instead of your own
+        /// (`$XDG_CACHE_HOME/wasm-sup`, else `~/.cache/wasm-sup`).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

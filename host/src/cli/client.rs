@@ -65,6 +65,29 @@ impl Client {
         Ok(Response { status, body })
     }
 
+    /// `GET path?query` kept open for streaming, resuming after
+    /// `last_event_id` when given (the event stream).
+    pub async fn stream(
+        &self,
+        path: &str,
+        query: &impl Serialize,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self.http.get(format!("{}{path}", self.base)).query(query);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {} to follow events: is `wasm-sup run` running? pass --admin ADDR if it listens elsewhere",
+                self.base
+            )
+        })
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Result<Response> {
         self.finish(self.http.get(format!("{}{path}", self.base)), "read")

@@ -56,13 +56,29 @@ fn fail(resp: &Response) -> u8 {
     let refusal = (resp.status != 422)
         .then(|| serde_json::from_slice::<Refusal>(&resp.body).ok())
         .flatten();
+    // A normal exit (`exit(0)`) on every delivery is not a crash.
+    let exited = matches!(&refusal, Some(Refusal::DeadLettered(d))
+        if !d.causes.is_empty() && d.causes.iter().all(|c| c == "normal-exit"));
+    let headline = if exited {
+        "the plugin exited (normally) instead of answering, on every delivery; the message was dead-lettered"
+    } else {
+        what(resp.status)
+    };
     let msg = match refusal {
         Some(r) => refusal_text(&r),
-        None => String::from_utf8_lossy(&resp.body).trim().to_string(),
+        None if resp.status == 422 => String::from_utf8_lossy(&resp.body).trim().to_string(),
+        // Not an answer of the API (a proxy's page, say): its text, never raw JSON.
+        None => match serde_json::from_slice::<serde_json::Value>(&resp.body) {
+            Ok(v) => v["error"]
+                .as_str()
+                .unwrap_or("the answer is not one the admin API gives")
+                .to_string(),
+            Err(_) => String::from_utf8_lossy(&resp.body).trim().to_string(),
+        },
     };
     // An Err reason is guest text: escaped, so it cannot steer the terminal.
     let msg = escape(&msg);
-    eprintln!("error: {} (HTTP {}): {msg}", what(resp.status), resp.status);
+    eprintln!("error: {headline} (HTTP {}): {msg}", resp.status);
     FAILED
 }
 
@@ -296,6 +312,9 @@ pub async fn crashes(client: &Client, name: &str, limit: usize, json: bool) -> R
         if let Some(m) = &c.handling {
             println!("  handling: {} (delivery {})", message_line(m), m.attempt);
         }
+        if let Some(path) = &c.coredump {
+            println!("  coredump: {}", escape(path));
+        }
         if !c.backtrace.is_empty() {
             println!("  backtrace:");
             for (i, f) in c.backtrace.iter().enumerate() {
@@ -473,14 +492,12 @@ fn world_of(c: &wasm_sup::compile::Compiled) -> &'static str {
 }
 
 /// `wasm-sup check FILE.wasm`: offline validation against the contract.
-pub fn check(path: &Path, json: bool) -> Result<u8> {
-    let engine = wasm_sup::engine::engine(false, 0)?;
-    let linker = wasm_sup::compile::linker(&engine)?;
+pub fn check(path: &Path, dir: Option<&Path>, json: bool) -> Result<u8> {
     let name = wasm_sup::name::plugin_name(path);
     let file = path.display().to_string();
-    let result = wasm_sup::compile::compile_file(&engine, &linker, path);
+    let result = super::load::check_load(path, dir);
     let report = match &result {
-        Ok(c) => CheckReport::Component {
+        Ok((c, _)) => CheckReport::Component {
             exports: c.exports.clone(),
             file,
             health: c.check.is_some(),
@@ -504,7 +521,8 @@ pub fn check(path: &Path, json: bool) -> Result<u8> {
         return Ok(if ok { 0 } else { FAILED });
     }
     match &result {
-        Ok(c) => {
+        Ok((c, how)) => {
+            eprintln!("{how}");
             match &name {
                 Ok(n) => println!("{}: a valid plugin (loads as {n:?})", path.display()),
                 Err(why) => println!(

@@ -1,6 +1,6 @@
 //! The `wasm-sup` command line, part of the binary only: [`args`] (what clap
 //! parses), [`commands`] (each subcommand, printing human text or, with
-//! `--json`, the typed answer) and [`client`] (HTTP to the admin API, whose
+//! `--json`, the typed answer), [`events`] (the event tail) and [`client`] (HTTP to the admin API, whose
 //! answers are read as [`wasm_sup::admin::api`] types).
 //!
 //! The CLI talks to a running host only through the admin API (and `check`
@@ -9,3 +9,5 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod events;
+pub mod load;

@@ -137,7 +137,10 @@ impl Config {
                 .max_plugin_file
                 .map_or_else(default_max_plugin_file, |s| s.0),
             coredumps: h.coredumps.and_then(|c| c.0),
-            coredump_dir: data_dir.join("coredumps"),
+            // Absolute, so a crash report's coredump path works from any
+            // directory (`wasm-sup run plugins` names a relative DIR).
+            coredump_dir: std::path::absolute(data_dir.join("coredumps"))
+                .unwrap_or_else(|_| data_dir.join("coredumps")),
             compile_cache: h
                 .compile_cache
                 .map_or(Some(default_compile_cache()), |c| c.0),

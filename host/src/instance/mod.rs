@@ -160,8 +160,11 @@ impl PluginInstance {
         self.store.set_epoch_deadline(1);
         self.store.data_mut().deadline = crate::config::instant_after(Instant::now(), timeout);
         self.store.data_mut().txn = Txn::default();
+        self.store.data().output.begin_call();
         let fut = AssertUnwindSafe(func.call_async(&mut self.store, params)).catch_unwind();
         let result = tokio::time::timeout(timeout.saturating_add(TIMEOUT_GRACE), fut).await;
+        let crashed = !matches!(result, Ok(Ok(Ok(_))));
+        self.store.data().output.end_call(crashed);
         let used = fuel.saturating_sub(self.store.get_fuel().unwrap_or(0));
         self.last_fuel_used = used;
         let mem = self.store.data().limits.memory_bytes;

@@ -8,6 +8,12 @@
 //! logged as one warning (at most one a second) once the next second begins.
 //! Each complete line of stdout or stderr is one event; blank lines are
 //! skipped and lines longer than [`MAX_LINE_BYTES`] split.
+//!
+//! Stderr written during a call is held until the call ends (at most
+//! [`HELD_LINES`] lines and [`HELD_BYTES`] bytes; past that, what is held is
+//! logged at once): a call that crashes logs it at warning level, beside the
+//! crash it explains (a Rust panic's message, a Python traceback); a call
+//! that returns logs it at info level, as stdout always is.
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
@@ -25,6 +31,20 @@ pub const MAX_LINE_BYTES: usize = 4096;
 /// The tracing target of everything a guest logs.
 pub const GUEST_TARGET: &str = "wasm_sup::guest";
 
+/// Stderr lines held during a call (see the module doc).
+pub const HELD_LINES: usize = 64;
+/// Stderr bytes held during a call.
+pub const HELD_BYTES: usize = 16 * 1024;
+
+/// Stderr lines held while a call runs.
+#[derive(Debug, Default)]
+struct Held {
+    /// A call is running.
+    calling: bool,
+    lines: Vec<String>,
+    bytes: usize,
+}
+
 /// The budget's current one-second window.
 #[derive(Debug)]
 struct Window {
@@ -41,6 +61,7 @@ pub struct GuestOutput {
     window: Arc<Mutex<Window>>,
     dropped: Counter,
     span: tracing::Span,
+    held: Arc<Mutex<Held>>,
 }
 
 impl GuestOutput {
@@ -56,6 +77,33 @@ impl GuestOutput {
             })),
             dropped,
             span: tracing::Span::current(),
+            held: Arc::new(Mutex::new(Held::default())),
+        }
+    }
+
+    /// A call begins: stderr is held until [`GuestOutput::end_call`].
+    pub fn begin_call(&self) {
+        self.held.lock().calling = true;
+    }
+
+    /// The call ended; `crashed` logs what it wrote to stderr as warnings.
+    pub fn end_call(&self, crashed: bool) {
+        let mut held = self.held.lock();
+        held.calling = false;
+        self.release(&mut held, crashed);
+    }
+
+    /// Logs the held stderr lines.
+    fn release(&self, held: &mut Held, crashed: bool) {
+        let lines = std::mem::take(&mut held.lines);
+        held.bytes = 0;
+        let _g = self.span.enter();
+        for text in lines {
+            if crashed {
+                tracing::warn!(target: GUEST_TARGET, stream = "stderr", "{text}");
+            } else {
+                tracing::info!(target: GUEST_TARGET, stream = "stderr", "{text}");
+            }
         }
     }
 
@@ -131,6 +179,18 @@ impl GuestStream {
             return;
         }
         let text = String::from_utf8_lossy(line);
+        if self.name == "stderr" {
+            let mut held = self.output.held.lock();
+            if held.calling {
+                if held.lines.len() < HELD_LINES && held.bytes + text.len() <= HELD_BYTES {
+                    held.bytes += text.len();
+                    held.lines.push(text.into_owned());
+                    return;
+                }
+                // Too much to hold: what is held goes first, in order.
+                self.output.release(&mut held, false);
+            }
+        }
         let _g = self.output.span.enter();
         tracing::info!(target: GUEST_TARGET, stream = self.name, "{text}");
     }
@@ -186,5 +246,40 @@ mod tests {
         );
         stdout.write(line.as_bytes());
         assert_eq!(dropped.get(), 401, "the dropped bytes are counted");
+    }
+
+    #[test]
+    fn stderr_is_held_during_a_call_within_its_bounds() {
+        let output = GuestOutput::new(1 << 20, Counter::default());
+        let (stdout, stderr) = (output.stream("stdout"), output.stream("stderr"));
+        stderr.write(b"before any call\n");
+        assert!(
+            output.held.lock().lines.is_empty(),
+            "outside a call: at once"
+        );
+        output.begin_call();
+        stdout.write(b"out\n");
+        stderr.write(b"panicked at src/lib.rs:3\nthe reason\n");
+        assert_eq!(
+            output.held.lock().lines,
+            ["panicked at src/lib.rs:3", "the reason"]
+        );
+        output.end_call(true);
+        assert!(output.held.lock().lines.is_empty());
+        output.begin_call();
+        for i in 0..HELD_LINES + 1 {
+            stderr.write(format!("line {i}\n").as_bytes());
+        }
+        assert!(
+            output.held.lock().lines.is_empty(),
+            "over the bound, what was held is logged with the line over it"
+        );
+        stderr.write(b"next\n");
+        assert_eq!(
+            output.held.lock().lines,
+            ["next"],
+            "then holding starts again"
+        );
+        output.end_call(false);
     }
 }

@@ -1,9 +1,18 @@
 //! Every Prometheus metric of the host, declared in one place and served at
 //! `GET /metrics` (OpenMetrics text, which Prometheus scrapes).
 //!
-//! Counters and histograms are updated where things happen (the worker);
-//! gauges that describe the present (status, mailbox depth, plugins loaded and
-//! failed) are set from the supervisor's view when a scrape comes in.
+//! Counters and histograms are updated where things happen (the child);
+//! gauges that describe the present (status, up, health, mailbox depth,
+//! plugins loaded and failed, the restart budget) are set from the
+//! supervisor's view when a scrape comes in.
+//!
+//! Every family is present from the first scrape, and every series a plugin
+//! can have is created at zero when the plugin is added
+//! ([`Metrics::add_plugin`]), so that `rate()` and alerts work before the
+//! first event. `wasm_sup_build_info` names the version; the standard
+//! `process_*` metrics come from [`process`].
+
+mod process;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -22,7 +31,6 @@ pub struct PluginLabel {
     pub plugin: String,
 }
 
-/// `{plugin, outcome}`: `ok`, `err`, `crashed` (a delivery that crashed),
 /// Handles on one plugin's per-call metrics (see [`Metrics::calls`]); they
 /// share their values with the registry's families.
 #[derive(Clone)]
@@ -39,6 +47,7 @@ pub struct CallMetrics {
     pub err: Counter,
 }
 
+/// `{plugin, outcome}`: `ok`, `err`, `crashed` (a delivery that crashed),
 /// `dead-lettered`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -84,12 +93,45 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// `{plugin, health}`: `healthy`, `degraded`, `unhealthy`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// Health.
+    pub health: &'static str,
+}
+
+/// Every `outcome` of `wasm_sup_messages_total`.
+pub const OUTCOMES: [&str; 4] = ["ok", "err", "crashed", "dead-lettered"];
+/// Every `result` of `wasm_sup_upgrades_total`.
+pub const UPGRADE_RESULTS: [&str; 3] = ["upgraded", "refused", "rolled-back"];
+/// Every `result` of `wasm_sup_health_checks_total`.
+pub const HEALTH_RESULTS: [&str; 4] = ["healthy", "degraded", "unhealthy", "failed"];
+/// Every `health` of `wasm_sup_plugin_health`.
+pub const HEALTHS: [&str; 3] = ["healthy", "degraded", "unhealthy"];
+/// Every `result` of `wasm_sup_compile_cache_total`.
+pub const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "rebuilt"];
+
+/// `{version, wasmtime}` of `wasm_sup_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// wasm-sup's version.
+    pub version: &'static str,
+    /// The embedded wasmtime's version.
+    pub wasmtime: &'static str,
+}
+
 /// `{group}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabel {
     /// Group name (`root` for the root).
     pub group: String,
 }
+
+/// The wasmtime this host embeds, for `wasm_sup_build_info`.
+/// (A test checks it against Cargo.lock.)
+const WASMTIME_VERSION: &str = "48.0.8";
 
 fn seconds_histogram() -> Histogram {
     // 10 µs .. ~2.6 min
@@ -140,6 +182,17 @@ pub struct Metrics {
     /// `wasm_sup_guest_output_dropped_bytes_total{plugin}`: guest output
     /// over the plugin's `output` budget.
     pub guest_output_dropped: Family<PluginLabel, Counter>,
+    /// `wasm_sup_plugin_up{plugin}`: 1 while the plugin is running.
+    pub up: Family<PluginLabel, Gauge>,
+    /// `wasm_sup_plugin_health{plugin,health}`: 1 for the running plugin's
+    /// health (all 0 while it is not running).
+    pub health: Family<HealthLabels, Gauge>,
+    /// `wasm_sup_restart_budget_used`: restarts counted against the host's
+    /// budget within its window now.
+    pub budget_used: Gauge,
+    /// `wasm_sup_restart_budget_max`: restarts the host's budget allows
+    /// within its window.
+    pub budget_max: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,7 +210,10 @@ impl Default for Metrics {
 impl Metrics {
     /// Declares and registers every metric.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("wasm_sup");
+        // Ours under `wasm_sup_`, the process metrics under their standard names.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::Process));
+        let registry = root.sub_registry_with_prefix("wasm_sup");
         let m = Metrics {
             messages: Family::default(),
             handle_seconds: Family::new_with_constructor(seconds_histogram),
@@ -178,8 +234,15 @@ impl Metrics {
             escalations: Family::default(),
             compile_cache: Family::default(),
             guest_output_dropped: Family::default(),
+            up: Family::default(),
+            health: Family::default(),
+            budget_used: Gauge::default(),
+            budget_max: Gauge::default(),
             registry: Registry::default(),
         };
+        for result in CACHE_RESULTS {
+            zero(&m.compile_cache, &CacheLabels { result });
+        }
         registry.register(
             "messages",
             "Messages handled, by outcome",
@@ -260,7 +323,96 @@ impl Metrics {
             "Host log lines dropped because the reader of stderr fell behind",
             LogLinesDropped,
         );
-        Metrics { registry, ..m }
+        registry.register("plugin_up", "1 while the plugin is running", m.up.clone());
+        registry.register(
+            "plugin_health",
+            "1 for the running plugin's health (healthy until a probe says otherwise)",
+            m.health.clone(),
+        );
+        registry.register(
+            "restart_budget_used",
+            "Restarts counted against the host's restart budget within its window",
+            m.budget_used.clone(),
+        );
+        registry.register(
+            "restart_budget_max",
+            "Restarts the host's restart budget allows within its window; past it the host stops",
+            m.budget_max.clone(),
+        );
+        // A gauge at 1 rather than OpenMetrics' `info` type, which the
+        // classic text format (and `promtool check metrics`) does not know.
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                wasmtime: WASMTIME_VERSION,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The version of wasm-sup and of the wasmtime it embeds (always 1)",
+            build,
+        );
+        Metrics {
+            registry: root,
+            ..m
+        }
+    }
+
+    /// Creates every series of `plugin` at zero (see the module doc).
+    pub fn add_plugin(&self, plugin: &str) {
+        let label = Metrics::plugin(plugin);
+        for outcome in OUTCOMES {
+            zero(
+                &self.messages,
+                &OutcomeLabels {
+                    plugin: plugin.to_string(),
+                    outcome,
+                },
+            );
+        }
+        for cause in crate::crash::Cause::ALL {
+            zero(
+                &self.crashes,
+                &CauseLabels {
+                    plugin: plugin.to_string(),
+                    cause: cause.as_str(),
+                },
+            );
+        }
+        for result in UPGRADE_RESULTS {
+            zero(
+                &self.upgrades,
+                &ResultLabels {
+                    plugin: plugin.to_string(),
+                    result,
+                },
+            );
+        }
+        for result in HEALTH_RESULTS {
+            zero(
+                &self.health_checks,
+                &ResultLabels {
+                    plugin: plugin.to_string(),
+                    result,
+                },
+            );
+        }
+        zero(&self.restarts, &label);
+        zero(&self.fuel, &label);
+        zero(&self.handle_seconds, &label);
+        zero(&self.dead_letters, &label);
+        zero(&self.guest_output_dropped, &label);
+        zero(&self.up, &label);
+    }
+
+    /// Creates the counters of `group` at zero.
+    pub fn add_group(&self, group: &str) {
+        let label = GroupLabel {
+            group: group.to_string(),
+        };
+        zero(&self.group_restarts, &label);
+        zero(&self.escalations, &label);
     }
 
     /// The OpenMetrics text of every metric.
@@ -308,8 +460,15 @@ impl Metrics {
                 status,
             });
         }
+        for health in HEALTHS {
+            self.health.remove(&HealthLabels {
+                plugin: plugin.to_string(),
+                health,
+            });
+        }
         self.mailbox_depth.remove(&Metrics::plugin(plugin));
         self.memory.remove(&Metrics::plugin(plugin));
+        self.up.remove(&Metrics::plugin(plugin));
     }
 
     /// The per-call metrics of `plugin`, looked up once: a worker updates
@@ -341,6 +500,15 @@ impl Metrics {
     }
 }
 
+/// Creates the series `labels` of `family` (at zero) if it is not there.
+fn zero<S, M, C>(family: &Family<S, M, C>, labels: &S)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    drop(family.get_or_create(labels));
+}
+
 /// The host's non-blocking log writer's count of dropped lines.
 static LOG_LINES_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
@@ -365,5 +533,48 @@ impl EncodeMetric for LogLinesDropped {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Counter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_names_the_wasmtime_in_cargo_lock() {
+        let lock = include_str!("../../../Cargo.lock");
+        let entry = format!("name = \"wasmtime\"\nversion = \"{WASMTIME_VERSION}\"");
+        assert!(
+            lock.contains(&entry),
+            "update WASMTIME_VERSION to Cargo.lock's wasmtime"
+        );
+    }
+
+    #[test]
+    fn every_family_and_a_new_plugins_series_are_there_at_zero() {
+        let m = Metrics::new();
+        m.add_plugin("p");
+        m.add_group("root");
+        let text = m.encode();
+        for family in [
+            "wasm_sup_messages_total{plugin=\"p\",outcome=\"crashed\"} 0",
+            "wasm_sup_crashes_total{plugin=\"p\",cause=\"trap\"} 0",
+            "wasm_sup_restarts_total{plugin=\"p\"} 0",
+            "wasm_sup_health_checks_total{plugin=\"p\",result=\"unhealthy\"} 0",
+            "wasm_sup_upgrades_total{plugin=\"p\",result=\"rolled-back\"} 0",
+            "wasm_sup_group_restarts_total{group=\"root\"} 0",
+            "wasm_sup_escalations_total{group=\"root\"} 0",
+            "wasm_sup_compile_cache_total{result=\"miss\"} 0",
+            "wasm_sup_log_lines_dropped_total 0",
+            "wasm_sup_build_info{version=",
+            "wasm_sup_plugin_up{plugin=\"p\"} 0",
+            "wasm_sup_restart_budget_max 0",
+            "# TYPE process_cpu_seconds counter",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(family), "missing {family} in\n{text}");
+        }
     }
 }

@@ -32,6 +32,7 @@ impl SupervisorHandle {
         let directory = Directory::new();
         let (timers, _task) = crate::mailbox::timers::start(backend.clone(), directory.clone());
         let budget = Arc::new(budget::Budget::new(host.max_restarts, host.window));
+        let group_names: Vec<String> = groups.keys().cloned().collect();
         let (groups, jobs) = groups::Groups::new(tree::Tree::new(groups));
         let shared = Arc::new(Shared {
             plugins: RwLock::new(BTreeMap::new()),
@@ -42,10 +43,14 @@ impl SupervisorHandle {
             host,
             shutting_down: AtomicBool::new(false),
             metrics: Arc::new(Metrics::new()),
+            events: crate::events::Events::new(),
             budget,
             groups: Arc::new(groups),
             loading: Mutex::new(loading::Loading::idle()),
         });
+        for group in std::iter::once("root").chain(group_names.iter().map(String::as_str)) {
+            shared.metrics.add_group(group);
+        }
         tokio::spawn(groups::run(jobs, Arc::downgrade(&shared)));
         Ok(SupervisorHandle { shared })
     }
@@ -75,27 +80,31 @@ impl SupervisorHandle {
         let name = spec.name.clone();
         let config = Arc::new(spec.config.clone());
         let mailbox = Mailbox::new(config.mailbox);
-        let board = StatusBoard::new(PluginInfo {
-            name: name.clone(),
-            status: Status::Starting,
-            generation: 0,
-            restarts: 0,
-            last_crash: None,
-            reason: None,
-            uptime_secs: None,
-            started_at_us: None,
-            mailbox_depth: 0,
-            sha256: compiled.sha256.clone(),
-            restart_type: config.restart.kind,
-            limits: LimitsInfo::of(&config),
-            config_pending: false,
-            rollback: rolled_back,
-            circuit: None,
-            next_attempt_secs: None,
-            health: None,
-            running_since: None,
-            retry_at: None,
-        });
+        let board = StatusBoard::new(
+            PluginInfo {
+                name: name.clone(),
+                status: Status::Starting,
+                generation: 0,
+                restarts: 0,
+                last_crash: None,
+                reason: None,
+                uptime_secs: None,
+                started_at_us: None,
+                mailbox_depth: 0,
+                sha256: compiled.sha256.clone(),
+                restart_type: config.restart.kind,
+                limits: LimitsInfo::of(&config),
+                config_pending: false,
+                rollback: rolled_back,
+                circuit: None,
+                next_attempt_secs: None,
+                health: None,
+                running_since: None,
+                retry_at: None,
+            },
+            self.shared.events.clone(),
+        );
+        self.shared.metrics.add_plugin(&name);
         let (ctx, crx) = mpsc::unbounded_channel();
         let env = Arc::new(PluginEnv {
             name: name.clone(),
@@ -314,6 +323,9 @@ impl SupervisorHandle {
             return SendRefused::NoSuchPlugin;
         }
         let reason = match loading.progress() {
+            _ if loading.is_arriving(name) => format!(
+                "{name}.wasm was just added and is still loading (compiling); try again in a moment"
+            ),
             Some((done, total)) if total > 0 => {
                 format!("the host is still loading its plugins ({done}/{total} loaded)")
             }
@@ -324,6 +336,12 @@ impl SupervisorHandle {
             reason,
             retry_after: Some(loading::RETRY_AFTER),
         })
+    }
+
+    /// The files added since the startup load that are settling or
+    /// compiling: a message for one gets 503 `loading`, not 404.
+    pub fn arriving(&self, names: std::collections::BTreeSet<String>) {
+        self.shared.loading.lock().arriving(names);
     }
 
     /// The startup load begins: until [`SupervisorHandle::end_loading`],
@@ -409,6 +427,11 @@ impl SupervisorHandle {
         })
     }
 
+    /// The host's event stream.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.shared.events
+    }
+
     /// The host's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
@@ -438,7 +461,22 @@ impl SupervisorHandle {
             m.mailbox_depth
                 .get_or_create(&Metrics::plugin(&p.name))
                 .set(p.mailbox_depth as i64);
+            m.up.get_or_create(&Metrics::plugin(&p.name))
+                .set(i64::from(p.status == Status::Running));
+            let health = p.health_level();
+            for level in super::HealthLevel::ALL {
+                let labels = crate::metrics::HealthLabels {
+                    plugin: p.name.clone(),
+                    health: level.as_str(),
+                };
+                m.health
+                    .get_or_create(&labels)
+                    .set(i64::from(health == Some(level)));
+            }
         }
+        let budget = self.shared.budget.info();
+        m.budget_used.set(i64::from(budget.used));
+        m.budget_max.set(i64::from(budget.max_restarts));
         m.plugins_loaded.set(list.len() as i64);
         m.plugins_failed
             .set(list.iter().filter(|p| p.status == Status::Failed).count() as i64);

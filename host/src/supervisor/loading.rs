@@ -1,7 +1,8 @@
 //! The startup load as senders and probes see it (DESIGN.md, "Operating it"):
 //! the admin API answers while plugins still compile, `/readyz` says
 //! `loading N/M` until the load is over, and a message for a plugin that is
-//! still loading gets 503 `loading` with a `Retry-After`, never a hang.
+//! still loading gets 503 `loading` with a `Retry-After`, never a hang. So
+//! does a message for a file dropped in later, while it settles and compiles.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub(super) struct Loading {
     /// Plugins found and not yet started or refused.
     waiting: BTreeSet<String>,
     total: usize,
+    /// Files added after the startup load, settling or compiling.
+    arriving: BTreeSet<String>,
 }
 
 impl Loading {
@@ -30,14 +33,15 @@ impl Loading {
             found: false,
             waiting: BTreeSet::new(),
             total: 0,
+            arriving: BTreeSet::new(),
         }
     }
 
     pub(super) fn begin(&mut self) {
-        *self = Loading {
-            active: true,
-            ..Loading::idle()
-        };
+        self.active = true;
+        self.found = false;
+        self.waiting.clear();
+        self.total = 0;
     }
 
     pub(super) fn found(&mut self, names: impl IntoIterator<Item = String>) {
@@ -51,7 +55,20 @@ impl Loading {
     }
 
     pub(super) fn end(&mut self) {
-        *self = Loading::idle();
+        self.active = false;
+        self.found = false;
+        self.waiting.clear();
+        self.total = 0;
+    }
+
+    /// The files added since the startup load that are not loaded yet.
+    pub(super) fn arriving(&mut self, names: BTreeSet<String>) {
+        self.arriving = names;
+    }
+
+    /// Whether `name` is a file added since the startup load, still loading.
+    pub(super) fn is_arriving(&self, name: &str) -> bool {
+        self.arriving.contains(name)
     }
 
     /// `(loaded, total)` while the load is under way.
@@ -63,7 +80,7 @@ impl Loading {
     /// Whether a message for `name`, which has no child yet, should be told
     /// to come back: it is still loading, or the folder is not read yet.
     pub(super) fn holds(&self, name: &str) -> bool {
-        self.active && (!self.found || self.waiting.contains(name))
+        (self.active && (!self.found || self.waiting.contains(name))) || self.is_arriving(name)
     }
 }
 

@@ -33,7 +33,7 @@ pub mod tree;
 
 pub(crate) use control::{Ack, Control};
 pub use control::{OperateError, Operation, SendRefused};
-pub use status::{CircuitState, LimitsInfo, PluginInfo, Status};
+pub use status::{CircuitState, HealthLevel, LimitsInfo, PluginInfo, Status};
 
 use crate::config::{HostConfig, PluginConfig};
 use crate::mailbox::{Directory, Mailbox};
@@ -66,6 +66,8 @@ struct Shared {
     host: HostConfig,
     shutting_down: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Each change of a plugin's life (written by the status boards).
+    events: crate::events::Events,
     budget: Arc<budget::Budget>,
     groups: Arc<groups::Groups>,
     /// The startup load, while it runs.

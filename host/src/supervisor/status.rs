@@ -1,15 +1,18 @@
 //! What the admin API shows of a plugin ([`PluginInfo`]) and its one writer,
 //! [`StatusBoard`]: the child publishes its status, restarts, health and
 //! version through the board, and the supervisor's handle reads copies.
-//! Nothing else writes a plugin's info.
+//! Nothing else writes a plugin's info. The board also publishes each change
+//! of the plugin's life to the host's [`Events`], so the event stream and
+//! the info cannot disagree.
 
 use crate::compile::rollback::Rollback;
 use crate::config::{PluginConfig, RestartType};
 use crate::crash::Cause;
+use crate::events::{EventKind, Events};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A plugin's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +90,49 @@ pub struct PluginInfo {
     pub(super) retry_at: Option<Instant>,
 }
 
+impl PluginInfo {
+    /// Its health for load balancers and metrics: `None` when it is not
+    /// running; a running plugin not yet probed, or without a `health`
+    /// export, is healthy.
+    pub fn health_level(&self) -> Option<HealthLevel> {
+        (self.status == Status::Running).then(|| match self.health.as_deref() {
+            Some(l) if l.starts_with("unhealthy") => HealthLevel::Unhealthy,
+            Some(l) if l.starts_with("degraded") => HealthLevel::Degraded,
+            _ => HealthLevel::Healthy,
+        })
+    }
+}
+
+/// A running plugin's health ([`PluginInfo::health_level`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthLevel {
+    /// Healthy (or not probed).
+    Healthy,
+    /// Working, with a problem.
+    Degraded,
+    /// Answered `unhealthy` `threshold` times in a row.
+    Unhealthy,
+}
+
+impl HealthLevel {
+    /// Every level, in order.
+    pub const ALL: [HealthLevel; 3] = [
+        HealthLevel::Healthy,
+        HealthLevel::Degraded,
+        HealthLevel::Unhealthy,
+    ];
+
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthLevel::Healthy => "healthy",
+            HealthLevel::Degraded => "degraded",
+            HealthLevel::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 /// [`PluginInfo::circuit`]. An alias, so that serde's derive does not take
 /// the `'static` for a borrow from the input.
 pub type CircuitState = Option<&'static str>;
@@ -154,13 +200,20 @@ pub(super) struct Facts {
 #[derive(Debug, Clone)]
 pub(super) struct StatusBoard {
     info: Arc<Mutex<PluginInfo>>,
+    events: Events,
 }
 
 impl StatusBoard {
-    pub(super) fn new(info: PluginInfo) -> StatusBoard {
+    pub(super) fn new(info: PluginInfo, events: Events) -> StatusBoard {
         StatusBoard {
             info: Arc::new(Mutex::new(info)),
+            events,
         }
+    }
+
+    /// Publishes `kind` for this plugin (`name`: read under the lock already held).
+    fn emit(&self, name: &str, kind: EventKind) {
+        self.events.publish(name, kind);
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, PluginInfo> {
@@ -180,6 +233,7 @@ impl StatusBoard {
     /// A new status, with `reason` (failed or stopped) and the child's facts.
     pub(super) fn publish(&self, status: Status, reason: Option<String>, facts: Facts) {
         let mut i = self.lock();
+        let changed = i.status != status;
         i.status = status;
         i.reason = reason;
         i.generation = facts.generation;
@@ -200,22 +254,76 @@ impl StatusBoard {
         if !running {
             i.health = None;
         }
+        let event = match status {
+            _ if !changed => None,
+            Status::Running => Some(EventKind::Started {
+                generation: i.generation,
+                sha256: i.sha256.clone(),
+            }),
+            Status::Failed => Some(EventKind::Failed {
+                reason: i.reason.clone().unwrap_or_default(),
+                retry_in_secs: i
+                    .retry_at
+                    .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64()),
+            }),
+            Status::Stopped => Some(EventKind::Stopped {
+                reason: i.reason.clone(),
+            }),
+            Status::Starting | Status::Backoff => None,
+        };
+        if let Some(kind) = event {
+            self.emit(&i.name, kind);
+        }
     }
 
-    /// Waiting `until` to restart after a crash.
-    pub(super) fn backoff(&self, until: Instant, facts: Facts) {
-        self.lock().retry_at = Some(until);
-        self.publish(Status::Backoff, None, facts);
+    /// A restart was decided: restarted at once (`until` is `None`, only the
+    /// count changes) or waiting `until` in backoff.
+    pub(super) fn restarting(&self, delay: Duration, until: Option<Instant>, facts: Facts) {
+        {
+            let mut i = self.lock();
+            i.restarts = facts.restarts;
+            self.emit(
+                &i.name,
+                EventKind::Restarting {
+                    restarts: facts.restarts,
+                    delay_ms: delay.as_millis() as u64,
+                },
+            );
+        }
+        if let Some(until) = until {
+            self.lock().retry_at = Some(until);
+            self.publish(Status::Backoff, None, facts);
+        }
     }
 
-    /// Restarted at once: only the count changes.
-    pub(super) fn restarted(&self, restarts: u32) {
-        self.lock().restarts = restarts;
+    /// An instance crashed in `call`; `report` is its crash report's id and
+    /// `decision` what the restart policy made of it.
+    pub(super) fn crashed(&self, cause: Cause, call: &str, decision: String, report: Option<u64>) {
+        let mut i = self.lock();
+        i.last_crash = Some(cause);
+        let generation = i.generation;
+        self.emit(
+            &i.name,
+            EventKind::Crashed {
+                generation,
+                cause: cause.as_str().to_string(),
+                call: call.to_string(),
+                decision,
+                report,
+            },
+        );
     }
 
-    /// The cause of the newest crash.
-    pub(super) fn crashed(&self, cause: Cause) {
-        self.lock().last_crash = Some(cause);
+    /// A message was dead-lettered as `id` after deliveries with `causes`.
+    pub(super) fn dead_lettered(&self, id: u64, causes: Vec<String>) {
+        let i = self.lock();
+        self.emit(
+            &i.name,
+            EventKind::DeadLettered {
+                dead_letter: id,
+                causes,
+            },
+        );
     }
 
     /// The circuit breaker's state changed while the status did not.
@@ -227,13 +335,34 @@ impl StatusBoard {
     pub(super) fn health(&self, label: String) -> bool {
         let mut i = self.lock();
         let changed = i.health.as_deref() != Some(label.as_str());
+        if changed {
+            self.emit(
+                &i.name,
+                EventKind::Health {
+                    health: label.clone(),
+                },
+            );
+        }
         i.health = Some(label);
         changed
     }
 
-    /// The version running, and the rollback that put it there, if any.
+    /// The version running, and the rollback that put it there, if any:
+    /// an upgrade, or a rollback.
     pub(super) fn version(&self, sha256: &str, rollback: Option<Rollback>) {
         let mut i = self.lock();
+        let kind = match &rollback {
+            Some(r) => EventKind::RolledBack {
+                from: r.bad_sha256.clone(),
+                to: r.good_sha256.clone(),
+                reason: r.reason.clone(),
+            },
+            None => EventKind::Upgraded {
+                from: std::mem::take(&mut i.sha256),
+                to: sha256.to_string(),
+            },
+        };
+        self.emit(&i.name, kind);
         i.sha256 = sha256.to_string();
         i.rollback = rollback;
     }
@@ -258,6 +387,15 @@ impl StatusBoard {
 
     /// The plugin's task has ended (removed, or the host shut down).
     pub(super) fn ended(&self) {
-        self.lock().status = Status::Stopped;
+        let mut i = self.lock();
+        if i.status != Status::Stopped {
+            i.status = Status::Stopped;
+            self.emit(
+                &i.name,
+                EventKind::Stopped {
+                    reason: Some("its task ended (removed, or the host is shutting down)".into()),
+                },
+            );
+        }
     }
 }

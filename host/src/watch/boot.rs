@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::discovery::{self, Refused};
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Folder {
     /// The startup load: every plugin in DIR, compiled (or taken from the
@@ -65,7 +65,21 @@ impl Folder {
                 }
             })
             .buffered(parallel);
-        while let Some((spec, (found, result), took)) = loads.next().await {
+        // A terminal gets its bar after a moment, a log a line every few
+        // seconds, even while one long compile is all that runs.
+        let first_tick = tokio::time::Instant::now() + Duration::from_millis(600);
+        let mut ticks = tokio::time::interval_at(first_tick, super::progress::LOG_EVERY);
+        loop {
+            let next = tokio::select! {
+                next = loads.next() => next,
+                _ = ticks.tick() => {
+                    progress.tick();
+                    continue;
+                }
+            };
+            let Some((spec, (found, result), took)) = next else {
+                break;
+            };
             match result {
                 Ok(FileLoad::Ready(ready)) => {
                     let admitted = self.admit(&spec, &found, ready, |origin| {

@@ -14,7 +14,7 @@ use super::notes::Topic;
 use super::{Folder, SETTLE};
 use crate::config::Config;
 use crate::discovery::{Found, PluginSpec};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -83,6 +83,23 @@ impl Folder {
             self.remove(&name).await;
         }
         self.settling.retain(|n, _| present.contains(n.as_str()));
+        // New files (or refused ones replaced) are `loading` to senders
+        // until they are started or refused (not 404).
+        // (A file tried and not started, for its configuration say, is not.)
+        let arriving = |known: &BTreeMap<String, super::Known>, tried: &BTreeSet<String>| {
+            scan.found
+                .iter()
+                .filter(|f| {
+                    !tried.contains(&f.name)
+                        && known
+                            .get(&f.name)
+                            .is_none_or(|k| !k.loaded && k.signature != f.signature)
+                })
+                .map(|f| f.name.clone())
+                .collect::<BTreeSet<String>>()
+        };
+        let mut tried = BTreeSet::new();
+        self.supervisor.arriving(arriving(&self.known, &tried));
         let mut settling = false;
         for found in &scan.found {
             if let Some(config) = &config {
@@ -101,7 +118,9 @@ impl Folder {
             }
             self.settling.remove(&found.name);
             self.apply(found, config.as_ref()).await;
+            tried.insert(found.name.clone());
         }
+        self.supervisor.arriving(arriving(&self.known, &tried));
         self.publish_refused();
         settling.then_some(SETTLE)
     }

@@ -420,7 +420,8 @@ impl Child {
             e.reports.extend(report_id);
         }
         if let Exit::Crashed(c) = &exit {
-            self.board.crashed(c.cause);
+            self.board
+                .crashed(c.cause, call, verdict.decision.describe(), report_id);
             let labels = CauseLabels {
                 plugin: self.name().to_string(),
                 cause: c.cause.as_str(),
@@ -454,12 +455,8 @@ impl Child {
                 self.restart_count += 1;
                 self.metrics.restarts.get_or_create(&self.labels).inc();
                 tracing::info!(cause, delay = ?delay, restarts = self.restart_count, "restarting plugin");
-                if !delay.is_zero() {
-                    let until = crate::config::instant_after(now, *delay);
-                    self.board.backoff(until, self.facts());
-                } else {
-                    self.board.restarted(self.restart_count);
-                }
+                let until = (!delay.is_zero()).then(|| crate::config::instant_after(now, *delay));
+                self.board.restarting(*delay, until, self.facts());
             }
         }
         if let Some(e) = env {

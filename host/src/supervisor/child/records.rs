@@ -103,6 +103,7 @@ impl Child {
         self.count("dead-lettered");
         self.metrics.dead_letters.get_or_create(&self.labels).inc();
         let causes = env.causes.clone();
+        self.board.dead_lettered(id, causes.clone());
         env.answer(Outcome::DeadLettered { id, causes });
     }
 }
