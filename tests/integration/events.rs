@@ -89,6 +89,15 @@ impl Stream {
     }
 }
 
+/// A host running the probe, one delivery per message.
+async fn probe_host() -> TestHost {
+    let dir = PluginDir::new();
+    dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    h
+}
+
 fn kinds(frames: &[Frame]) -> Vec<String> {
     frames
         .iter()
@@ -102,10 +111,7 @@ fn is(kind: &'static str, generation: u64) -> impl Fn(&Frame) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_is_told_in_order_crashed_restarting_dead_lettered_started() {
-    let dir = PluginDir::new();
-    dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
+    let h = probe_host().await;
     let mut s = Stream::open(&h.admin, "", None).await;
     assert_eq!(h.send("probe", "unreachable").await.status, 500);
     let seen = s.until(is("started", 2)).await;
@@ -186,10 +192,7 @@ async fn the_filter_keeps_one_plugin_and_a_bad_name_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resumes_after_its_last_id_and_an_unknown_id_is_reset() {
-    let dir = PluginDir::new();
-    dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
+    let h = probe_host().await;
     let mut s = Stream::open(&h.admin, "", None).await;
     h.send("probe", "unreachable").await;
     let all = s.until(is("started", 2)).await;
@@ -234,10 +237,7 @@ async fn a_client_resumes_after_its_last_id_and_an_unknown_id_is_reset() {
 /// the stuck one, read at last, ends with `event: dropped` if it fell behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_subscriber_never_slows_a_plugin() {
-    let dir = PluginDir::new();
-    dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
+    let h = probe_host().await;
     let mut stuck = tokio::net::TcpStream::connect(h.admin.addr).await.unwrap();
     stuck
         .write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -394,32 +394,13 @@ async fn health_is_open_events_need_the_token_and_the_cli_tails_them() {
     );
 }
 
-/// `promtool`, or `None` (with the reason printed) where it is missing
-/// outside CI. In CI (CI=true) a missing one fails the test.
-fn promtool() -> Option<&'static str> {
-    let found = std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some("promtool");
-    }
-    let why = "promtool is not installed (Debian package `prometheus`)";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-    eprintln!("skipped: {why}");
-    None
-}
-
 /// The sample alerting rules in `dist/` are valid rules, every metric they
 /// name is one the host serves, and a live scrape passes `promtool check
 /// metrics`; every family is there before anything happened, with zero
 /// counters, `build_info`, `up`, health and the process metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_there_from_the_start_and_the_alert_rules_check() {
-    let dir = PluginDir::new();
-    dir.plugin("probe", PROBE).config(ONE_ATTEMPT);
-    let h = TestHost::start(dir).await;
-    h.admin.wait_status("probe", "running", WITHIN).await;
+    let h = probe_host().await;
     let text = h.admin.get("/metrics").await.ok();
     let values = crate::util::scrape(&text);
     for (series, want) in [
@@ -449,7 +430,7 @@ async fn metrics_are_there_from_the_start_and_the_alert_rules_check() {
             "{name} in\n{text}"
         );
     }
-    let Some(promtool) = promtool() else {
+    let Some(promtool) = crate::util::tool("promtool", "prometheus") else {
         h.stop().await;
         return;
     };
@@ -492,6 +473,68 @@ async fn metrics_are_there_from_the_start_and_the_alert_rules_check() {
         !String::from_utf8_lossy(&out.stderr).contains("error while linting"),
         "promtool check metrics: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    h.stop().await;
+}
+
+/// A live upgrade is `upgraded` from the old version to the new one; a new
+/// version over its intensity within its probation is `rolled-back`; the
+/// old one past its intensity is `failed` with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_a_rollback_and_a_give_up_are_told() {
+    let probe = std::fs::read(PROBE).unwrap();
+    let dir = PluginDir::new();
+    dir.bytes("probe", &probe).config(
+        r#"
+[defaults.restart]
+backoff = "immediate"
+max-restarts = 1
+max-attempts = 1
+cooldown = "off"
+"#,
+    );
+    let h = TestHost::start(dir).await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    let mut s = Stream::open(&h.admin, "", None).await;
+    let v2 = wasm_sup_tests::variant(&probe, "v2");
+    h.dir.replace("probe", &v2);
+    let seen = s.until(|f| f.data["kind"] == "upgraded").await;
+    let up = &seen.last().unwrap().data;
+    let (old, new) = (crate::util::sha256(&probe), crate::util::sha256(&v2));
+    assert_eq!(
+        (&up["from"], &up["to"]),
+        (&old.clone().into(), &new.clone().into())
+    );
+    s.until(|f| f.data["kind"] == "started").await;
+
+    // Two crashes within the probation: back to the old version.
+    h.send("probe", "unreachable").await;
+    h.admin.wait_status("probe", "running", WITHIN).await;
+    h.send("probe", "unreachable").await;
+    let seen = s.until(|f| f.data["kind"] == "rolled-back").await;
+    let back = &seen.last().unwrap().data;
+    assert_eq!((&back["from"], &back["to"]), (&new.into(), &old.into()));
+    assert!(
+        back["reason"].as_str().unwrap().contains("max-restarts"),
+        "{back}"
+    );
+
+    // The old version crashing past its intensity gives up: failed.
+    for _ in 0..4 {
+        h.admin
+            .wait_info("probe", WITHIN, "running or failed", |i| {
+                i["status"] == "running" || i["status"] == "failed"
+            })
+            .await;
+        h.send("probe", "unreachable").await;
+    }
+    let seen = s.until(|f| f.data["kind"] == "failed").await;
+    let failed = &seen.last().unwrap().data;
+    assert!(!failed["reason"].as_str().unwrap().is_empty(), "{failed}");
+    assert_eq!(
+        failed["retry_in_secs"],
+        serde_json::Value::Null,
+        "cooldown off"
     );
     h.stop().await;
 }

@@ -679,3 +679,20 @@ pub fn padded(component: &[u8], len: usize) -> Vec<u8> {
     assert_eq!(out.len(), len);
     out
 }
+
+/// `command` if it runs (`command --version`), or `None` with the reason
+/// printed where it is missing outside CI. In CI (CI=true) a missing one
+/// fails the test: scripts/test.sh installs it from Debian's `package`.
+pub fn tool(command: &'static str, package: &str) -> Option<&'static str> {
+    let found = std::process::Command::new(command)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(command);
+    }
+    let why = format!("{command} is not installed (Debian package `{package}`)");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+    eprintln!("skipped: {why}");
+    None
+}

@@ -12,6 +12,7 @@
 //! and range, never an overflow at run time.
 //!
 //! The parts: [`layer`] (the files as written), [`values`] (each value type),
+//! [`lists`] (lists and string tables, with errors that give an example),
 //! [`defaults`] (the default of every key), [`resolved`] (the types the host
 //! reads), [`resolve`] (layers into those types) and [`locate`] (file:line
 //! of an error). This module loads the files and keeps the layers. Plugin
@@ -22,6 +23,7 @@
 
 pub mod defaults;
 pub mod layer;
+pub mod lists;
 pub mod locate;
 pub mod resolve;
 pub mod resolved;
