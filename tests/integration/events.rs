@@ -512,6 +512,12 @@ cooldown = "off"
     h.admin.wait_status("probe", "running", WITHIN).await;
     h.send("probe", "unreachable").await;
     let seen = s.until(|f| f.data["kind"] == "rolled-back").await;
+    let n = seen.len();
+    assert_eq!(
+        seen[n - 2].data["kind"],
+        "crashed",
+        "the crash is told before the rollback it caused: {seen:?}"
+    );
     let back = &seen.last().unwrap().data;
     assert_eq!((&back["from"], &back["to"]), (&new.into(), &old.into()));
     assert!(

@@ -116,6 +116,12 @@ async fn check(b: Arc<dyn StateBackend>) {
         .map(|r| r.0)
         .collect();
     assert_eq!(ids, [5, 4, 3]);
+    assert_eq!(b.record_count("a", RecordKind::Crash).await.unwrap(), 3);
+    assert_eq!(
+        b.record_count("a", RecordKind::DeadLetter).await.unwrap(),
+        0
+    );
+    assert_eq!(b.record_count("b", RecordKind::Crash).await.unwrap(), 0);
     assert_eq!(
         b.record("a", RecordKind::Crash, 4).await.unwrap(),
         Some(vec![4])
@@ -155,6 +161,10 @@ async fn check(b: Arc<dyn StateBackend>) {
         .map(|r| r.0)
         .collect();
     assert_eq!(ids, [4, 3]);
+    assert_eq!(
+        b.record_count("a", RecordKind::DeadLetter).await.unwrap(),
+        2
+    );
 
     // Fencing: an older token is refused and changes nothing.
     let mut c = Commit::new("a");

@@ -166,6 +166,14 @@ impl StateBackend for MemoryBackend {
             .collect())
     }
 
+    async fn record_count(&self, plugin: &str, kind: RecordKind) -> Result<usize> {
+        let g = self.inner.lock();
+        let (p, k) = (plugin.to_string(), kind as u8);
+        Ok(g.records
+            .range((p.clone(), k, 0)..=(p, k, u64::MAX))
+            .count())
+    }
+
     async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .inner

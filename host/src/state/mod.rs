@@ -223,6 +223,8 @@ pub trait StateBackend: Send + Sync + 'static {
         skip: usize,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// How many records of one kind a plugin has (without reading them).
+    async fn record_count(&self, plugin: &str, kind: RecordKind) -> Result<usize>;
     /// One record of a plugin by id.
     async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>>;
     /// Deletes every key and timer of a plugin (state reset); its crash

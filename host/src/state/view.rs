@@ -298,6 +298,9 @@ mod tests {
         ) -> Result<Vec<(u64, Vec<u8>)>> {
             self.inner.records(p, k, s, l).await
         }
+        async fn record_count(&self, p: &str, k: crate::state::RecordKind) -> Result<usize> {
+            self.inner.record_count(p, k).await
+        }
         async fn record(
             &self,
             p: &str,

@@ -490,6 +490,17 @@ impl StateBackend for RedbBackend {
         .await
     }
 
+    async fn record_count(&self, plugin: &str, kind: RecordKind) -> Result<usize> {
+        let plugin = plugin.to_string();
+        self.scan(move |db| {
+            let r = db.begin_read()?;
+            let t = r.open_table(RECORDS)?;
+            let (p, k) = (plugin.as_str(), kind as u8);
+            Ok(t.range((p, k, 0)..=(p, k, u64::MAX))?.count())
+        })
+        .await
+    }
+
     async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(RECORDS)?;

@@ -405,9 +405,6 @@ impl Child {
         let verdict = self
             .groups
             .with_tree(|tree| restart::judge(&mut self.restarts, &ended, &self.budget, tree));
-        if verdict.roll_back {
-            self.roll_back(&ended.text);
-        }
         let report_id = match &exit {
             Exit::Normal => {
                 tracing::info!(call, decision = %verdict.decision.describe(), "plugin exited normally");
@@ -430,6 +427,11 @@ impl Child {
             if env.is_some() {
                 self.count("crashed");
             }
+        }
+        // After the crash is recorded, so the event stream and the log tell
+        // the crash first, then the rollback it caused.
+        if verdict.roll_back {
+            self.roll_back(&ended.text);
         }
         if let Some((group, stop)) = verdict.shutdown.clone() {
             self.groups.auto_shutdown(&group, self.name(), stop);

@@ -16,9 +16,9 @@ use crate::supervisor::policy::Decision;
 pub(super) async fn pending_dead_letters(env: &PluginEnv, keep: usize) -> usize {
     env.state
         .backend()
-        .records(&env.name, RecordKind::DeadLetter, 0, keep)
+        .record_count(&env.name, RecordKind::DeadLetter)
         .await
-        .map_or(0, |r| r.len())
+        .map_or(0, |n| n.min(keep))
 }
 
 impl Child {
