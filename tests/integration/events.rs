@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasm_sup_tests::PROBE;
 
-const WITHIN: Duration = Duration::from_secs(10);
+const WITHIN: Duration = Duration::from_secs(15);
 
 /// One SSE event as read off the stream.
 #[derive(Debug, Clone)]
