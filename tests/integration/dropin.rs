@@ -449,3 +449,42 @@ async fn a_full_instance_pool_refuses_the_next_plugin_until_a_slot_frees() {
     assert_eq!(h.send("c", "x").await.status, 200);
     h.stop().await;
 }
+
+/// Issue 16: a message for a file just dropped in is told the plugin is
+/// loading (503 with `Retry-After`) while the file settles and compiles,
+/// never 404 once the folder has seen it; then it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_for_a_file_just_dropped_in_is_told_it_is_loading() {
+    let h = TestHost::start_with(PluginDir::new(), None).await;
+    // A variant nobody compiled yet: a compile, after the settle time.
+    h.dir.replace("fresh", &variant(&probe(), "fresh"));
+    let deadline = std::time::Instant::now() + WITHIN;
+    let mut loading = 0;
+    let answer = loop {
+        assert!(std::time::Instant::now() < deadline, "never answered");
+        let a = h.send("fresh", "count").await;
+        match a.status {
+            404 => assert_eq!(loading, 0, "404 after loading: {}", a.text()),
+            503 => {
+                assert_eq!(a.json()["status"], "loading", "{}", a.text());
+                assert!(
+                    a.json()["reason"]
+                        .as_str()
+                        .unwrap()
+                        .contains("fresh.wasm was just added"),
+                    "{}",
+                    a.text()
+                );
+                loading += 1;
+            }
+            _ => break a,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(answer.ok(), "1");
+    assert!(
+        loading > 0,
+        "the settle time and the compile are told as loading"
+    );
+    h.stop().await;
+}
