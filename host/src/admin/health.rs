@@ -29,14 +29,14 @@ pub(super) async fn host(State(sup): State<SupervisorHandle>) -> (StatusCode, Js
     let reason = sup
         .loading()
         .map(|(done, total)| format!("loading {done}/{total}"));
+    let plugins: Vec<PluginHealth> = infos.iter().map(PluginHealth::of).collect();
     let ok = reason.is_none()
-        && infos.iter().all(|p| {
-            let h = PluginHealth::of(p);
+        && infos.iter().zip(&plugins).all(|(p, h)| {
             let must_run = p.restart_type == RestartType::Permanent;
             h.health != Some(api::HealthLevel::Unhealthy) && (!must_run || h.health.is_some())
         });
     let report = HealthReport {
-        plugins: infos.iter().map(PluginHealth::of).collect(),
+        plugins,
         reason,
         status: if ok {
             HostHealth::Healthy

@@ -16,6 +16,13 @@ pub struct Response {
 }
 
 impl Response {
+    /// A finished answer from a streaming one (the event tail's refusal).
+    pub async fn read(resp: reqwest::Response) -> Response {
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        Response { status, body }
+    }
+
     /// The body as the API type `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).context("the admin API sent bad JSON")
@@ -45,17 +52,22 @@ impl Client {
         Ok(Client { base, http, token })
     }
 
-    async fn finish(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Response> {
+    /// Sends `req` with the token; a connection failure says what to do.
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.with_context(|| {
+        req.send().await.with_context(|| {
             format!(
                 "cannot reach the admin API at {} to {what}: is `wasm-sup run` running? pass --admin ADDR if it listens elsewhere",
                 self.base
             )
-        })?;
+        })
+    }
+
+    async fn finish(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Response> {
+        let resp = self.send(req, what).await?;
         let status = resp.status().as_u16();
         let body = resp
             .bytes()
@@ -77,15 +89,7 @@ impl Client {
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id);
         }
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        req.send().await.with_context(|| {
-            format!(
-                "cannot reach the admin API at {} to follow events: is `wasm-sup run` running? pass --admin ADDR if it listens elsewhere",
-                self.base
-            )
-        })
+        self.send(req, "follow events").await
     }
 
     /// `GET path`.

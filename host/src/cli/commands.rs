@@ -12,6 +12,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 use wasm_sup::admin::api::{self, Refusal};
+use wasm_sup::compile::rollback::short;
 use wasm_sup::guest_text::escape;
 
 /// Exit code: the operation failed.
@@ -51,7 +52,7 @@ fn refusal_text(r: &Refusal) -> String {
 }
 
 /// Prints an error answer to stderr; returns [`FAILED`].
-fn fail(resp: &Response) -> u8 {
+pub fn fail(resp: &Response) -> u8 {
     // A 422's body is the plugin's reason as it is, whatever it looks like.
     let refusal = (resp.status != 422)
         .then(|| serde_json::from_slice::<Refusal>(&resp.body).ok())
@@ -127,10 +128,6 @@ fn uptime(secs: Option<f64>) -> String {
 }
 
 /// The first 12 characters of a hash.
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
-}
-
 /// `wasm-sup status`.
 pub async fn status(client: &Client, json: bool) -> Result<u8> {
     let resp = client.get("/v1/plugins").await?;

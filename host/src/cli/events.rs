@@ -8,10 +8,11 @@
 //! backlog still holds; `event: reset` and `event: dropped` are told on
 //! stderr.
 
-use super::client::Client;
+use super::client::{Client, Response};
 use anyhow::{Context, Result};
 use std::time::Duration;
 use wasm_sup::admin::api::{self, ErrorBody, EventKind};
+use wasm_sup::compile::rollback::short;
 use wasm_sup::guest_text::escape;
 
 /// One SSE event as read off the wire.
@@ -54,10 +55,7 @@ fn frames(buf: &mut String) -> Vec<Frame> {
 fn line(e: &api::Event) -> String {
     let what = match &e.kind {
         EventKind::Started { generation, sha256 } => {
-            format!(
-                "generation {generation}, version {}",
-                &sha256[..sha256.len().min(12)]
-            )
+            format!("generation {generation}, version {}", short(sha256))
         }
         EventKind::Crashed {
             generation,
@@ -99,10 +97,6 @@ fn line(e: &api::Event) -> String {
     format!("{}  {:<20} {:<13} {what}", e.time, e.plugin, e.kind.name())
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
-}
-
 /// Tails the stream until interrupted. Returns `Err` (exit 2) only when the
 /// first connection fails.
 pub async fn events(client: &Client, plugin: Option<&str>, json: bool) -> Result<u8> {
@@ -121,16 +115,8 @@ pub async fn events(client: &Client, plugin: Option<&str>, json: bool) -> Result
             }
         };
         if resp.status().as_u16() != 200 {
-            let status = resp.status().as_u16();
-            let body = resp.bytes().await.unwrap_or_default();
-            let why = serde_json::from_slice::<ErrorBody>(&body)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-            eprintln!(
-                "error: cannot follow the events (HTTP {status}): {}",
-                escape(&why)
-            );
-            return Ok(super::commands::FAILED);
+            // A refusal (401, 400 for a bad name) reads as every command's.
+            return Ok(super::commands::fail(&Response::read(resp).await));
         }
         if !first {
             eprintln!("(reconnected)");

@@ -38,10 +38,7 @@ impl Loading {
     }
 
     pub(super) fn begin(&mut self) {
-        self.active = true;
-        self.found = false;
-        self.waiting.clear();
-        self.total = 0;
+        self.reset(true);
     }
 
     pub(super) fn found(&mut self, names: impl IntoIterator<Item = String>) {
@@ -55,7 +52,13 @@ impl Loading {
     }
 
     pub(super) fn end(&mut self) {
-        self.active = false;
+        self.reset(false);
+    }
+
+    /// A startup load begins (`active`) or is over; the files arriving
+    /// after it are kept either way.
+    fn reset(&mut self, active: bool) {
+        self.active = active;
         self.found = false;
         self.waiting.clear();
         self.total = 0;
