@@ -490,9 +490,17 @@ fn world_of(c: &wasm_sup::compile::Compiled) -> &'static str {
 
 /// `wasm-sup check FILE.wasm`: offline validation against the contract.
 pub fn check(path: &Path, dir: Option<&Path>, json: bool) -> Result<u8> {
+    // A usage error (exit 2), not a verdict on the file.
+    if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+        bail!(
+            "--dir {}: no such plugin folder (give the folder `wasm-sup run` uses)",
+            dir.display()
+        );
+    }
     let name = wasm_sup::name::plugin_name(path);
     let file = path.display().to_string();
-    let result = super::load::check_load(path, dir);
+    let cache = super::load::cache_for(dir)?;
+    let result = super::load::check_load(path, cache);
     let report = match &result {
         Ok((c, _)) => CheckReport::Component {
             exports: c.exports.clone(),

@@ -20,8 +20,9 @@ use wasm_sup::config::{Config, HostOverrides};
 /// The budget of the user's own cache.
 const USER_CACHE_BYTES: u64 = 1 << 30;
 
-/// The cache folder and budget for `check`, if there is one.
-fn cache_for(dir: Option<&Path>) -> Result<Option<(PathBuf, u64)>> {
+/// The cache folder and budget for `check`, if there is one; an error
+/// when `dir`'s configuration cannot be read.
+pub fn cache_for(dir: Option<&Path>) -> Result<Option<(PathBuf, u64)>> {
     if let Some(dir) = dir {
         let config = Config::load(dir, &HostOverrides::default())
             .with_context(|| format!("--dir {}", dir.display()))?;
@@ -37,13 +38,12 @@ fn cache_for(dir: Option<&Path>) -> Result<Option<(PathBuf, u64)>> {
     Ok(base.map(|b| (b.join("wasm-sup"), USER_CACHE_BYTES)))
 }
 
-/// Loads `path` for `check`: the component and a line saying how (compiled
-/// in how long, or from which cache).
-pub fn check_load(path: &Path, dir: Option<&Path>) -> Result<(Arc<Compiled>, String)> {
+/// Loads `path` for `check` through `cache` ([`cache_for`]): the component
+/// and a line saying how (compiled in how long, or from which cache).
+pub fn check_load(path: &Path, cache: Option<(PathBuf, u64)>) -> Result<(Arc<Compiled>, String)> {
     let bytes =
         std::fs::read(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
     let engine = wasm_sup::engine::engine(false, 0)?;
-    let cache = cache_for(dir)?;
     let (loader, cache) = match Loader::new(
         &engine,
         None,
