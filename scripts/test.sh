@@ -61,7 +61,7 @@ if [[ "${1:-}" == "--long" ]]; then
     export WASM_SUP_KILL_ROUNDS="${WASM_SUP_KILL_ROUNDS:-100}"
 fi
 
-phase "toolchain (wasm32-wasip2, rustfmt, clippy, systemd-analyze, promtool)"
+phase "toolchain (wasm32-wasip2, rustfmt, clippy, systemd-analyze, promtool, PostgreSQL)"
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
@@ -81,6 +81,15 @@ if ! command -v promtool >/dev/null; then
     # shellcheck source=toolchains.sh
     source scripts/toolchains.sh
     ensure_apt prometheus || [[ "${CI:-}" != "true" ]]
+fi
+
+# PostgreSQL 15 or later, for the PostgreSQL backend's tests: the test setup
+# starts a private server of its own (tests/postgres.rs). Never skipped: the
+# tests fail with the command that installs it.
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    # shellcheck source=toolchains.sh
+    source scripts/toolchains.sh
+    ensure_apt postgresql-15
 fi
 
 phase "cargo fmt --check"

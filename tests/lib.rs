@@ -6,6 +6,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
+pub mod postgres;
+
 /// Another version of a component: the same code with a custom section
 /// appended, so its bytes (and SHA-256) differ.
 pub fn variant(component: &[u8], tag: &str) -> Vec<u8> {

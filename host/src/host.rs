@@ -92,7 +92,7 @@ async fn start_loaded(
     serving: impl FnOnce(&SupervisorHandle),
 ) -> Result<Host> {
     let dir = config.dir.as_path();
-    let backend = crate::state::open(&config.host.state)?;
+    let backend = crate::state::open(&config.host.state).await?;
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
     let metering = engine::Metering {
         fuel: config.host.fuel_metering,

@@ -29,6 +29,7 @@ pub mod fuzzing;
 pub mod guest_text;
 pub mod host;
 pub mod host_api;
+pub mod idempotency;
 pub mod instance;
 pub mod mailbox;
 pub mod metrics;

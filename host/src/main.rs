@@ -138,6 +138,7 @@ async fn run(cli: Cli) -> Result<u8> {
             name,
             message,
             file,
+            idempotency_key,
             remote,
         } => {
             let body = match (message, file) {
@@ -153,7 +154,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 }
                 (None, None) => unreachable!("clap requires a message or --file"),
             };
-            commands::send(&remote.client()?, &name, body).await
+            commands::send(&remote.client()?, &name, body, idempotency_key.as_deref()).await
         }
         Command::Status { remote } => commands::status(&remote.client()?, remote.json).await,
         Command::Events { plugin, remote } => {

@@ -313,7 +313,7 @@ mod tests {
             },
         )
         .unwrap();
-        let backend = crate::state::open(&config.host.state).unwrap();
+        let backend = crate::state::open(&config.host.state).await.unwrap();
         let sup = SupervisorHandle::new(config.host.clone(), backend, &config.groups).unwrap();
         tokio::time::timeout(Duration::from_secs(5), sup.round_trip())
             .await
@@ -327,7 +327,7 @@ mod tests {
         sup.end_loading();
         assert_eq!(status_line(&sup), "no plugins");
         // A closed backend fails the round trip: no ping.
-        sup.backend().close();
+        sup.backend().close().await;
         assert!(sup.round_trip().await.is_err());
     }
 }

@@ -52,7 +52,7 @@ impl Bench {
         let (rx, _) = self
             .host
             .supervisor
-            .send(plugin, message.to_vec())
+            .send(plugin, message.to_vec(), None)
             .map_err(|e| anyhow!("send to {plugin}: {e:?}"))?;
         rx.await.context("no outcome")
     }

@@ -68,7 +68,15 @@ const SMOKE: Sizes = Sizes {
 };
 
 const FIGURES: &[&str] = &[
-    "restart", "echo", "durable", "density", "cold", "start", "limits", "storm",
+    "restart",
+    "echo",
+    "durable",
+    "durable-pg",
+    "density",
+    "cold",
+    "start",
+    "limits",
+    "storm",
 ];
 
 fn usage() -> ! {
@@ -137,6 +145,10 @@ async fn run(sizes: &Sizes, only: Option<&[String]>) -> Result<Vec<Row>> {
             "echo" => throughput::echo(minimal, sizes.echo_messages).await,
             "durable" => {
                 throughput::durable(counter, sizes.durable_messages, sizes.durable_plugins).await
+            }
+            "durable-pg" => {
+                throughput::durable_postgres(counter, sizes.durable_messages, sizes.durable_plugins)
+                    .await
             }
             "density" => density::run(&bin, counter, sizes.density_plugins).await,
             "cold" => startup::cold(counter, sizes.cold_rounds).await,

@@ -78,7 +78,7 @@ async fn storm(
                     (stop.clone(), count.clone(), sup.clone(), name.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        if let Ok((rx, _)) = sup.send(&name, b"crash".to_vec()) {
+                        if let Ok((rx, _)) = sup.send(&name, b"crash".to_vec(), None) {
                             let _ = rx.await;
                             count.fetch_add(1, Ordering::Relaxed);
                         } else {

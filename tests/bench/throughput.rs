@@ -1,7 +1,10 @@
 //! Messages per second through `handle`: an echo with no state writes
 //! (comparator: the raw instance layer calling `handle` in a loop), and a
 //! count with one durable `wasi:keyvalue` write per message, for one plugin
-//! and for 100 (comparator: raw redb, one durable transaction per write).
+//! and for 100 (comparator: raw redb, one durable transaction per write),
+//! and the same count on PostgreSQL (comparator: raw PostgreSQL, one durable
+//! single-row transaction per write from 1 and from 16 connections, on the
+//! same private server in the same run).
 
 use crate::harness::{Bench, Raw, Row, Spread, show, us};
 use anyhow::{Result, anyhow, bail};
@@ -62,7 +65,7 @@ pub async fn load(
                 let target = &targets[i % targets.len()];
                 let t = Instant::now();
                 let (rx, _) = sup
-                    .send(target, message.to_vec())
+                    .send(target, message.to_vec(), None)
                     .map_err(|e| anyhow!("send to {target}: {e:?}"))?;
                 match rx.await? {
                     Outcome::Reply(_) => latencies.push(t.elapsed()),
@@ -150,19 +153,11 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
         .iter()
         .map(|n| (n.clone(), counter.to_path_buf()))
         .collect();
-    // After a warm-up (instances started, usage loaded, redb pages cached).
-    let measure = |bench: &Bench, targets: &[String]| {
-        let (sup, targets) = (bench.host.supervisor.clone(), targets.to_vec());
-        async move {
-            load(&sup, &targets, b"hello", total / 10, DURABLE_IN_FLIGHT).await?;
-            load(&sup, &targets, b"hello", total, DURABLE_IN_FLIGHT).await
-        }
-    };
     let bench = Bench::start(&files[..1], "", "redb").await?;
-    let one = measure(&bench, &names[..1]).await?;
+    let one = measure(&bench, &names[..1], total).await?;
     bench.stop().await;
     let bench = Bench::start(&files, "", "redb").await?;
-    let many = measure(&bench, &names).await?;
+    let many = measure(&bench, &names, total).await?;
     bench.stop().await;
     let raw = raw_redb(total.min(2_000))?;
     let row = |label: &str, l: &Load, target: f64| {
@@ -195,6 +190,106 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
         row("one plugin", &one, 20_000.0),
         row(&format!("{plugins} plugins"), &many, 50_000.0),
     ])
+}
+
+/// `total` counts spread over `targets` after a warm-up of a tenth as many
+/// (instances started, usage loaded, pages cached).
+async fn measure(bench: &Bench, targets: &[String], total: usize) -> Result<Load> {
+    let sup = &bench.host.supervisor;
+    load(sup, targets, b"hello", total / 10, DURABLE_IN_FLIGHT).await?;
+    load(sup, targets, b"hello", total, DURABLE_IN_FLIGHT).await
+}
+
+/// The durable figures with the state in PostgreSQL (`--state
+/// postgres://…`), on a private server started for the run.
+pub async fn durable_postgres(counter: &Path, total: usize, plugins: usize) -> Result<Vec<Row>> {
+    let pg = wasm_sup_tests::postgres::Postgres::start();
+    let names: Vec<String> = (0..plugins).map(|i| format!("c{i:03}")).collect();
+    let files: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), counter.to_path_buf()))
+        .collect();
+    let bench = Bench::start(&files[..1], "", &pg.database().await).await?;
+    let one = measure(&bench, &names[..1], total).await?;
+    bench.stop().await;
+    let bench = Bench::start(&files, "", &pg.database().await).await?;
+    let many = measure(&bench, &names, total).await?;
+    bench.stop().await;
+    let raw1 = raw_postgres(&pg, total.min(1_000), 1).await?;
+    let raw16 = raw_postgres(&pg, total.min(10_000), 16).await?;
+    let row = |label: &str, l: &Load| {
+        let ratio = l.per_second / raw16;
+        Row::new(
+            format!("messages/s with one durable write each on PostgreSQL, {label}"),
+            format!(
+                "{:.0}/s; reply p50 / p99 {} / {} ({DURABLE_IN_FLIGHT} senders in flight)",
+                l.per_second,
+                show(l.latency.p50),
+                show(l.latency.p99)
+            ),
+        )
+        .comparator(
+            format!(
+                "raw PostgreSQL, one durable single-row transaction per write: {raw1:.0}/s from 1 connection, {raw16:.0}/s from 16"
+            ),
+            format!("{ratio:.1}× raw from 16 connections"),
+        )
+        .target(
+            "≥ 2× raw from 16 connections, p99 ≤ 20 ms".to_string(),
+            ratio >= 2.0 && us(l.latency.p99) <= 20_000.0,
+        )
+        .json(json!({
+            "messages": total,
+            "in_flight": DURABLE_IN_FLIGHT,
+            "per_second": l.per_second,
+            "latency_us": {"p50": us(l.latency.p50), "p99": us(l.latency.p99)},
+            "raw_postgres_per_second": {"connections_1": raw1, "connections_16": raw16},
+        }))
+    };
+    Ok(vec![
+        row("one plugin", &one),
+        row(&format!("{plugins} plugins"), &many),
+    ])
+}
+
+/// Durable single-row transactions per second straight into PostgreSQL
+/// from `connections` connections (each its own row, as each plugin writes
+/// its own key), `n` in all.
+async fn raw_postgres(
+    pg: &wasm_sup_tests::postgres::Postgres,
+    n: usize,
+    connections: usize,
+) -> Result<f64> {
+    let url = pg.database().await;
+    pg.connect(&url)
+        .await
+        .batch_execute("CREATE TABLE kv (k text PRIMARY KEY, v bytea NOT NULL)")
+        .await?;
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        clients.push(pg.connect(&url).await);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, client)| {
+            tokio::spawn(async move {
+                let st = client
+                    .prepare("INSERT INTO kv (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
+                    .await?;
+                let key = format!("c{c}");
+                for i in 0..n / connections {
+                    client.execute(&st, &[&key, &i.to_string().into_bytes()]).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok((n / connections * connections) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Durable single-write transactions per second straight into redb.

@@ -35,7 +35,7 @@ async fn crash_n(h: &TestHost, n: u64) {
         let (rx, _) = h
             .host
             .supervisor
-            .send("probe", b"crash".to_vec())
+            .send("probe", b"crash".to_vec(), None)
             .expect("accepted");
         match rx.await.expect("answered") {
             Outcome::DeadLettered { .. } => {}

@@ -1,7 +1,9 @@
 //! State: transactions per call, isolation, keyvalue semantics, quotas,
-//! durability across host restarts, the mailbox interface and timers.
+//! durability across host restarts, the mailbox interface and timers. The
+//! state tests run on both durable backends (redb and PostgreSQL).
 
-use crate::util::{ONE_ATTEMPT, PluginDir, TestHost};
+use crate::on_both_backends;
+use crate::util::{Backend, ONE_ATTEMPT, PluginDir, TestHost};
 use std::time::{Duration, Instant};
 use wasm_sup_tests::{COUNTER, PROBE};
 
@@ -13,9 +15,9 @@ fn two_probes() -> PluginDir {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_calls_writes_are_discarded_and_earlier_writes_kept() {
-    let h = TestHost::start(two_probes()).await;
+async fn a_crashed_calls_writes_are_discarded_and_earlier_writes_kept(backend: Backend) {
+    let state = backend.state().await;
+    let h = TestHost::start_with(two_probes(), state.as_deref()).await;
     h.send("a", "set k one").await.ok();
     assert_eq!(h.send("a", "set-then-trap k two").await.status, 500);
     assert_eq!(h.send("a", "get k").await.ok(), "one");
@@ -31,9 +33,9 @@ async fn a_crashed_calls_writes_are_discarded_and_earlier_writes_kept() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn buckets_are_private_to_their_plugin() {
-    let h = TestHost::start(two_probes()).await;
+async fn buckets_are_private_to_their_plugin(backend: Backend) {
+    let state = backend.state().await;
+    let h = TestHost::start_with(two_probes(), state.as_deref()).await;
     h.send("a", "set secret a-only").await.ok();
     h.send("a", "bucket notes k v").await.ok();
     assert_eq!(h.send("b", "get secret").await.text(), "missing");
@@ -49,9 +51,9 @@ async fn buckets_are_private_to_their_plugin() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyvalue_store_atomics_and_batch() {
-    let h = TestHost::start(two_probes()).await;
+async fn keyvalue_store_atomics_and_batch(backend: Backend) {
+    let state = backend.state().await;
+    let h = TestHost::start_with(two_probes(), state.as_deref()).await;
     assert_eq!(h.send("a", "incr n").await.ok(), "1");
     assert_eq!(h.send("a", "incr n").await.ok(), "2");
     assert_eq!(
@@ -76,8 +78,8 @@ async fn keyvalue_store_atomics_and_batch() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_quota_is_an_error_to_the_guest_not_a_crash() {
+async fn state_quota_is_an_error_to_the_guest_not_a_crash(backend: Backend) {
+    let state = backend.state().await;
     let dir = PluginDir::new();
     dir.plugin("a", PROBE).config(
         r#"
@@ -86,7 +88,7 @@ max-keys = 3
 max-bytes = "1KiB"
 "#,
     );
-    let h = TestHost::start(dir).await;
+    let h = TestHost::start_with(dir, state.as_deref()).await;
     // `inits` is one key already.
     h.send("a", "set k1 v").await.ok();
     h.send("a", "set k2 v").await.ok();
@@ -104,18 +106,20 @@ max-bytes = "1KiB"
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redb_state_survives_a_host_restart_and_init_and_shutdown_are_transactions() {
+async fn state_survives_a_host_restart_and_init_and_shutdown_are_transactions(backend: Backend) {
+    let state = backend.state().await;
     let dir = PluginDir::new();
     dir.plugin("counter", COUNTER).plugin("probe", PROBE);
-    let h = TestHost::start_with(dir, None).await;
+    let h = TestHost::start_with(dir, state.as_deref()).await;
     for want in ["1", "2", "3"] {
         assert_eq!(h.send("counter", "hello").await.ok(), want);
     }
     h.send("probe", "set kept yes").await.ok();
     let dir = h.stop().await;
-    assert!(dir.path().join(".wasm-sup/state.redb").exists());
-    let h = TestHost::start_with(dir, None).await;
+    if backend == Backend::Redb {
+        assert!(dir.path().join(".wasm-sup/state.redb").exists());
+    }
+    let h = TestHost::start_with(dir, state.as_deref()).await;
     assert_eq!(h.send("counter", "hello").await.ok(), "4");
     assert_eq!(h.send("probe", "get kept").await.ok(), "yes");
     assert_eq!(
@@ -131,11 +135,13 @@ async fn redb_state_survives_a_host_restart_and_init_and_shutdown_are_transactio
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_calls_read_each_others_writes_and_a_crash_among_them_discards_only_its_own() {
+async fn pipelined_calls_read_each_others_writes_and_a_crash_among_them_discards_only_its_own(
+    backend: Backend,
+) {
+    let state = backend.state().await;
     let dir = PluginDir::new();
     dir.plugin("a", PROBE).config(ONE_ATTEMPT);
-    let h = TestHost::start_with(dir, None).await;
+    let h = TestHost::start_with(dir, state.as_deref()).await;
     // Many at once: each call runs before the previous one's commit is
     // durable, reads its write, and is answered after its own commit.
     let replies = futures::future::join_all((0..200).map(|_| h.send("a", "incr n"))).await;
@@ -162,7 +168,7 @@ async fn pipelined_calls_read_each_others_writes_and_a_crash_among_them_discards
     counts.sort_unstable();
     assert_eq!(counts, (201..=299).collect::<Vec<u64>>());
     let dir = h.stop().await;
-    let h = TestHost::start_with(dir, None).await;
+    let h = TestHost::start_with(dir, state.as_deref()).await;
     assert_eq!(
         h.send("a", "get n").await.ok(),
         "299",
@@ -222,11 +228,11 @@ async fn send_reserves_a_slot_so_mailbox_full_is_answered_at_once() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn send_after_is_durable_across_plugin_and_host_restarts() {
+async fn send_after_is_durable_across_plugin_and_host_restarts(backend: Backend) {
+    let state = backend.state().await;
     let dir = PluginDir::new();
     dir.plugin("probe", PROBE);
-    let h = TestHost::start_with(dir, None).await;
+    let h = TestHost::start_with(dir, state.as_deref()).await;
     assert_eq!(
         h.send("probe", "send-after 300 count").await.ok(),
         "scheduled"
@@ -250,7 +256,7 @@ async fn send_after_is_durable_across_plugin_and_host_restarts() {
         "scheduled"
     );
     let dir = h.stop().await;
-    let h = TestHost::start_with(dir, None).await;
+    let h = TestHost::start_with(dir, state.as_deref()).await;
     assert_eq!(h.send("probe", "get later").await.text(), "missing");
     let t = Instant::now();
     loop {
@@ -270,3 +276,13 @@ async fn send_after_is_durable_across_plugin_and_host_restarts() {
     );
     h.stop().await;
 }
+
+on_both_backends!(
+    a_crashed_calls_writes_are_discarded_and_earlier_writes_kept,
+    buckets_are_private_to_their_plugin,
+    keyvalue_store_atomics_and_batch,
+    state_quota_is_an_error_to_the_guest_not_a_crash,
+    state_survives_a_host_restart_and_init_and_shutdown_are_transactions,
+    pipelined_calls_read_each_others_writes_and_a_crash_among_them_discards_only_its_own,
+    send_after_is_durable_across_plugin_and_host_restarts,
+);

@@ -163,6 +163,17 @@ impl Admin {
         self.request(self.http.post(url).body(message.into())).await
     }
 
+    /// Sends with an `Idempotency-Key`.
+    pub async fn send_keyed(&self, plugin: &str, key: &str, message: impl Into<Vec<u8>>) -> Answer {
+        let url = format!("http://{}/v1/plugins/{plugin}/messages", self.addr);
+        let req = self
+            .http
+            .post(url)
+            .header("idempotency-key", key)
+            .body(message.into());
+        self.request(req).await.expect("admin API reachable")
+    }
+
     pub async fn get(&self, path: &str) -> Answer {
         let url = format!("http://{}{path}", self.addr);
         self.request(self.http.get(url))
@@ -695,4 +706,54 @@ pub fn tool(command: &'static str, package: &str) -> Option<&'static str> {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
     eprintln!("skipped: {why}");
     None
+}
+
+/// Where a test host keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The default redb file in the plugin folder.
+    Redb,
+    /// A new database on the test process's PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The `--state` value for a new host (`None`: the default redb file).
+    pub async fn state(self) -> Option<String> {
+        match self {
+            Backend::Redb => None,
+            Backend::Postgres => Some(
+                wasm_sup_tests::postgres::Postgres::shared()
+                    .database()
+                    .await,
+            ),
+        }
+    }
+
+    /// `--state VALUE` as arguments of `wasm-sup run`.
+    pub async fn args(self) -> Vec<String> {
+        match self.state().await {
+            Some(url) => vec!["--state".into(), url],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Runs an `async fn(Backend)` test once per backend: `NAME::redb` and
+/// `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::util::Backend;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                super::$name(Backend::Redb).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+        }
+    )*};
 }

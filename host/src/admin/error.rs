@@ -46,6 +46,9 @@ pub enum ApiError {
     /// The request body did not arrive in time (408).
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(Duration),
+    /// The request conflicts with one made before (409).
+    #[error("{0}")]
+    Conflict(String),
     /// A body over a limit (413).
     #[error("{0}")]
     TooLarge(String),
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::NoSuchPlugin(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::WrongMethod(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MailboxFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -85,6 +85,10 @@ pub enum Command {
         /// Read the message from a file (`-` for stdin).
         #[arg(long, conflicts_with = "message")]
         file: Option<PathBuf>,
+        /// Send with this `Idempotency-Key`: a retry with the same key gets
+        /// the first answer instead of a second delivery.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },

@@ -112,10 +112,20 @@ impl Client {
 
     /// `POST path` with a body.
     pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<Response> {
-        self.finish(
-            self.http.post(format!("{}{path}", self.base)).body(body),
-            "send",
-        )
-        .await
+        self.post_keyed(path, body, None).await
+    }
+
+    /// `POST path` with a body, and an `Idempotency-Key` if one is given.
+    pub async fn post_keyed(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        key: Option<&str>,
+    ) -> Result<Response> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        self.finish(req, "send").await
     }
 }

@@ -29,6 +29,7 @@ fn what(status: u16) -> &'static str {
         400 => "bad request",
         401 => "unauthorized: set WASM_SUP_ADMIN_TOKEN or --token-file",
         413 => "the message is too large",
+        409 => "the idempotency key was used for another message",
         504 => "no reply within reply-timeout; the message stays queued",
         _ => "unexpected answer",
     }
@@ -106,10 +107,10 @@ fn print_bytes(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// `wasm-sup send NAME MESSAGE`.
-pub async fn send(client: &Client, name: &str, body: Vec<u8>) -> Result<u8> {
+/// `wasm-sup send NAME MESSAGE [--idempotency-key KEY]`.
+pub async fn send(client: &Client, name: &str, body: Vec<u8>, key: Option<&str>) -> Result<u8> {
     let resp = client
-        .post(&format!("/v1/plugins/{name}/messages"), body)
+        .post_keyed(&format!("/v1/plugins/{name}/messages"), body, key)
         .await?;
     if resp.status != 200 {
         return Ok(fail(&resp));

@@ -22,6 +22,9 @@ pub(crate) fn default_timeout() -> Duration {
 pub(crate) fn default_reply_timeout() -> Duration {
     Duration::from_secs(30)
 }
+pub(crate) fn default_idempotency_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
 pub(crate) fn default_max_message() -> u64 {
     1 << 20
 }

@@ -98,6 +98,9 @@ pub struct PluginLayer {
     pub timeout: Option<Dur<1, HOUR>>,
     /// How long a synchronous sender waits. Example: `reply-timeout = "30s"`
     pub reply_timeout: Option<Dur<1, HOUR>>,
+    /// How long the answer to an `Idempotency-Key` is kept. Example:
+    /// `idempotency-window = "24h"`
+    pub idempotency_window: Option<Dur<SEC, WEEK>>,
     /// Largest message accepted. Example: `max-message = "1MiB"`
     pub max_message: Option<Size<0, { 64 * MIB }>>,
     /// Largest reply accepted. Example: `max-reply = "1MiB"`
@@ -299,7 +302,7 @@ impl PluginLayer {
             state,
             ..
         } = top.clone();
-        overlay_fields!(self, top; memory, fuel, timeout, reply_timeout, max_message,
+        overlay_fields!(self, top; memory, fuel, timeout, reply_timeout, idempotency_window, max_message,
             max_reply, mailbox, output, shutdown_timeout, dirs, network, tick,
             upgrade_probation);
         if let Some(c) = config {

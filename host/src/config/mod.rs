@@ -119,7 +119,7 @@ impl Config {
         // Coredumps and the compile cache live beside the state file.
         let data_dir = match &state {
             StateLocation::Redb(p) => p.parent().unwrap_or(dir).to_path_buf(),
-            StateLocation::Memory => dir.join(".wasm-sup"),
+            StateLocation::Memory | StateLocation::Postgres(_) => dir.join(".wasm-sup"),
         };
         let host = HostConfig {
             state: state.clone(),

@@ -162,6 +162,9 @@ impl PluginConfig {
             },
             timeout: l.timeout.map_or_else(default_timeout, |d| d.0),
             reply_timeout: l.reply_timeout.map_or_else(default_reply_timeout, |d| d.0),
+            idempotency_window: l
+                .idempotency_window
+                .map_or_else(default_idempotency_window, |d| d.0),
             max_message: l.max_message.map_or_else(default_max_message, |s| s.0),
             max_reply: l.max_reply.map_or_else(default_max_reply, |s| s.0),
             mailbox: l.mailbox.map_or_else(default_mailbox, |n| n.get()),

@@ -58,13 +58,18 @@ pub enum StateLocation {
     Redb(PathBuf),
     /// In memory: atomic, not durable.
     Memory,
+    /// A PostgreSQL database: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    Postgres(String),
 }
 
 impl StateLocation {
-    /// Parses `"memory"` or a path (relative to `base`).
+    /// Parses `"memory"`, a `postgres://` (or `postgresql://`) URL, or a
+    /// path (relative to `base`).
     pub fn parse(s: &str, base: &Path) -> StateLocation {
         if s == "memory" {
             StateLocation::Memory
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StateLocation::Postgres(s.to_string())
         } else {
             StateLocation::Redb(base.join(s))
         }
@@ -101,6 +106,8 @@ pub struct PluginConfig {
     pub timeout: Duration,
     /// How long a synchronous sender waits for an outcome.
     pub reply_timeout: Duration,
+    /// How long the answer to an `Idempotency-Key` is kept.
+    pub idempotency_window: Duration,
     /// Largest message, bytes.
     pub max_message: u64,
     /// Largest reply, bytes.

@@ -225,6 +225,8 @@ fn hole04_huge_values_are_refused_naming_key_and_range() {
         ("defaults", "memory", HUGE_SIZE, "64KiB and 4GiB"),
         ("defaults", "timeout", HUGE_DUR, "1ms and 1h"),
         ("defaults", "reply-timeout", HUGE_DUR, "1ms and 1h"),
+        ("defaults", "idempotency-window", HUGE_DUR, "1s and 7days"),
+        ("defaults", "idempotency-window", "\"10ms\"", "1s and 7days"),
         ("defaults", "max-message", HUGE_SIZE, "0B and 64MiB"),
         ("defaults", "max-reply", HUGE_SIZE, "0B and 64MiB"),
         (

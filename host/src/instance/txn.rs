@@ -17,7 +17,7 @@
 use crate::config::StateQuota;
 use crate::mailbox::Reservation;
 use crate::state::view::StateView;
-use crate::state::{Commit, Delta, TimerRecord, Usage, Write, fresh_id};
+use crate::state::{Commit, Delta, TimerRecord, Usage, Write};
 use std::collections::BTreeMap;
 
 /// Messages one call may send (`send` and `send-after` together).
@@ -198,7 +198,7 @@ impl Txn {
         self.delta += change;
         self.outbox_bytes = self.outbox_bytes.saturating_add(message.len() as u64);
         self.timers.push(TimerRecord {
-            id: fresh_id(),
+            id: view.backend().next_id(),
             plugin: plugin.to_string(),
             due_ms: now_ms.saturating_add(delay_ms),
             message,

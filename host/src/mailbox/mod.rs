@@ -73,6 +73,8 @@ pub struct Envelope {
     pub causes: Vec<String>,
     /// Ids of the crash reports of failed deliveries.
     pub reports: Vec<u64>,
+    /// The `Idempotency-Key` it was sent with: its answer is kept.
+    pub idempotency: Option<crate::idempotency::Tag>,
 }
 
 impl Envelope {
@@ -89,6 +91,7 @@ impl Envelope {
             attempts: 0,
             causes: Vec::new(),
             reports: Vec::new(),
+            idempotency: None,
         }
     }
 

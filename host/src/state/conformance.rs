@@ -1,4 +1,6 @@
-//! One behaviour test run against every backend.
+//! One behaviour test run against every backend: [`check`] and
+//! [`group_commit`] run on the memory and redb backends in the unit tests,
+//! and on a real PostgreSQL in the integration tests.
 
 use super::*;
 use std::sync::Arc;
@@ -11,7 +13,18 @@ fn set(bucket: &str, key: &str, value: &str) -> Write {
     }
 }
 
-async fn check(b: Arc<dyn StateBackend>) {
+fn answer(key: &str, body: &str, time_ms: u64) -> StoredAnswer {
+    StoredAnswer {
+        key: key.into(),
+        body_sha256: "ab".repeat(32),
+        status: 200,
+        body: body.as_bytes().to_vec(),
+        time_ms,
+    }
+}
+
+/// The backend contract of the module doc, on an empty store.
+pub async fn check(b: Arc<dyn StateBackend>) {
     let mut c = Commit::new("a");
     c.writes = vec![
         set("default", "k1", "v1"),
@@ -207,6 +220,51 @@ async fn check(b: Arc<dyn StateBackend>) {
     let mut other = chained(104, 100, "other");
     other.plugin = "b".into();
     b.commit(other).await.unwrap();
+    // A commit refused in a group fails only its own plugin's commit.
+    let mut stale = Commit::new("a");
+    stale.fence = Some(1);
+    stale.writes = vec![set("default", "stale", "x")];
+    let mut fine = Commit::new("c");
+    fine.writes = vec![set("default", "k", "v")];
+    let (stale, fine) = (b.commit(stale), b.commit(fine));
+    assert!(stale.await.is_err());
+    fine.await.unwrap();
+    assert_eq!(
+        b.get("c", "default", "k").await.unwrap(),
+        Some(b"v".to_vec())
+    );
+
+    // Kept answers: per plugin and key, replaced under the same key,
+    // counted in usage, dropped past their window.
+    let before = b.usage("a").await.unwrap();
+    let mut c = Commit::new("a");
+    c.answers = vec![answer("k1", "one", 1_000), answer("k2", "two", 5_000)];
+    b.commit(c).await.unwrap();
+    assert_eq!(
+        b.answer("a", "k1").await.unwrap(),
+        Some(answer("k1", "one", 1_000))
+    );
+    assert_eq!(b.answer("b", "k1").await.unwrap(), None);
+    assert_eq!(b.answer("a", "k3").await.unwrap(), None);
+    assert_eq!(b.usage("a").await.unwrap().bytes, before.bytes + 5 + 5);
+    let mut c = Commit::new("a");
+    c.answers = vec![answer("k1", "uno!", 2_000)];
+    b.commit(c).await.unwrap();
+    assert_eq!(
+        b.answer("a", "k1").await.unwrap(),
+        Some(answer("k1", "uno!", 2_000))
+    );
+    assert_eq!(b.usage("a").await.unwrap().bytes, before.bytes + 6 + 5);
+    let mut c = Commit::new("a");
+    c.prune_answers_before = Some(3_000);
+    b.commit(c).await.unwrap();
+    assert_eq!(b.answer("a", "k1").await.unwrap(), None);
+    assert!(b.answer("a", "k2").await.unwrap().is_some());
+    assert_eq!(b.usage("a").await.unwrap().bytes, before.bytes + 5);
+
+    // Ids increase.
+    let (x, y) = (b.next_id(), b.next_id());
+    assert!(y > x, "{x} then {y}");
 
     // Reset wipes one plugin's keys and timers, and only its.
     for (id, plugin) in [(8, "a"), (9, "b")] {
@@ -224,35 +282,25 @@ async fn check(b: Arc<dyn StateBackend>) {
     let left: Vec<u64> = b.timers("b").await.unwrap().iter().map(|t| t.id).collect();
     assert_eq!(left, [9]);
     assert!(b.list_all("a").await.unwrap().is_empty());
-    assert_eq!(b.usage("a").await.unwrap(), Usage::default());
+    // Kept answers outlive a reset, and still count.
+    assert!(b.answer("a", "k2").await.unwrap().is_some());
+    assert_eq!(
+        b.usage("a").await.unwrap(),
+        Usage {
+            keys: 0,
+            bytes: 5,
+            timers: 0
+        }
+    );
     assert_eq!(
         b.get("b", "default", "k1").await.unwrap(),
         Some(b"from-b".to_vec())
     );
 }
 
-#[tokio::test]
-async fn memory_backend() {
-    check(Arc::new(memory::MemoryBackend::new())).await;
-}
-
-#[tokio::test]
-async fn redb_backend_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s/state.redb");
-    check(Arc::new(redb::RedbBackend::open(&path).unwrap())).await;
-    let b = redb::RedbBackend::open(&path).unwrap();
-    assert_eq!(
-        b.get("b", "default", "k1").await.unwrap(),
-        Some(b"from-b".to_vec())
-    );
-}
-
-#[tokio::test]
-async fn redb_group_commit_answers_every_waiter() {
-    let dir = tempfile::tempdir().unwrap();
-    let b: Arc<dyn StateBackend> =
-        Arc::new(redb::RedbBackend::open(&dir.path().join("g.redb")).unwrap());
+/// Many plugins' commits at once: every waiter is answered and every
+/// write lands.
+pub async fn group_commit(b: Arc<dyn StateBackend>) {
     let commits = (0..200).map(|i| {
         let mut c = Commit::new(&format!("p{}", i % 7));
         c.writes = vec![set("default", &format!("k{i}"), "v")];
@@ -268,9 +316,39 @@ async fn redb_group_commit_answers_every_waiter() {
     assert_eq!(total, 200);
 }
 
+#[cfg(test)]
+#[tokio::test]
+async fn memory_backend() {
+    check(Arc::new(memory::MemoryBackend::new())).await;
+}
+
+#[cfg(test)]
+#[tokio::test]
+async fn redb_backend_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s/state.redb");
+    check(Arc::new(redb::RedbBackend::open(&path).unwrap())).await;
+    let b = redb::RedbBackend::open(&path).unwrap();
+    assert_eq!(
+        b.get("b", "default", "k1").await.unwrap(),
+        Some(b"from-b".to_vec())
+    );
+}
+
+#[cfg(test)]
+#[tokio::test]
+async fn redb_group_commit_answers_every_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    group_commit(Arc::new(
+        redb::RedbBackend::open(&dir.path().join("g.redb")).unwrap(),
+    ))
+    .await;
+}
+
 /// A storm of large commits from one plugin and one small commit from
-/// another: all are applied (`redb::queues::tests::hole03_…` checks that the small
+/// another: all are applied (`state::queues::tests::hole03_…` checks that the small
 /// one goes in with the first group).
+#[cfg(test)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_commits_and_a_calm_one_all_land() {
     let dir = tempfile::tempdir().unwrap();

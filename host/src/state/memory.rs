@@ -14,6 +14,7 @@ struct Inner {
     kv: BTreeMap<Key, Vec<u8>>,
     timers: BTreeMap<u64, TimerRecord>,
     records: BTreeMap<(String, u8, u64), Vec<u8>>,
+    answers: BTreeMap<(String, String), StoredAnswer>,
     /// The highest fencing token seen, per plugin.
     fence: HashMap<String, u64>,
     failures: Failures,
@@ -23,6 +24,7 @@ struct Inner {
 #[derive(Default)]
 pub struct MemoryBackend {
     inner: Mutex<Inner>,
+    ids: ids::ClockIds,
 }
 
 impl MemoryBackend {
@@ -72,6 +74,13 @@ impl MemoryBackend {
             for id in records_to_drop(&sizes, r.keep, r.keep_bytes) {
                 g.records.remove(&(c.plugin.clone(), kind, id));
             }
+        }
+        if let Some(before) = c.prune_answers_before {
+            g.answers
+                .retain(|(p, _), a| *p != c.plugin || a.time_ms >= before);
+        }
+        for a in c.answers {
+            g.answers.insert((c.plugin.clone(), a.key.clone()), a);
         }
         Ok(())
     }
@@ -131,7 +140,15 @@ impl StateBackend for MemoryBackend {
             .values()
             .filter(|t| t.plugin == plugin)
             .map(|t| Delta::of_timer(t.message.len(), 1));
-        Ok(kv.chain(timers).fold(Usage::default(), Usage::plus))
+        let answers = g
+            .answers
+            .iter()
+            .filter(|((p, _), _)| p == plugin)
+            .map(|(_, a)| Delta::of_answer(None, Some(a.size())));
+        Ok(kv
+            .chain(timers)
+            .chain(answers)
+            .fold(Usage::default(), Usage::plus))
     }
 
     fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>> {
@@ -181,6 +198,15 @@ impl StateBackend for MemoryBackend {
             .records
             .get(&(plugin.to_string(), kind as u8, id))
             .cloned())
+    }
+
+    async fn answer(&self, plugin: &str, key: &str) -> Result<Option<StoredAnswer>> {
+        let k = (plugin.to_string(), key.to_string());
+        Ok(self.inner.lock().answers.get(&k).cloned())
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.next()
     }
 
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {

@@ -19,13 +19,15 @@
 //!   have read from failed (see [`view`]): nothing durable rests on a write
 //!   that never was.
 
+pub mod ids;
 pub mod memory;
+pub mod postgres;
+mod queues;
 pub mod redb;
 pub mod view;
 
 use anyhow::Result;
 use futures::future::BoxFuture;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A write to one key: `Some(value)` sets it, `None` deletes it.
@@ -66,7 +68,7 @@ pub enum RecordKind {
 pub struct Record {
     /// Which list.
     pub kind: RecordKind,
-    /// Host-unique id (see [`fresh_id`]); lists are ordered by id.
+    /// Host-unique id (see [`StateBackend::next_id`]); lists are ordered by id.
     pub id: u64,
     /// The record, serialized (JSON).
     pub body: Vec<u8>,
@@ -113,6 +115,37 @@ pub struct Commit {
     pub fence: Option<u64>,
     /// Its place among the plugin's pipelined commits, if it is one.
     pub chain: Option<Chain>,
+    /// Answers to keep for `Idempotency-Key`s (replacing any kept under
+    /// the same key).
+    pub answers: Vec<StoredAnswer>,
+    /// Drops the plugin's kept answers older than this (milliseconds since
+    /// the Unix epoch): they are past its `idempotency-window`.
+    pub prune_answers_before: Option<u64>,
+}
+
+/// The answer to a message sent with an `Idempotency-Key`, kept so that a
+/// retry gets it again instead of a second delivery (DESIGN.md,
+/// "Idempotency keys, precisely"). Kept per plugin and key; its bytes count
+/// in the plugin's [`Usage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// The key.
+    pub key: String,
+    /// SHA-256 of the message body, hex: the same key with another body is refused.
+    pub body_sha256: String,
+    /// HTTP status: 200, 422 or 500.
+    pub status: u16,
+    /// The answer's body.
+    pub body: Vec<u8>,
+    /// When it was answered, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+}
+
+impl StoredAnswer {
+    /// The bytes it counts for in [`Usage`].
+    pub fn size(&self) -> u64 {
+        entry_size(&self.key, self.body.len())
+    }
 }
 
 /// Where a pipelined commit stands among its plugin's commits (see [`view`]).
@@ -163,7 +196,11 @@ impl Commit {
 
     /// Whether applying it changes the plugin's [`Usage`].
     pub fn changes_usage(&self) -> bool {
-        !(self.writes.is_empty() && self.add_timers.is_empty() && self.remove_timers.is_empty())
+        !(self.writes.is_empty()
+            && self.add_timers.is_empty()
+            && self.remove_timers.is_empty()
+            && self.answers.is_empty()
+            && self.prune_answers_before.is_none())
     }
 
     /// Whether applying it would change nothing.
@@ -173,16 +210,20 @@ impl Commit {
             && self.remove_timers.is_empty()
             && self.records.is_empty()
             && self.remove_records.is_empty()
+            && self.answers.is_empty()
+            && self.prune_answers_before.is_none()
     }
 }
 
 /// What a plugin's committed state uses, for quotas: its keys and values,
-/// and its durable timers, whose messages count in `bytes` too.
+/// and its durable timers, whose messages count in `bytes` too, as do the
+/// answers kept for its idempotency keys.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Keys across all buckets.
     pub keys: u64,
-    /// Bytes of keys and values across all buckets, plus timer messages.
+    /// Bytes of keys and values across all buckets, plus timer messages and
+    /// kept answers.
     pub bytes: u64,
     /// Pending durable timers (`send-after`).
     pub timers: u64,
@@ -227,30 +268,22 @@ pub trait StateBackend: Send + Sync + 'static {
     async fn record_count(&self, plugin: &str, kind: RecordKind) -> Result<usize>;
     /// One record of a plugin by id.
     async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>>;
+    /// The answer kept for a plugin's idempotency key, if any (however old:
+    /// the caller judges the window).
+    async fn answer(&self, plugin: &str, key: &str) -> Result<Option<StoredAnswer>>;
     /// Deletes every key and timer of a plugin (state reset); its crash
-    /// reports and dead letters stay.
+    /// reports, dead letters and kept answers stay.
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>>;
-    /// A short name for logs: `redb:PATH` or `memory`.
+    /// A new id for a record or timer, unique in this store and increasing
+    /// over this process's life (see [`ids`]).
+    fn next_id(&self) -> u64;
+    /// A short name for logs: `redb:PATH`, `memory`, or the PostgreSQL URL
+    /// without its password.
     fn describe(&self) -> String;
-    /// Finishes queued commits and releases the store (the redb file lock);
-    /// later operations fail. Called at the end of a graceful shutdown.
-    fn close(&self) {}
-}
-
-/// A host-unique, increasing id: microseconds since the Unix epoch, bumped past
-/// the last one handed out, so ids stay unique across host restarts as long as
-/// the clock does not go back.
-pub fn fresh_id() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = now_ms().saturating_mul(1000);
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(last + 1);
-        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(seen) => last = seen,
-        }
-    }
+    /// Finishes queued commits and releases the store (the redb file lock,
+    /// the PostgreSQL advisory lock); later operations fail. Called at the
+    /// end of a graceful shutdown.
+    async fn close(&self) {}
 }
 
 /// Milliseconds since the Unix epoch.
@@ -288,6 +321,16 @@ impl Delta {
         }
     }
 
+    /// What replacing a kept answer of `old` bytes by one of `new` bytes
+    /// (`None`: none there, or dropped) does to usage.
+    pub fn of_answer(old: Option<u64>, new: Option<u64>) -> Delta {
+        Delta {
+            keys: 0,
+            bytes: new.unwrap_or(0) as i64 - old.unwrap_or(0) as i64,
+            timers: 0,
+        }
+    }
+
     /// What adding (`sign` 1) or removing (`sign` -1) a timer whose message
     /// has `message_len` bytes does to usage.
     pub fn of_timer(message_len: usize, sign: i64) -> Delta {
@@ -319,14 +362,25 @@ impl Usage {
 }
 
 /// Opens the backend a [`crate::config::StateLocation`] names.
-pub fn open(location: &crate::config::StateLocation) -> Result<std::sync::Arc<dyn StateBackend>> {
+pub async fn open(
+    location: &crate::config::StateLocation,
+) -> Result<std::sync::Arc<dyn StateBackend>> {
+    use crate::config::StateLocation;
     Ok(match location {
-        crate::config::StateLocation::Memory => std::sync::Arc::new(memory::MemoryBackend::new()),
-        crate::config::StateLocation::Redb(path) => {
-            std::sync::Arc::new(redb::RedbBackend::open(path)?)
+        StateLocation::Memory => std::sync::Arc::new(memory::MemoryBackend::new()),
+        StateLocation::Redb(path) => {
+            let path = path.clone();
+            let b = tokio::task::spawn_blocking(move || redb::RedbBackend::open(&path)).await??;
+            std::sync::Arc::new(b)
+        }
+        StateLocation::Postgres(url) => {
+            std::sync::Arc::new(postgres::PostgresBackend::open(url).await?)
         }
     })
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+/// The behaviour every backend must show, run by the unit tests against the
+/// memory and redb backends and by the integration tests against a real
+/// PostgreSQL. Public for those; not an API.
+#[doc(hidden)]
+pub mod conformance;

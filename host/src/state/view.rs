@@ -50,6 +50,9 @@ struct Inner {
     pending: VecDeque<u64>,
     /// Committed plus pending usage, once loaded.
     usage: Option<Usage>,
+    /// A pending commit drops expired answers, by an amount only the
+    /// backend knows: usage is read again once nothing is pending.
+    reload_usage: bool,
 }
 
 /// A write of a pending commit.
@@ -169,7 +172,13 @@ impl StateView {
             seq,
             after: g.pending.front().copied().unwrap_or(seq),
         });
-        g.usage = g.usage.map(|u| u.plus(delta));
+        // Kept answers count in usage too; one that replaces an expired
+        // answer counts twice until usage is read again.
+        let answers = commit.answers.iter().map(|a| a.size()).sum();
+        g.usage = g
+            .usage
+            .map(|u| u.plus(delta).plus(Delta::of_answer(None, Some(answers))));
+        g.reload_usage |= commit.prune_answers_before.is_some();
         for w in &commit.writes {
             let pending = PendingWrite {
                 seq,
@@ -193,6 +202,10 @@ impl StateView {
         if durable {
             g.pending.retain(|s| *s != seq);
             g.writes.retain(|_, w| w.seq != seq);
+            if g.reload_usage && g.pending.is_empty() {
+                g.usage = None;
+                g.reload_usage = false;
+            }
         } else {
             *g = Inner::default();
         }
@@ -309,8 +322,14 @@ mod tests {
         ) -> Result<Option<Vec<u8>>> {
             self.inner.record(p, k, id).await
         }
+        async fn answer(&self, p: &str, k: &str) -> Result<Option<crate::state::StoredAnswer>> {
+            self.inner.answer(p, k).await
+        }
         fn reset(&self, p: &str) -> BoxFuture<'static, Result<()>> {
             self.inner.reset(p)
+        }
+        fn next_id(&self) -> u64 {
+            self.inner.next_id()
         }
         fn describe(&self) -> String {
             "held".into()

@@ -47,6 +47,7 @@ impl SupervisorHandle {
             budget,
             groups: Arc::new(groups),
             loading: Mutex::new(loading::Loading::idle()),
+            flights: Arc::default(),
         });
         for group in std::iter::once("root").chain(group_names.iter().map(String::as_str)) {
             shared.metrics.add_group(group);
@@ -156,10 +157,12 @@ impl SupervisorHandle {
 
     /// Queues a message for `name`; the receiver gets its outcome. Also returns
     /// how long a synchronous sender should wait (`reply-timeout`).
+    /// A message sent with an `Idempotency-Key` carries its `tag`.
     pub fn send(
         &self,
         name: &str,
         message: Vec<u8>,
+        tag: Option<crate::idempotency::Tag>,
     ) -> Result<(oneshot::Receiver<Outcome>, Duration), SendRefused> {
         let slot = self.slot(name).ok_or_else(|| self.no_worker(name))?;
         let config = slot.config.lock().clone();
@@ -176,10 +179,9 @@ impl SupervisorHandle {
             }));
         }
         let (tx, rx) = oneshot::channel();
-        match slot
-            .mailbox
-            .push(Envelope::new(message, Source::Admin, Some(tx)))
-        {
+        let mut env = Envelope::new(message, Source::Admin, Some(tx));
+        env.idempotency = tag;
+        match slot.mailbox.push(env) {
             Ok(()) => Ok((rx, config.reply_timeout)),
             Err((PushError::Full, _)) => Err(SendRefused::MailboxFull),
             Err((PushError::Closed { status, reason }, _)) => {
@@ -194,6 +196,19 @@ impl SupervisorHandle {
                 }))
             }
         }
+    }
+
+    /// A plugin's `idempotency-window` and `reply-timeout`, or why it takes
+    /// no messages (unknown, or still loading).
+    pub fn idempotency_window(&self, name: &str) -> Result<(Duration, Duration), SendRefused> {
+        let slot = self.slot(name).ok_or_else(|| self.no_worker(name))?;
+        let config = slot.config.lock();
+        Ok((config.idempotency_window, config.reply_timeout))
+    }
+
+    /// The idempotency keys in flight (see [`crate::idempotency::Flights`]).
+    pub fn flights(&self) -> &Arc<crate::idempotency::Flights> {
+        &self.shared.flights
     }
 
     /// Plugin names in start order.
@@ -554,6 +569,6 @@ impl SupervisorHandle {
                 self.stop_worker(name, &slot).await;
             }
         }
-        self.shared.backend.close();
+        self.shared.backend.close().await;
     }
 }

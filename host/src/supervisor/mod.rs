@@ -72,6 +72,8 @@ struct Shared {
     groups: Arc<groups::Groups>,
     /// The startup load, while it runs.
     loading: Mutex<loading::Loading>,
+    /// Idempotency keys whose message is queued or running.
+    flights: Arc<crate::idempotency::Flights>,
 }
 
 /// A cheap, cloneable handle to the supervisor, for the admin API.

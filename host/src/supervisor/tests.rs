@@ -29,7 +29,8 @@ fn start_all(
     let linker = crate::compile::linker(&engine).unwrap();
     let compiled =
         crate::compile::compile(&engine, &linker, &wat::parse_str(wat).unwrap()).unwrap();
-    let backend = crate::state::open(&crate::config::StateLocation::Memory).unwrap();
+    let backend: std::sync::Arc<dyn crate::state::StateBackend> =
+        std::sync::Arc::new(crate::state::memory::MemoryBackend::new());
     let sup = SupervisorHandle::new(config.host.clone(), backend, &config.groups).unwrap();
     for name in names {
         let spec = PluginSpec {
@@ -53,7 +54,7 @@ async fn a_host_panic_is_contained_as_host_error() {
     .unwrap();
     let (sup, _ticker, _dir) = start_all(IMMEDIATE_ONE_ATTEMPT, &wat, &["panicky", "bystander"]);
     for _ in 0..3 {
-        let (rx, _) = sup.send("panicky", b"x".to_vec()).unwrap();
+        let (rx, _) = sup.send("panicky", b"x".to_vec(), None).unwrap();
         match rx.await.unwrap() {
             Outcome::DeadLettered { causes, .. } => assert_eq!(causes, ["host-error"]),
             other => panic!("{other:?}"),
@@ -91,7 +92,9 @@ const OK_EMPTY: &str = r#"(component
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hole05_a_panic_outside_a_guest_call_is_a_host_error_crash() {
     let (sup, _ticker, _dir) = start_all(IMMEDIATE_ONE_ATTEMPT, OK_EMPTY, &["victim", "bystander"]);
-    let (rx, _) = sup.send("victim", child::TEST_PANIC.to_vec()).unwrap();
+    let (rx, _) = sup
+        .send("victim", child::TEST_PANIC.to_vec(), None)
+        .unwrap();
     // The message in flight is the crash's: with one delivery allowed, it
     // is dead-lettered and its sender told why.
     match rx.await.unwrap() {
@@ -99,7 +102,7 @@ async fn hole05_a_panic_outside_a_guest_call_is_a_host_error_crash() {
         other => panic!("{other:?}"),
     }
     // The task lives on: the next message is answered by a new instance.
-    let (rx, _) = sup.send("victim", b"x".to_vec()).unwrap();
+    let (rx, _) = sup.send("victim", b"x".to_vec(), None).unwrap();
     assert_eq!(rx.await.unwrap(), Outcome::Reply(Vec::new()));
     let info = sup.get("victim").unwrap();
     assert_eq!(info.status, Status::Running);
@@ -107,7 +110,7 @@ async fn hole05_a_panic_outside_a_guest_call_is_a_host_error_crash() {
         (info.last_crash, info.restarts),
         (Some(Cause::HostError), 1)
     );
-    let (rx, _) = sup.send("bystander", b"x".to_vec()).unwrap();
+    let (rx, _) = sup.send("bystander", b"x".to_vec(), None).unwrap();
     assert_eq!(rx.await.unwrap(), Outcome::Reply(Vec::new()));
     sup.shutdown().await;
 }

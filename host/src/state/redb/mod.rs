@@ -27,13 +27,11 @@
 //! The state file and the folder the host creates for it are owner-only
 //! ([`crate::private_files`]): they hold every plugin's state and crash data.
 
-mod queues;
-
+use super::queues::{Op, Queues, Waiter};
 use super::*;
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use anyhow::{Context, anyhow, bail};
 use parking_lot::{Mutex, RwLock};
-use queues::{Op, Queues, Waiter};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -43,6 +41,12 @@ const KV: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("kv"
 const TIMERS: TableDefinition<u64, (&str, u64, &[u8])> = TableDefinition::new("timers");
 const RECORDS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// A kept answer: (body SHA-256, status, body, time in ms).
+type AnswerValue = (&'static str, u16, &'static [u8], u64);
+/// Kept answers by (plugin, key).
+const ANSWERS: TableDefinition<(&str, &str), AnswerValue> = TableDefinition::new("answers");
+/// The META entry holding the highest record or timer id written.
+const IDS: &str = "ids";
 
 /// See the module doc.
 pub struct RedbBackend {
@@ -51,6 +55,7 @@ pub struct RedbBackend {
     tx: Mutex<Option<mpsc::Sender<(Op, Waiter)>>>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     usage: Arc<Mutex<HashMap<String, Usage>>>,
+    ids: ids::ClockIds,
 }
 
 impl RedbBackend {
@@ -72,7 +77,8 @@ impl RedbBackend {
         w.open_table(KV)?;
         w.open_table(TIMERS)?;
         w.open_table(RECORDS)?;
-        w.open_table(META)?;
+        w.open_table(ANSWERS)?;
+        let floor = w.open_table(META)?.get(IDS)?.map_or(0, |g| g.value());
         w.commit()?;
         let db = Arc::new(db);
         let usage = Arc::new(Mutex::new(HashMap::new()));
@@ -91,6 +97,7 @@ impl RedbBackend {
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
             usage,
+            ids: ids::ClockIds::above(floor),
         })
     }
 
@@ -159,6 +166,15 @@ impl RedbBackend {
                 u.bytes += message.len() as u64;
             }
         }
+        let t = r.open_table(ANSWERS)?;
+        for item in t.range((plugin, "")..)? {
+            let (k, v) = item?;
+            let (p, key) = k.value();
+            if p != plugin {
+                break;
+            }
+            u.bytes += entry_size(key, v.value().2.len());
+        }
         Ok(u)
     }
 }
@@ -217,8 +233,10 @@ fn committer(
                     kv: w.open_table(KV)?,
                     timers: w.open_table(TIMERS)?,
                     records: w.open_table(RECORDS)?,
+                    answers: w.open_table(ANSWERS)?,
                 };
                 let mut meta = w.open_table(META)?;
+                let mut high = 0u64;
                 for (i, op) in ops.into_iter().enumerate() {
                     if let Op::Commit(c) = &op {
                         if let Err(msg) = failures.check(c) {
@@ -241,7 +259,19 @@ fn committer(
                             meta.insert(key.as_str(), f)?;
                         }
                     }
+                    if let Op::Commit(c) = &op {
+                        let timers = c.add_timers.iter().map(|t| t.id);
+                        high = high.max(
+                            timers
+                                .chain(c.records.iter().map(|r| r.id))
+                                .max()
+                                .unwrap_or(0),
+                        );
+                    }
                     apply(&mut tables, op, &mut deltas)?;
+                }
+                if high > meta.get(IDS)?.map_or(0, |g| g.value()) {
+                    meta.insert(IDS, high)?;
                 }
             }
             w.commit()?;
@@ -283,6 +313,7 @@ struct Tables<'t> {
     kv: ::redb::Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
     timers: ::redb::Table<'t, u64, (&'static str, u64, &'static [u8])>,
     records: ::redb::Table<'t, (&'static str, u8, u64), &'static [u8]>,
+    answers: ::redb::Table<'t, (&'static str, &'static str), AnswerValue>,
 }
 
 /// Applies one operation inside the group's write transaction, adding its
@@ -360,6 +391,39 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>
         for id in records_to_drop(&sizes, r.keep, r.keep_bytes) {
             t.records.remove((p, kind, id))?;
         }
+    }
+    let mut answers = Delta::default();
+    if let Some(before) = c.prune_answers_before {
+        let mut old = Vec::new();
+        for item in t.answers.range((p, "")..)? {
+            let (k, v) = item?;
+            let (plugin, key) = k.value();
+            if plugin != p {
+                break;
+            }
+            let (_, _, body, time_ms) = v.value();
+            if time_ms < before {
+                old.push((key.to_string(), entry_size(key, body.len())));
+            }
+        }
+        for (key, size) in old {
+            t.answers.remove((p, key.as_str()))?;
+            answers += Delta::of_answer(Some(size), None);
+        }
+    }
+    for a in &c.answers {
+        let value = (
+            a.body_sha256.as_str(),
+            a.status,
+            a.body.as_slice(),
+            a.time_ms,
+        );
+        let old = t.answers.insert((p, a.key.as_str()), value)?;
+        let old = old.map(|g| entry_size(&a.key, g.value().2.len()));
+        answers += Delta::of_answer(old, Some(a.size()));
+    }
+    if let Some(delta) = delta {
+        *delta += answers;
     }
     Ok(())
 }
@@ -507,6 +571,25 @@ impl StateBackend for RedbBackend {
         Ok(t.get((plugin, kind as u8, id))?.map(|g| g.value().to_vec()))
     }
 
+    async fn answer(&self, plugin: &str, key: &str) -> Result<Option<StoredAnswer>> {
+        let r = self.db()?.begin_read()?;
+        let t = r.open_table(ANSWERS)?;
+        Ok(t.get((plugin, key))?.map(|g| {
+            let (sha, status, body, time_ms) = g.value();
+            StoredAnswer {
+                key: key.to_string(),
+                body_sha256: sha.to_string(),
+                status,
+                body: body.to_vec(),
+                time_ms,
+            }
+        }))
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.next()
+    }
+
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
         self.submit(Op::Reset(plugin.to_string()))
     }
@@ -515,7 +598,7 @@ impl StateBackend for RedbBackend {
         format!("redb:{}", self.path.display())
     }
 
-    fn close(&self) {
+    async fn close(&self) {
         self.shut();
     }
 }

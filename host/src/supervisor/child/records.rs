@@ -9,7 +9,7 @@ use crate::crash::{Crash, CrashReport, DeadLetter, MessageInfo, store};
 use crate::instance::PluginEnv;
 use crate::instance::txn::Finished;
 use crate::mailbox::Envelope;
-use crate::state::{Commit, Delta, RecordKind, fresh_id, now_ms};
+use crate::state::{Commit, Delta, RecordKind, now_ms};
 use crate::supervisor::policy::Decision;
 
 /// How many dead letters `env`'s plugin has kept (for the gauge at start).
@@ -30,7 +30,7 @@ impl Child {
         env: Option<&Envelope>,
         decision: &Decision,
     ) -> u64 {
-        let id = fresh_id();
+        let id = self.runner.env.state.backend().next_id();
         let message = crash.kept_message();
         let generation = self.runner.generation;
         tracing::warn!(
@@ -72,7 +72,7 @@ impl Child {
 
     /// Stores a message that crashed on its last delivery and answers 500.
     pub(super) async fn dead_letter(&mut self, env: Envelope) {
-        let id = fresh_id();
+        let id = self.runner.env.state.backend().next_id();
         let letter = DeadLetter {
             id,
             plugin: self.name().to_string(),
@@ -88,6 +88,11 @@ impl Child {
             self.keep_dead_letters,
             self.runner.env.config.state.max_bytes,
         );
+        let outcome = Outcome::DeadLettered {
+            id,
+            causes: env.causes.clone(),
+        };
+        self.runner.keep_answer(&mut commit, &env, &outcome);
         let mut done = Finished {
             commit,
             delta: Delta::default(),

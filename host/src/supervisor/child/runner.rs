@@ -26,7 +26,7 @@ use crate::instance::{PluginEnv, PluginInstance};
 use crate::mailbox::timers::TimerHandle;
 use crate::mailbox::{Envelope, Mailbox, Outcome, Source};
 use crate::metrics::{CallMetrics, Metrics};
-use crate::state::{Delta, TimerRecord};
+use crate::state::{Commit, Delta, TimerRecord, now_ms};
 use crate::supervisor::health::Probes;
 use crate::supervisor::status::StatusBoard;
 use std::sync::Arc;
@@ -86,6 +86,8 @@ pub(in crate::supervisor) struct Runner {
     calls: CallMetrics,
     /// The span of the current instance (`plugin`, `generation`).
     pub(super) span: tracing::Span,
+    /// When a commit last dropped the plugin's expired idempotency answers.
+    answers_pruned: Option<Instant>,
 }
 
 fn instance_span(plugin: &str, generation: u64) -> tracing::Span {
@@ -116,6 +118,7 @@ impl Runner {
             timers,
             board,
             metrics,
+            answers_pruned: None,
         }
     }
 
@@ -264,6 +267,11 @@ impl Runner {
         };
         let mut done = inst.take_txn().into_commit(&self.env.name);
         completes_timer(&mut done, &env);
+        let outcome = match answer {
+            Ok(reply) => Outcome::Reply(reply),
+            Err(reason) => Outcome::Rejected(reason),
+        };
+        self.keep_answer(&mut done.commit, &env, &outcome);
         let timers = done.commit.add_timers.clone();
         let nothing_to_commit = done.commit.is_empty();
         let submitted = Instant::now();
@@ -271,10 +279,7 @@ impl Runner {
         let waiting = Waiting {
             seq,
             env,
-            outcome: match answer {
-                Ok(reply) => Outcome::Reply(reply),
-                Err(reason) => Outcome::Rejected(reason),
-            },
+            outcome,
             outbox: done.outbox,
             timers,
             submitted,
@@ -290,6 +295,21 @@ impl Runner {
             self.pipeline.push(durable, waiting);
         }
         Ok(())
+    }
+
+    /// Adds the answer of a message sent with an `Idempotency-Key` to the
+    /// commit that carries its effects (see [`crate::idempotency`]), and now
+    /// and then drops the plugin's answers past its `idempotency-window`.
+    pub(super) fn keep_answer(&mut self, commit: &mut Commit, env: &Envelope, outcome: &Outcome) {
+        let Some(tag) = &env.idempotency else { return };
+        let now = now_ms();
+        commit
+            .answers
+            .extend(crate::idempotency::stored(tag, outcome, now));
+        if crate::idempotency::prune_due(&mut self.answers_pruned) {
+            let window = self.env.config.idempotency_window.as_millis() as u64;
+            commit.prune_answers_before = Some(now.saturating_sub(window));
+        }
     }
 
     /// A call's commit resolved, in pipeline order: releases it, or treats

@@ -1,8 +1,9 @@
 //! The committer's queues: operations waiting to be written, per plugin,
-//! and how a group is taken from them in turns (see [`super`]'s module doc).
+//! and how a group is taken from them in turns (see the redb backend's module
+//! doc; the PostgreSQL backend groups the same way).
 //! Pure bookkeeping: it never touches the database.
 
-use crate::state::{Commit, entry_size};
+use crate::state::{Commit, StoredAnswer, entry_size};
 use std::collections::{HashMap, VecDeque};
 use tokio::sync::oneshot;
 
@@ -38,7 +39,8 @@ impl Op {
         });
         let timers = c.add_timers.iter().map(|t| t.message.len() as u64);
         let records = c.records.iter().map(|r| r.body.len() as u64);
-        writes.chain(timers).chain(records).sum()
+        let answers = c.answers.iter().map(StoredAnswer::size);
+        writes.chain(timers).chain(records).chain(answers).sum()
     }
 }
 
@@ -205,7 +207,10 @@ mod tests {
     fn a_storming_plugins_share_of_a_group_with_others_is_bounded() {
         for storm_bytes in [1usize, 4 << 10, 64 << 10, 900 << 10, 16 << 20] {
             let mut q = Queues::default();
-            for i in 0..2000 {
+            // A backlog of many groups, in at most ~64 MiB of values (the
+            // values are real: 2,000 of 16 MiB would not fit in memory).
+            let backlog = ((64usize << 20) / storm_bytes).clamp(20, 2000);
+            for i in 0..backlog {
                 q.push(commit("storm", i, storm_bytes));
             }
             // The calm plugin arrives later, behind the whole backlog. It is

@@ -1,0 +1,692 @@
+//! The PostgreSQL backend (`--state postgres://USER[:PASSWORD]@HOST[:PORT]/DB`):
+//! everything the redb file holds, in a database that outlives the machine.
+//!
+//! - **Connections.** A pool ([`deadpool_postgres`], up to [`POOL`]
+//!   connections) serves reads and the committer, and replaces connections
+//!   that broke. One more connection holds a session advisory lock for the
+//!   host's life ([`schema::LOCK_KEY`]): a second host on the same database
+//!   is refused at start, as a second host on a redb file is. Losing that
+//!   connection (the server restarted) pauses commits until the lock is
+//!   taken again.
+//! - **Group commit**, as redb does it: one committer task takes every
+//!   operation waiting, queues them per plugin and takes a group in turns
+//!   ([`crate::state::queues`]); commits refused on their own (a chain that
+//!   reaches back to a failed commit, an old fencing token) are answered
+//!   with their error and left out; the rest are applied as one transaction
+//!   ([`apply`]), and each waiter is answered only after COMMIT returned,
+//!   which PostgreSQL makes durable before it answers.
+//! - **Outages.** An error that says the server cannot be reached or is
+//!   restarting ([`transient`]) is retried, with the pool reconnecting:
+//!   reads for up to [`READ_RETRY`], a group for up to [`COMMIT_RETRY`].
+//!   Callers wait meanwhile (a sender sees 504 once its `reply-timeout`
+//!   passes, and the message completes later); nothing is answered before
+//!   its commit is in, so nothing acknowledged is lost.
+//! - **Usage** is cached per plugin and kept by the committer's deltas, as
+//!   redb does, and so are the values point reads return ([`cache`]): the
+//!   advisory lock makes this host the only writer.
+//! - **Ids** come from a sequence in blocks ([`crate::state::ids::BlockIds`]).
+//! - **TLS** is not built in (no TLS stack is in the build): a URL that
+//!   requires it (`sslmode=require`) is refused with a line saying so.
+
+mod apply;
+mod cache;
+mod schema;
+
+use super::ids::BlockIds;
+use super::queues::{Op, Queues, Waiter};
+use super::*;
+use anyhow::{Context, anyhow, bail};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+/// Most connections the host opens to the database, besides the lock's.
+const POOL: usize = 16;
+/// How long a read waits for an unreachable server before it fails.
+const READ_RETRY: Duration = Duration::from_secs(30);
+/// How long a group of commits waits for an unreachable server before it
+/// fails (each of its plugins then drops its instance and delivers the
+/// messages again, as after any failed commit).
+const COMMIT_RETRY: Duration = Duration::from_secs(60);
+/// How long to wait to connect before calling a server unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the committer, the lock keeper and the reads share.
+pub(super) struct Shared {
+    /// Whether this host holds the database's advisory lock now.
+    locked: AtomicBool,
+    /// Usage per plugin, once read (see the module doc).
+    pub(super) usage: Mutex<HashMap<String, Usage>>,
+    /// Committed values read or written.
+    values: Mutex<cache::ValueCache>,
+}
+
+/// See the module doc.
+pub struct PostgresBackend {
+    pool: Pool,
+    shown: String,
+    shared: Arc<Shared>,
+    ids: Arc<BlockIds>,
+    tx: Mutex<Option<mpsc::UnboundedSender<(Op, Waiter)>>>,
+    committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Tasks that end at close: the lock keeper and the id fetcher.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The URL as logs and errors show it: without its password.
+fn shown(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("");
+    let db = config.get_dbname().unwrap_or(user);
+    format!("postgres://{user}@{host}:{port}/{db}")
+}
+
+/// What a PostgreSQL error says, for one line: the server's message, or
+/// the client's with its cause.
+pub(super) fn why(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// Whether an error means the server is unreachable or restarting (worth
+/// waiting for), rather than a refusal that will not change.
+fn transient(e: &anyhow::Error) -> bool {
+    let pg = |e: &tokio_postgres::Error| match e.code() {
+        Some(code) => {
+            let c = code.code();
+            // Connection exceptions, operator intervention (shutdown,
+            // crash recovery), too many connections, serialization.
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || c == "53300"
+                || c == "40001"
+                || c == "40P01"
+        }
+        None => true,
+    };
+    if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {
+        return pg(e);
+    }
+    match e.downcast_ref::<deadpool_postgres::PoolError>() {
+        Some(deadpool_postgres::PoolError::Backend(e)) => pg(e),
+        Some(deadpool_postgres::PoolError::Timeout(_)) => true,
+        _ => e.to_string().contains(LOCK_LOST),
+    }
+}
+
+const LOCK_LOST: &str = "this host does not hold the state database's advisory lock";
+
+/// The database's id for a u64 (ids, times and tokens stay far below 2^63).
+pub(super) fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A u64 for the database's (never negative) bigint.
+pub(super) fn u64_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl PostgresBackend {
+    /// Connects to the database at `url`, takes its advisory lock, creates
+    /// or migrates the schema and starts the committer. Every failure is one
+    /// line naming the database and the fix.
+    pub async fn open(url: &str) -> Result<PostgresBackend> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            anyhow!(
+                "invalid PostgreSQL URL in --state: {}: write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                why(&e)
+            )
+        })?;
+        let shown = shown(&config);
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            bail!(
+                "{shown} asks for TLS (sslmode=require), which this wasm-sup is built without: connect over a trusted network or a local TLS tunnel and drop sslmode=require"
+            );
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("wasm-sup");
+        let mut lock_client = connect(&config, &shown).await?;
+        if !schema::lock(&lock_client)
+            .await
+            .map_err(|e| anyhow!("cannot lock the state database {shown}: {}", why(&e)))?
+        {
+            bail!(
+                "the state database {shown} is in use by another wasm-sup (it holds the database's advisory lock): stop that host, or pass --state with another database"
+            );
+        }
+        schema::migrate(&mut lock_client, &shown).await?;
+        let first = fetch_block(&lock_client).await.map_err(|e| {
+            anyhow!(
+                "cannot read ids from the state database {shown}: {}",
+                why(&e)
+            )
+        })?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .context("failed to set up the PostgreSQL connection pool")?;
+        let shared = Arc::new(Shared {
+            locked: AtomicBool::new(true),
+            usage: Mutex::new(HashMap::new()),
+            values: Mutex::default(),
+        });
+        let ids = Arc::new(BlockIds::starting(first));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let committer = tokio::spawn(committer(pool.clone(), shared.clone(), rx));
+        let background = vec![
+            tokio::spawn(keep_lock(
+                lock_client,
+                config,
+                shown.clone(),
+                shared.clone(),
+            )),
+            tokio::spawn(fetch_ids(pool.clone(), ids.clone())),
+        ];
+        Ok(PostgresBackend {
+            pool,
+            shown,
+            shared,
+            ids,
+            tx: Mutex::new(Some(tx)),
+            committer: Mutex::new(Some(committer)),
+            background: Mutex::new(background),
+        })
+    }
+
+    fn submit(&self, op: Op) -> BoxFuture<'static, Result<()>> {
+        let (wtx, wrx) = tokio::sync::oneshot::channel();
+        let sent = self
+            .tx
+            .lock()
+            .as_ref()
+            .is_some_and(|tx| tx.send((op, wtx)).is_ok());
+        Box::pin(async move {
+            if !sent {
+                bail!("state backend is closed");
+            }
+            match wrx.await {
+                Ok(r) => r.map_err(anyhow::Error::msg),
+                Err(_) => bail!("state committer stopped"),
+            }
+        })
+    }
+
+    /// Runs one read statement, waiting out an unreachable server for up to
+    /// [`READ_RETRY`] (see the module doc).
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let deadline = Instant::now() + READ_RETRY;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let client = self.pool.get().await?;
+                let st = client.prepare_cached(sql).await?;
+                Ok::<_, anyhow::Error>(client.query(&st, params).await?)
+            };
+            match attempt.await {
+                Ok(rows) => return Ok(rows),
+                Err(e) if transient(&e) && Instant::now() < deadline => {
+                    tracing::debug!("state read waits for PostgreSQL: {e:#}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(e.context(format!("state read from {} failed", self.shown)));
+                }
+            }
+        }
+    }
+}
+
+/// Opens one connection and drives it on a task of its own.
+async fn connect(config: &tokio_postgres::Config, shown: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        let hint = match e.code().map(|c| c.code()) {
+            Some("28P01" | "28000") => {
+                " (check the user and password in --state, and the server's pg_hba.conf)"
+            }
+            Some("3D000") => " (create it with createdb, or name another database in --state)",
+            Some(_) => "",
+            None => " (is the server running and listening there?)",
+        };
+        anyhow!("cannot connect to PostgreSQL at {shown}: {}{hint}", why(&e))
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// The first id of a new block from the sequence.
+async fn fetch_block(client: &tokio_postgres::Client) -> Result<u64, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT nextval('wasm_sup_ids')", &[])
+        .await?;
+    Ok(u64_of(row.try_get(0)?))
+}
+
+/// Fetches the next block of ids whenever [`BlockIds`] asks for one.
+async fn fetch_ids(pool: Pool, ids: Arc<BlockIds>) {
+    loop {
+        ids.wanted().await;
+        let start = match pool.get().await {
+            Ok(client) => fetch_block(&client).await.ok(),
+            Err(_) => None,
+        };
+        if start.is_none() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        ids.fetched(start);
+    }
+}
+
+/// Holds the advisory lock: when its connection ends, commits pause
+/// ([`Shared::locked`]) until a new connection has taken the lock again.
+async fn keep_lock(
+    mut client: tokio_postgres::Client,
+    config: tokio_postgres::Config,
+    shown: String,
+    shared: Arc<Shared>,
+) {
+    loop {
+        // Returns once the connection is gone: a query on a closed
+        // connection fails at once.
+        while !client.is_closed() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        shared.locked.store(false, Ordering::SeqCst);
+        tracing::warn!(
+            "lost the connection holding the state database's lock ({shown}): commits wait until it is back"
+        );
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let Ok(c) = connect(&config, &shown).await else {
+                continue;
+            };
+            match schema::lock(&c).await {
+                Ok(true) => {
+                    client = c;
+                    break;
+                }
+                Ok(false) => tracing::error!(
+                    "the state database {shown} is locked by another wasm-sup: this host's commits wait (stop one of the two hosts)"
+                ),
+                Err(_) => {}
+            }
+        }
+        shared.locked.store(true, Ordering::SeqCst);
+        tracing::info!("state database {shown} reachable again; commits resume");
+    }
+}
+
+/// The committer task (see the module doc).
+async fn committer(pool: Pool, shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Op, Waiter)>) {
+    let mut failures = Failures::default();
+    let mut queues = Queues::default();
+    loop {
+        if queues.is_empty() {
+            match rx.recv().await {
+                Some(item) => queues.push(item),
+                None => return,
+            }
+        }
+        while let Ok(item) = rx.try_recv() {
+            queues.push(item);
+        }
+        let (ops, waiters): (Vec<Op>, Vec<Waiter>) = queues.group().into_iter().unzip();
+        let mut refused: Vec<Option<String>> = vec![None; ops.len()];
+        for (i, op) in ops.iter().enumerate() {
+            if let Op::Commit(c) = op
+                && let Err(msg) = failures.check(c)
+            {
+                failures.record(&c.plugin, c.chain);
+                refused[i] = Some(msg);
+            }
+        }
+        let outcome = commit_group(&pool, &shared, &ops, &mut refused).await;
+        if let Err(e) = &outcome {
+            tracing::error!("{e}");
+        }
+        for (i, (op, waiter)) in ops.iter().zip(waiters).enumerate() {
+            let answer = match refused[i].take() {
+                Some(reason) => Err(reason),
+                None => outcome.clone(),
+            };
+            if let (Err(_), Op::Commit(c)) = (&answer, op) {
+                failures.record(&c.plugin, c.chain);
+            }
+            let _ = waiter.send(answer);
+        }
+    }
+}
+
+/// Applies a group's accepted operations in one transaction, retrying an
+/// unreachable server for up to [`COMMIT_RETRY`]. Fence refusals are added
+/// to `refused`.
+async fn commit_group(
+    pool: &Pool,
+    shared: &Shared,
+    ops: &[Op],
+    refused: &mut [Option<String>],
+) -> Result<(), String> {
+    let deadline = Instant::now() + COMMIT_RETRY;
+    let mut pause = Duration::from_millis(50);
+    let mut again = false;
+    loop {
+        let attempt = async {
+            if !shared.locked.load(Ordering::SeqCst) {
+                bail!(LOCK_LOST);
+            }
+            let mut client = pool.get().await?;
+            let accepted: Vec<Option<&Op>> = ops
+                .iter()
+                .zip(refused.iter())
+                .map(|(op, r)| r.is_none().then_some(op))
+                .collect();
+            let fencing = accepted
+                .iter()
+                .any(|op| matches!(op, Some(Op::Commit(c)) if c.fence.is_some()));
+            if !fencing {
+                let mut net = apply::Net::default();
+                accepted.iter().flatten().for_each(|op| net.add(op));
+                if net.only_kv() {
+                    let deltas = apply::apply_alone(&client, net, again).await?;
+                    return Ok((vec![None; ops.len()], deltas));
+                }
+            }
+            let tx = client.transaction().await?;
+            let fenced = apply::fences(&tx, &accepted).await?;
+            let mut net = apply::Net::default();
+            for (op, fence) in accepted.iter().zip(&fenced) {
+                if let (Some(op), None) = (op, fence) {
+                    net.add(op);
+                }
+            }
+            let deltas = net.apply(&tx, again).await?;
+            tx.commit().await?;
+            Ok::<_, anyhow::Error>((fenced, deltas))
+        };
+        match attempt.await {
+            Ok((fenced, deltas)) => {
+                for (r, f) in refused.iter_mut().zip(fenced) {
+                    if r.is_none() {
+                        *r = f;
+                    }
+                }
+                apply::settle_usage(shared, deltas);
+                // Before any waiter is answered: its next read must see this.
+                let mut values = shared.values.lock();
+                for (op, r) in ops.iter().zip(refused.iter()) {
+                    match (op, r) {
+                        (Op::Reset(p), None) => values.forget(p),
+                        (Op::Commit(c), None) => {
+                            values.bump(&c.plugin);
+                            for w in &c.writes {
+                                values.committed(&c.plugin, &w.bucket, &w.key, w.value.clone());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) if transient(&e) && Instant::now() < deadline => {
+                if !again {
+                    tracing::warn!("state commit waits for PostgreSQL: {e:#}");
+                }
+                again = true;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                // It may have committed (an unanswered COMMIT): read again.
+                let mut values = shared.values.lock();
+                for op in ops {
+                    values.forget(op.plugin());
+                }
+                return Err(format!("state commit failed: {e:#}"));
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StateBackend for PostgresBackend {
+    async fn get(&self, plugin: &str, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let epoch = match self.shared.values.lock().get(plugin, bucket, key) {
+            Ok(value) => return Ok(value),
+            Err(epoch) => epoch,
+        };
+        let rows = self
+            .query(
+                "SELECT value FROM wasm_sup_kv WHERE plugin = $1 AND bucket = $2 AND key = $3",
+                &[&plugin, &bucket, &key],
+            )
+            .await?;
+        let value: Option<Vec<u8>> = rows.first().map(|r| r.try_get(0)).transpose()?;
+        self.shared
+            .values
+            .lock()
+            .fill(plugin, bucket, key, &value, epoch);
+        Ok(value)
+    }
+
+    async fn list_keys(
+        &self,
+        plugin: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let limit = i64_of(limit as u64);
+        let rows = match after {
+            Some(after) => {
+                self.query(
+                    "SELECT key FROM wasm_sup_kv WHERE plugin = $1 AND bucket = $2 AND key > $3 ORDER BY key LIMIT $4",
+                    &[&plugin, &bucket, &after, &limit],
+                )
+                .await?
+            }
+            None => {
+                self.query(
+                    "SELECT key FROM wasm_sup_kv WHERE plugin = $1 AND bucket = $2 ORDER BY key LIMIT $3",
+                    &[&plugin, &bucket, &limit],
+                )
+                .await?
+            }
+        };
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn list_all(&self, plugin: &str) -> Result<Vec<(String, String, u64)>> {
+        let rows = self
+            .query(
+                "SELECT bucket, key, octet_length(value) FROM wasm_sup_kv WHERE plugin = $1 ORDER BY bucket, key",
+                &[&plugin],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let len: i32 = r.try_get(2)?;
+                Ok((r.try_get(0)?, r.try_get(1)?, len as u64))
+            })
+            .collect()
+    }
+
+    async fn usage(&self, plugin: &str) -> Result<Usage> {
+        if let Some(u) = self.shared.usage.lock().get(plugin) {
+            return Ok(*u);
+        }
+        // As redb: read outside the cache lock, and only the committer's
+        // deltas are trusted after this (the worker commits one call at a time).
+        let rows = self
+            .query(
+                "SELECT \
+                   (SELECT count(*) FROM wasm_sup_kv WHERE plugin = $1), \
+                   (SELECT coalesce(sum(octet_length(key) + octet_length(value)), 0)::bigint FROM wasm_sup_kv WHERE plugin = $1), \
+                   (SELECT count(*) FROM wasm_sup_timers WHERE plugin = $1), \
+                   (SELECT coalesce(sum(octet_length(message)), 0)::bigint FROM wasm_sup_timers WHERE plugin = $1), \
+                   (SELECT coalesce(sum(octet_length(key) + octet_length(body)), 0)::bigint FROM wasm_sup_answers WHERE plugin = $1)",
+                &[&plugin],
+            )
+            .await?;
+        let row = rows.first().context("usage query returned no row")?;
+        let n = |i: usize| -> Result<u64> { Ok(u64_of(row.try_get(i)?)) };
+        let u = Usage {
+            keys: n(0)?,
+            bytes: n(1)? + n(3)? + n(4)?,
+            timers: n(2)?,
+        };
+        self.shared.usage.lock().insert(plugin.to_string(), u);
+        Ok(u)
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>> {
+        self.submit(Op::Commit(commit))
+    }
+
+    async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>> {
+        let rows = self
+            .query(
+                "SELECT id, due_ms, message FROM wasm_sup_timers WHERE plugin = $1 ORDER BY id",
+                &[&plugin],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TimerRecord {
+                    id: u64_of(r.try_get(0)?),
+                    plugin: plugin.to_string(),
+                    due_ms: u64_of(r.try_get(1)?),
+                    message: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn records(
+        &self,
+        plugin: &str,
+        kind: RecordKind,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let (kind, skip, limit) = (kind as i16, i64_of(skip as u64), i64_of(limit as u64));
+        let rows = self
+            .query(
+                "SELECT id, body FROM wasm_sup_records WHERE plugin = $1 AND kind = $2 ORDER BY id DESC OFFSET $3 LIMIT $4",
+                &[&plugin, &kind, &skip, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((u64_of(r.try_get(0)?), r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn record_count(&self, plugin: &str, kind: RecordKind) -> Result<usize> {
+        let kind = kind as i16;
+        let rows = self
+            .query(
+                "SELECT count(*) FROM wasm_sup_records WHERE plugin = $1 AND kind = $2",
+                &[&plugin, &kind],
+            )
+            .await?;
+        let n: i64 = rows.first().context("count returned no row")?.try_get(0)?;
+        Ok(u64_of(n) as usize)
+    }
+
+    async fn record(&self, plugin: &str, kind: RecordKind, id: u64) -> Result<Option<Vec<u8>>> {
+        let (kind, id) = (kind as i16, i64_of(id));
+        let rows = self
+            .query(
+                "SELECT body FROM wasm_sup_records WHERE plugin = $1 AND kind = $2 AND id = $3",
+                &[&plugin, &kind, &id],
+            )
+            .await?;
+        rows.first().map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    async fn answer(&self, plugin: &str, key: &str) -> Result<Option<StoredAnswer>> {
+        let rows = self
+            .query(
+                "SELECT body_sha256, status, body, time_ms FROM wasm_sup_answers WHERE plugin = $1 AND key = $2",
+                &[&plugin, &key],
+            )
+            .await?;
+        rows.first()
+            .map(|r| {
+                let status: i16 = r.try_get(1)?;
+                Ok(StoredAnswer {
+                    key: key.to_string(),
+                    body_sha256: r.try_get(0)?,
+                    status: status as u16,
+                    body: r.try_get(2)?,
+                    time_ms: u64_of(r.try_get(3)?),
+                })
+            })
+            .transpose()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.next()
+    }
+
+    fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
+        self.submit(Op::Reset(plugin.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    async fn close(&self) {
+        // Closing the channel ends the committer after the operations queued.
+        self.tx.lock().take();
+        let committer = self.committer.lock().take();
+        if let Some(h) = committer {
+            let _ = h.await;
+        }
+        for h in self.background.lock().drain(..) {
+            // Dropping the lock keeper's connection releases the lock.
+            h.abort();
+        }
+        self.pool.close();
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        for h in self.background.lock().drain(..) {
+            h.abort();
+        }
+    }
+}
