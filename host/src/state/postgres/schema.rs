@@ -78,9 +78,13 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<()> {
         )
     };
     let tx = client.transaction().await.map_err(fail)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS wasm_sup_schema (version bigint NOT NULL)")
-        .await
-        .map_err(fail)?;
+    // Without the server's notice that the table exists, on every start.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS wasm_sup_schema (version bigint NOT NULL)",
+    )
+    .await
+    .map_err(fail)?;
     let rows = tx
         .query("SELECT version FROM wasm_sup_schema", &[])
         .await
