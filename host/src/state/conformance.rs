@@ -220,6 +220,28 @@ pub async fn check(b: Arc<dyn StateBackend>) {
     let mut other = chained(104, 100, "other");
     other.plugin = "b".into();
     b.commit(other).await.unwrap();
+    // The same within one group: a backlog of another plugin's commits
+    // keeps the committer busy while both wait, so they are taken together.
+    let backlog: Vec<_> = (0..100)
+        .map(|i| {
+            let mut c = Commit::new("z");
+            c.writes = vec![set("default", &format!("k{i}"), "v")];
+            b.commit(c)
+        })
+        .collect();
+    let mut failed = chained(200, 200, "lost-2");
+    failed.fence = Some(9);
+    let (first, second) = (
+        b.commit(failed),
+        b.commit(chained(201, 200, "after-lost-2")),
+    );
+    for c in backlog {
+        c.await.unwrap();
+    }
+    assert!(first.await.is_err());
+    let refused = second.await.unwrap_err().to_string();
+    assert!(refused.contains("earlier commit"), "{refused}");
+    assert_eq!(b.get("a", "default", "after-lost-2").await.unwrap(), None);
     // A commit refused in a group fails only its own plugin's commit.
     let mut stale = Commit::new("a");
     stale.fence = Some(1);

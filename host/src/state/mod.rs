@@ -161,7 +161,7 @@ pub struct Chain {
 /// The chained commits a backend failed, per plugin: the newest failed `seq`.
 /// A chained commit that reaches back to one of them is refused (the module
 /// doc's last rule). Only failures are kept, so this stays small.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Failures(std::collections::HashMap<String, u64>);
 
 impl Failures {

@@ -372,7 +372,7 @@ async fn committer(pool: Pool, shared: Arc<Shared>, mut rx: mpsc::UnboundedRecei
                 refused[i] = Some(msg);
             }
         }
-        let outcome = commit_group(&pool, &shared, &ops, &mut refused).await;
+        let outcome = commit_group(&pool, &shared, &ops, &mut refused, &mut failures).await;
         if let Err(e) = &outcome {
             tracing::error!("{e}");
         }
@@ -391,12 +391,14 @@ async fn committer(pool: Pool, shared: Arc<Shared>, mut rx: mpsc::UnboundedRecei
 
 /// Applies a group's accepted operations in one transaction, retrying an
 /// unreachable server for up to [`COMMIT_RETRY`]. Fence refusals are added
-/// to `refused`.
+/// to `refused`, and so are the commits of the same group that may have
+/// read from a refused one (`failures` learns both).
 async fn commit_group(
     pool: &Pool,
     shared: &Shared,
     ops: &[Op],
     refused: &mut [Option<String>],
+    failures: &mut Failures,
 ) -> Result<(), String> {
     let deadline = Instant::now() + COMMIT_RETRY;
     let mut pause = Duration::from_millis(50);
@@ -420,11 +422,26 @@ async fn commit_group(
                 accepted.iter().flatten().for_each(|op| net.add(op));
                 if net.only_kv() {
                     let deltas = apply::apply_alone(&client, net, again).await?;
-                    return Ok((vec![None; ops.len()], deltas));
+                    return Ok((vec![None; ops.len()], deltas, None));
                 }
             }
             let tx = client.transaction().await?;
-            let fenced = apply::fences(&tx, &accepted).await?;
+            let mut fenced = apply::fences(&tx, &accepted).await?;
+            // In order, as redb applies a group: a refused fence fails its
+            // plugin's chain, so a later commit of the group that may have
+            // read from it is refused too.
+            let mut after = failures.clone();
+            for (op, fence) in accepted.iter().zip(fenced.iter_mut()) {
+                let Some(Op::Commit(c)) = op else { continue };
+                if fence.is_none()
+                    && let Err(msg) = after.check(c)
+                {
+                    *fence = Some(msg);
+                }
+                if fence.is_some() {
+                    after.record(&c.plugin, c.chain);
+                }
+            }
             let mut net = apply::Net::default();
             for (op, fence) in accepted.iter().zip(&fenced) {
                 if let (Some(op), None) = (op, fence) {
@@ -433,10 +450,13 @@ async fn commit_group(
             }
             let deltas = net.apply(&tx, again).await?;
             tx.commit().await?;
-            Ok::<_, anyhow::Error>((fenced, deltas))
+            Ok::<_, anyhow::Error>((fenced, deltas, Some(after)))
         };
         match attempt.await {
-            Ok((fenced, deltas)) => {
+            Ok((fenced, deltas, after)) => {
+                if let Some(after) = after {
+                    *failures = after;
+                }
                 for (r, f) in refused.iter_mut().zip(fenced) {
                     if r.is_none() {
                         *r = f;
