@@ -163,12 +163,7 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
     let row = |label: &str, l: &Load, target: f64| {
         Row::new(
             format!("messages/s with one durable `wasi:keyvalue` write each, {label}"),
-            format!(
-                "{:.0}/s; reply p50 / p99 {} / {} ({DURABLE_IN_FLIGHT} senders in flight)",
-                l.per_second,
-                show(l.latency.p50),
-                show(l.latency.p99)
-            ),
+            durable_value(l),
         )
         .comparator(
             format!("raw redb, one durable transaction per write: {raw:.0}/s"),
@@ -190,6 +185,16 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
         row("one plugin", &one, 20_000.0),
         row(&format!("{plugins} plugins"), &many, 50_000.0),
     ])
+}
+
+/// A durable figure's result: rate and reply latency.
+fn durable_value(l: &Load) -> String {
+    format!(
+        "{:.0}/s; reply p50 / p99 {} / {} ({DURABLE_IN_FLIGHT} senders in flight)",
+        l.per_second,
+        show(l.latency.p50),
+        show(l.latency.p99)
+    )
 }
 
 /// `total` counts spread over `targets` after a warm-up of a tenth as many
@@ -221,12 +226,7 @@ pub async fn durable_postgres(counter: &Path, total: usize, plugins: usize) -> R
         let ratio = l.per_second / raw16;
         Row::new(
             format!("messages/s with one durable write each on PostgreSQL, {label}"),
-            format!(
-                "{:.0}/s; reply p50 / p99 {} / {} ({DURABLE_IN_FLIGHT} senders in flight)",
-                l.per_second,
-                show(l.latency.p50),
-                show(l.latency.p99)
-            ),
+            durable_value(l),
         )
         .comparator(
             format!(

@@ -298,6 +298,26 @@ pub(crate) fn entry_size(key: &str, value_len: usize) -> u64 {
     (key.len() + value_len) as u64
 }
 
+/// Applies committed usage changes to a backend's cache of usage per plugin
+/// (`None`: forget the plugin's figure, to be read again).
+pub(crate) fn settle_usage(
+    cache: &mut std::collections::HashMap<String, Usage>,
+    deltas: std::collections::HashMap<String, Option<Delta>>,
+) {
+    for (plugin, delta) in deltas {
+        match delta {
+            None => {
+                cache.remove(&plugin);
+            }
+            Some(delta) => {
+                if let Some(u) = cache.get_mut(&plugin) {
+                    *u = u.plus(delta);
+                }
+            }
+        }
+    }
+}
+
 /// A change in a plugin's [`Usage`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delta {

@@ -46,6 +46,25 @@ impl Op {
 
 pub(super) type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// Hands `op` to a committer through `send` (`false`: the committer is
+/// gone) and resolves with the committer's answer.
+pub(super) fn submit(
+    op: Op,
+    send: impl FnOnce((Op, Waiter)) -> bool,
+) -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+    let (wtx, wrx) = oneshot::channel();
+    let sent = send((op, wtx));
+    Box::pin(async move {
+        if !sent {
+            anyhow::bail!("state backend is closed");
+        }
+        match wrx.await {
+            Ok(r) => r.map_err(anyhow::Error::msg),
+            Err(_) => anyhow::bail!("state committer stopped"),
+        }
+    })
+}
+
 /// Operations waiting for the committer, queued per plugin and taken in
 /// turns (see the module doc).
 #[derive(Default)]

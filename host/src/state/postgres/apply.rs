@@ -15,7 +15,7 @@
 //! is applied again as it is; usage figures are then read again rather
 //! than trusted.
 
-use super::{Shared, i64_of, u64_of};
+use super::{i64_of, u64_of};
 use crate::state::queues::Op;
 use crate::state::{Delta, StoredAnswer, TimerRecord, entry_size, records_to_drop};
 use anyhow::Result;
@@ -452,21 +452,4 @@ pub(super) async fn fences(
         .await?;
     tx.execute(&st, &[&ps, &ts]).await?;
     Ok(refused)
-}
-
-/// Applies usage changes to the cache once their transaction committed.
-pub(super) fn settle_usage(shared: &Shared, deltas: HashMap<String, Option<Delta>>) {
-    let mut cache = shared.usage.lock();
-    for (plugin, delta) in deltas {
-        match delta {
-            None => {
-                cache.remove(&plugin);
-            }
-            Some(delta) => {
-                if let Some(u) = cache.get_mut(&plugin) {
-                    *u = u.plus(delta);
-                }
-            }
-        }
-    }
 }

@@ -33,7 +33,7 @@ mod cache;
 mod schema;
 
 use super::ids::BlockIds;
-use super::queues::{Op, Queues, Waiter};
+use super::queues::{self, Op, Queues, Waiter};
 use super::*;
 use anyhow::{Context, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -222,20 +222,9 @@ impl PostgresBackend {
     }
 
     fn submit(&self, op: Op) -> BoxFuture<'static, Result<()>> {
-        let (wtx, wrx) = tokio::sync::oneshot::channel();
-        let sent = self
-            .tx
-            .lock()
-            .as_ref()
-            .is_some_and(|tx| tx.send((op, wtx)).is_ok());
-        Box::pin(async move {
-            if !sent {
-                bail!("state backend is closed");
-            }
-            match wrx.await {
-                Ok(r) => r.map_err(anyhow::Error::msg),
-                Err(_) => bail!("state committer stopped"),
-            }
+        let tx = self.tx.lock();
+        queues::submit(op, |item| {
+            tx.as_ref().is_some_and(|tx| tx.send(item).is_ok())
         })
     }
 
@@ -462,7 +451,7 @@ async fn commit_group(
                         *r = f;
                     }
                 }
-                apply::settle_usage(shared, deltas);
+                settle_usage(&mut shared.usage.lock(), deltas);
                 // Before any waiter is answered: its next read must see this.
                 let mut values = shared.values.lock();
                 for (op, r) in ops.iter().zip(refused.iter()) {

@@ -27,15 +27,14 @@
 //! The state file and the folder the host creates for it are owner-only
 //! ([`crate::private_files`]): they hold every plugin's state and crash data.
 
-use super::queues::{Op, Queues, Waiter};
+use super::queues::{self, Op, Queues, Waiter};
 use super::*;
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
-use tokio::sync::oneshot;
 
 const KV: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("kv");
 const TIMERS: TableDefinition<u64, (&str, u64, &[u8])> = TableDefinition::new("timers");
@@ -102,21 +101,9 @@ impl RedbBackend {
     }
 
     fn submit(&self, op: Op) -> BoxFuture<'static, Result<()>> {
-        let (wtx, wrx) = oneshot::channel();
-        let sent = self
-            .tx
-            .lock()
-            .as_ref()
-            .map(|tx| tx.send((op, wtx)).is_ok())
-            .unwrap_or(false);
-        Box::pin(async move {
-            if !sent {
-                bail!("state backend is closed");
-            }
-            match wrx.await {
-                Ok(r) => r.map_err(anyhow::Error::msg),
-                Err(_) => bail!("state committer stopped"),
-            }
+        let tx = self.tx.lock();
+        queues::submit(op, |item| {
+            tx.as_ref().is_some_and(|tx| tx.send(item).is_ok())
         })
     }
 
@@ -275,19 +262,7 @@ fn committer(
                 }
             }
             w.commit()?;
-            let mut cache = usage.lock();
-            for (plugin, delta) in deltas {
-                match delta {
-                    None => {
-                        cache.remove(&plugin);
-                    }
-                    Some(delta) => {
-                        if let Some(u) = cache.get_mut(&plugin) {
-                            *u = u.plus(delta);
-                        }
-                    }
-                }
-            }
+            settle_usage(&mut usage.lock(), deltas);
             Ok(())
         })();
         let outcome = result.map_err(|e| format!("state commit failed: {e:#}"));
