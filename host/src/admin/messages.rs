@@ -82,7 +82,15 @@ async fn keyed(
         }
         Joined::First(ticket) => ticket,
     };
-    if let Some(kept) = sup.backend().answer(name, &tag.key).await?
+    // A store that cannot be read is 503 (try again), never 500, which
+    // would read as "dead-lettered".
+    let kept = sup.backend().answer(name, &tag.key).await.map_err(|e| {
+        ApiError::Failed(format!(
+            "cannot read the answers kept for Idempotency-Key {:?}: {e:#}",
+            tag.key
+        ))
+    })?;
+    if let Some(kept) = kept
         && idempotency::fresh(&kept, window, crate::state::now_ms())
     {
         if kept.body_sha256 != tag.body_sha256 {
