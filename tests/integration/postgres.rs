@@ -151,3 +151,29 @@ async fn postgres_restarted_under_load_loses_nothing_acknowledged() {
     assert!(now > acked, "count {now} after {acked} acknowledged");
     h.stop().await;
 }
+
+/// A key PostgreSQL cannot hold (a NUL byte, or over 2 KiB) is an error to
+/// the guest that wrote it, at `set`: it never reaches a group commit, where
+/// it would fail every other plugin's commit beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_postgres_cannot_hold_is_an_error_to_its_guest_only() {
+    let url = Postgres::shared().database().await;
+    let dir = PluginDir::new();
+    dir.plugin("a", wasm_sup_tests::PROBE)
+        .plugin("b", wasm_sup_tests::PROBE);
+    let h = TestHost::start_with(dir, Some(&url)).await;
+    let long = format!("set {} v", "k".repeat(3000));
+    for bad in ["set a\0b v", long.as_str()] {
+        let r = h.send("a", bad).await;
+        assert_eq!(r.status, 422, "{}", r.text());
+        assert!(
+            r.text().contains("PostgreSQL state backend"),
+            "{}",
+            r.text()
+        );
+    }
+    h.send("a", "set fine v").await.ok();
+    assert_eq!(h.send("a", "get fine").await.ok(), "v");
+    assert_eq!(h.send("b", "incr n").await.ok(), "1");
+    h.stop().await;
+}

@@ -72,17 +72,22 @@ pub fn valid_bucket(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
-fn check_key(key: &str) -> R<()> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(KvError::Other(format!(
-            "key of {} bytes is longer than the limit of {MAX_KEY_BYTES}",
-            key.len()
-        )));
-    }
-    Ok(())
-}
-
 impl HostState {
+    /// Refuses a key over the limit, or one the backend cannot store.
+    fn check_key(&self, key: &str) -> R<()> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(KvError::Other(format!(
+                "key of {} bytes is longer than the limit of {MAX_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        self.env
+            .state
+            .backend()
+            .check_key(key)
+            .map_err(KvError::Other)
+    }
+
     fn bucket_name(&self, b: &Resource<Bucket>) -> R<String> {
         Ok(self.table.get(b)?.name.clone())
     }
@@ -92,7 +97,7 @@ impl HostState {
     }
 
     async fn kv_write(&mut self, bucket: &str, key: &str, value: Option<Vec<u8>>) -> R<()> {
-        check_key(key)?;
+        self.check_key(key)?;
         let env = &self.env;
         Ok(self
             .txn

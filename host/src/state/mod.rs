@@ -274,6 +274,11 @@ pub trait StateBackend: Send + Sync + 'static {
     /// Deletes every key and timer of a plugin (state reset); its crash
     /// reports, dead letters and kept answers stay.
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>>;
+    /// Why this backend cannot store `key`, if it cannot (beyond the
+    /// keyvalue limits every backend has).
+    fn check_key(&self, _key: &str) -> Result<(), String> {
+        Ok(())
+    }
     /// A new id for a record or timer, unique in this store and increasing
     /// over this process's life (see [`ids`]).
     fn next_id(&self) -> u64;

@@ -105,6 +105,22 @@ impl ValueCache {
         }
     }
 
+    /// The plugin's epoch: it moves on with every commit and reset.
+    pub(super) fn epoch(&self, plugin: &str) -> u64 {
+        self.plugins.get(plugin).map_or(0, |p| p.epoch)
+    }
+
+    /// Forgets every value and moves every epoch on (the lock was lost:
+    /// another host may have written).
+    pub(super) fn forget_all(&mut self) {
+        for p in self.plugins.values_mut() {
+            p.epoch += 1;
+            p.bytes = 0;
+            p.values.clear();
+        }
+        self.bytes = 0;
+    }
+
     /// A commit of `plugin` was applied: the epoch moves on.
     pub(super) fn bump(&mut self, plugin: &str) {
         self.plugins.entry(plugin.to_string()).or_default().epoch += 1;

@@ -68,6 +68,15 @@ pub(super) struct Shared {
     values: Mutex<cache::ValueCache>,
 }
 
+impl Shared {
+    /// Forgets every cached value and usage figure (the lock was lost).
+    fn forget_all(&self) {
+        let mut values = self.values.lock();
+        values.forget_all();
+        self.usage.lock().clear();
+    }
+}
+
 /// See the module doc.
 pub struct PostgresBackend {
     pool: Pool,
@@ -119,7 +128,16 @@ fn transient(e: &anyhow::Error) -> bool {
                 || c == "40001"
                 || c == "40P01"
         }
-        None => true,
+        // No server error: the connection closed, an I/O error, or a
+        // connect that failed or timed out. Not a decoding error.
+        None => {
+            let what = e.to_string();
+            e.is_closed()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                || what.starts_with("error connecting")
+                || what.starts_with("timeout")
+                || what.starts_with("error communicating")
+        }
     };
     if let Some(e) = e.downcast_ref::<tokio_postgres::Error>() {
         return pg(e);
@@ -132,6 +150,24 @@ fn transient(e: &anyhow::Error) -> bool {
 }
 
 const LOCK_LOST: &str = "this host does not hold the state database's advisory lock";
+
+/// Longest key the PostgreSQL backend stores: a primary-key row must fit a
+/// third of a page (about 2.7 KB) with its plugin and bucket names.
+const MAX_PG_KEY: usize = 2048;
+
+/// Why PostgreSQL cannot store `key`, if it cannot: `text` holds no NUL
+/// byte, and an index row has a size limit.
+fn key_problem(key: &str) -> Option<String> {
+    if key.contains('\0') {
+        return Some("keys may not hold a NUL byte with the PostgreSQL state backend".into());
+    }
+    (key.len() > MAX_PG_KEY).then(|| {
+        format!(
+            "key of {} bytes is longer than the PostgreSQL state backend's limit of {MAX_PG_KEY}",
+            key.len()
+        )
+    })
+}
 
 /// The database's id for a u64 (ids, times and tokens stay far below 2^63).
 pub(super) fn i64_of(n: u64) -> i64 {
@@ -313,9 +349,11 @@ async fn keep_lock(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         shared.locked.store(false, Ordering::SeqCst);
+        shared.forget_all();
         tracing::warn!(
             "lost the connection holding the state database's lock ({shown}): commits wait until it is back"
         );
+        let mut told = false;
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let Ok(c) = connect(&config, &shown).await else {
@@ -326,12 +364,18 @@ async fn keep_lock(
                     client = c;
                     break;
                 }
-                Ok(false) => tracing::error!(
-                    "the state database {shown} is locked by another wasm-sup: this host's commits wait (stop one of the two hosts)"
-                ),
+                Ok(false) if !told => {
+                    told = true;
+                    tracing::error!(
+                        "the state database {shown} is locked by another wasm-sup: this host's commits wait (stop one of the two hosts)"
+                    );
+                }
+                Ok(false) => {}
                 Err(_) => {}
             }
         }
+        // Another host may have written while the lock was free.
+        shared.forget_all();
         shared.locked.store(true, Ordering::SeqCst);
         tracing::info!("state database {shown} reachable again; commits resume");
     }
@@ -354,11 +398,18 @@ async fn committer(pool: Pool, shared: Arc<Shared>, mut rx: mpsc::UnboundedRecei
         let (ops, waiters): (Vec<Op>, Vec<Waiter>) = queues.group().into_iter().unzip();
         let mut refused: Vec<Option<String>> = vec![None; ops.len()];
         for (i, op) in ops.iter().enumerate() {
-            if let Op::Commit(c) = op
-                && let Err(msg) = failures.check(c)
-            {
+            let Op::Commit(c) = op else { continue };
+            // A key the database cannot hold would fail the whole group:
+            // refused here, it fails its own commit only.
+            let unstorable = c.writes.iter().find_map(|w| key_problem(&w.key));
+            let refusal = match (failures.check(c), unstorable) {
+                (Err(msg), _) => Some(msg),
+                (Ok(()), Some(why)) => Some(format!("commit refused: {why}")),
+                (Ok(()), None) => None,
+            };
+            if refusal.is_some() {
                 failures.record(&c.plugin, c.chain);
-                refused[i] = Some(msg);
+                refused[i] = refusal;
             }
         }
         let outcome = commit_group(&pool, &shared, &ops, &mut refused, &mut failures).await;
@@ -451,9 +502,11 @@ async fn commit_group(
                         *r = f;
                     }
                 }
-                settle_usage(&mut shared.usage.lock(), deltas);
                 // Before any waiter is answered: its next read must see this.
+                // Under the values lock, so a usage read racing with this
+                // commit sees the epoch move (see `usage`).
                 let mut values = shared.values.lock();
+                settle_usage(&mut shared.usage.lock(), deltas);
                 for (op, r) in ops.iter().zip(refused.iter()) {
                     match (op, r) {
                         (Op::Reset(p), None) => values.forget(p),
@@ -479,8 +532,10 @@ async fn commit_group(
             Err(e) => {
                 // It may have committed (an unanswered COMMIT): read again.
                 let mut values = shared.values.lock();
+                let mut usage = shared.usage.lock();
                 for op in ops {
                     values.forget(op.plugin());
+                    usage.remove(op.plugin());
                 }
                 return Err(format!("state commit failed: {e:#}"));
             }
@@ -555,8 +610,9 @@ impl StateBackend for PostgresBackend {
         if let Some(u) = self.shared.usage.lock().get(plugin) {
             return Ok(*u);
         }
-        // As redb: read outside the cache lock, and only the committer's
-        // deltas are trusted after this (the worker commits one call at a time).
+        // Read outside the locks; kept only if no commit of the plugin was
+        // applied meanwhile (its epoch in the value cache did not move).
+        let epoch = self.shared.values.lock().epoch(plugin);
         let rows = self
             .query(
                 "SELECT \
@@ -575,7 +631,10 @@ impl StateBackend for PostgresBackend {
             bytes: n(1)? + n(3)? + n(4)?,
             timers: n(2)?,
         };
-        self.shared.usage.lock().insert(plugin.to_string(), u);
+        let values = self.shared.values.lock();
+        if values.epoch(plugin) == epoch {
+            self.shared.usage.lock().insert(plugin.to_string(), u);
+        }
         Ok(u)
     }
 
@@ -663,6 +722,10 @@ impl StateBackend for PostgresBackend {
                 })
             })
             .transpose()
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), String> {
+        key_problem(key).map_or(Ok(()), Err)
     }
 
     fn next_id(&self) -> u64 {
