@@ -224,6 +224,7 @@ fn admin_host() -> &'static AdminHost {
             overrides: HostOverrides {
                 state: Some("memory".to_string()),
                 admin: None,
+                ..Default::default()
             },
             admin_token: None,
         };

@@ -126,10 +126,19 @@ async fn run(cli: Cli) -> Result<u8> {
             admin,
             token_file,
             state,
+            cluster,
+            node,
+            advertise,
             log_format: _,
         } => {
             let opts = RunOptions {
-                overrides: HostOverrides { state, admin },
+                overrides: HostOverrides {
+                    state,
+                    admin,
+                    cluster,
+                    node,
+                    advertise,
+                },
                 admin_token: read_token(token_file.as_deref())?,
             };
             wasm_sup::host::run(&dir, opts).await.map(|()| 0)

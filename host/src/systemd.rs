@@ -310,6 +310,7 @@ mod tests {
             &crate::config::HostOverrides {
                 state: Some(dir.path().join("state.redb").display().to_string()),
                 admin: None,
+                ..Default::default()
             },
         )
         .unwrap();

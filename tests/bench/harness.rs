@@ -40,6 +40,7 @@ impl Bench {
             overrides: HostOverrides {
                 state: Some(state),
                 admin: None,
+                ..Default::default()
             },
             admin_token: None,
         };

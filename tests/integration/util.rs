@@ -282,6 +282,7 @@ impl TestHost {
             overrides: HostOverrides {
                 state: state.map(str::to_string),
                 admin: None,
+                ..Default::default()
             },
             admin_token: None,
         };

@@ -71,6 +71,16 @@ pub enum Command {
         /// Default: DIR/.wasm-sup/state.redb.
         #[arg(long)]
         state: Option<String>,
+        /// Join a cluster whose state and ownership live in this PostgreSQL
+        /// database (postgres://USER@HOST:PORT/DB); see docs/operations.md.
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
+        /// This node's name in the cluster (default: the machine's hostname).
+        #[arg(long, value_name = "NAME", requires = "cluster")]
+        node: Option<String>,
+        /// The address other nodes forward requests to (default: --admin).
+        #[arg(long, value_name = "ADDR", requires = "cluster")]
+        advertise: Option<String>,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,

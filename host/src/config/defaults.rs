@@ -99,3 +99,6 @@ pub(crate) fn default_dead_letters() -> usize {
 pub(crate) fn default_max_plugin_file() -> u64 {
     256 << 20
 }
+
+/// A cluster node's lease without renewal (`[host] lease`).
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -80,6 +80,16 @@ pub struct HostLayer {
     /// Compile fuel metering into plugin code (`fuel` limits). Example:
     /// `fuel-metering = true`
     pub fuel_metering: Option<bool>,
+    /// Join a cluster on this PostgreSQL database. Example:
+    /// `cluster = "postgres://wasm_sup@db:5432/wasm_sup"`
+    pub cluster: Option<String>,
+    /// This node's name in the cluster. Example: `node = "node-a"`
+    pub node: Option<String>,
+    /// The address other nodes forward requests to. Example:
+    /// `advertise = "10.0.0.5:9070"`
+    pub advertise: Option<String>,
+    /// How long a node's lease lasts without renewal. Example: `lease = "10s"`
+    pub lease: Option<Dur<1000, { 600 * SEC }>>,
 }
 
 /// One layer of plugin settings (`[defaults]`, `[plugins.NAME]`, `NAME.toml`).

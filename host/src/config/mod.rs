@@ -41,8 +41,8 @@ pub use defaults::{DEFAULT_ADMIN_ADDR, DEFAULT_INSTANCE_POOL};
 pub use locate::parse_file;
 pub use resolve::Misordered;
 pub use resolved::{
-    AddrPattern, DirGrant, GroupConfig, HealthPolicy, HostConfig, NetworkGrant, PluginConfig,
-    RestartPolicy, StateLocation, StateQuota,
+    AddrPattern, ClusterConfig, DirGrant, GroupConfig, HealthPolicy, HostConfig, NetworkGrant,
+    PluginConfig, RestartPolicy, StateLocation, StateQuota,
 };
 pub use values::{AutoShutdown, BackoffKind, DirMode, RestartType, Strategy, instant_after};
 
@@ -70,6 +70,12 @@ pub struct HostOverrides {
     pub state: Option<String>,
     /// `--admin`.
     pub admin: Option<SocketAddr>,
+    /// `--cluster`.
+    pub cluster: Option<String>,
+    /// `--node`.
+    pub node: Option<String>,
+    /// `--advertise`.
+    pub advertise: Option<String>,
 }
 
 impl Config {
@@ -97,13 +103,24 @@ impl Config {
         overrides: &HostOverrides,
     ) -> Result<Config> {
         let h = file.host;
+        let cluster_url = overrides.cluster.clone().or(h.cluster.clone());
         let state = overrides
             .state
             .clone()
-            .or(h.state)
-            .map(|s| StateLocation::parse(&s, dir))
-            .unwrap_or_else(|| StateLocation::Redb(dir.join(".wasm-sup").join("state.redb")));
-        let admin = match (overrides.admin, h.admin) {
+            .or(h.state.clone())
+            .map(|s| StateLocation::parse(&s, dir));
+        let state = match (&cluster_url, state) {
+            (None, state) => state
+                .unwrap_or_else(|| StateLocation::Redb(dir.join(".wasm-sup").join("state.redb"))),
+            (Some(url), None) => StateLocation::Postgres(url.clone()),
+            (Some(url), Some(StateLocation::Postgres(s))) if &s == url => {
+                StateLocation::Postgres(s)
+            }
+            (Some(_), Some(_)) => anyhow::bail!(
+                "--state and --cluster name different places: in cluster mode every plugin's state lives in the cluster's database; drop --state (or [host] state)"
+            ),
+        };
+        let admin = match (overrides.admin, h.admin.clone()) {
             (Some(a), _) => a,
             (None, Some(a)) => a.get_ref().parse().map_err(|_| {
                 let why = format!(
@@ -152,6 +169,10 @@ impl Config {
                 u32::try_from(n.0).unwrap_or(u32::MAX)
             }),
             fuel_metering: h.fuel_metering.unwrap_or(true),
+            cluster: match cluster_url {
+                None => None,
+                Some(url) => Some(cluster_config(url, &h, overrides, admin)?),
+            },
         };
         for (name, layer) in &file.plugins {
             if let Err(why) = crate::name::validate_name(name) {
@@ -220,3 +241,56 @@ impl Config {
 mod reference_tests;
 #[cfg(test)]
 mod tests;
+
+/// Cluster mode's settings from `[host]` and the command line (which wins).
+fn cluster_config(
+    url: String,
+    h: &layer::HostLayer,
+    overrides: &HostOverrides,
+    admin: SocketAddr,
+) -> Result<ClusterConfig> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        anyhow::bail!(
+            "--cluster {url:?} is not a PostgreSQL URL: write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+        );
+    }
+    let node = match overrides.node.clone().or(h.node.clone()) {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("cannot read this machine's hostname: pass --node NAME")
+            })?,
+    };
+    let node_ok = !node.is_empty()
+        && node.len() <= 63
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !node_ok {
+        anyhow::bail!(
+            "invalid node name {node:?}: use 1 to 63 letters, digits, '-', '_' or '.' (--node NAME)"
+        );
+    }
+    let advertise = match overrides.advertise.clone().or(h.advertise.clone()) {
+        Some(a) => a,
+        None if admin.ip().is_unspecified() => anyhow::bail!(
+            "the admin API listens on {admin}, which other nodes cannot dial: pass --advertise HOST:PORT (the address they reach this node at)"
+        ),
+        None => admin.to_string(),
+    };
+    let port_ok = advertise
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok || advertise.contains('/') {
+        anyhow::bail!("invalid --advertise {advertise:?}: write HOST:PORT, e.g. 10.0.0.5:9070");
+    }
+    Ok(ClusterConfig {
+        url,
+        node,
+        advertise,
+        lease: h.lease.map_or(DEFAULT_LEASE, |d| d.0),
+    })
+}

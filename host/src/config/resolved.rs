@@ -49,6 +49,21 @@ pub struct HostConfig {
     pub watch: bool,
     /// Largest plugin file read, bytes; a larger one is refused at load.
     pub max_plugin_file: u64,
+    /// Cluster mode (`--cluster`), when on.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Cluster mode's settings (DESIGN.md, "Cluster mode").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The PostgreSQL database holding leases, ownership and state.
+    pub url: String,
+    /// This node's name (unique in the cluster).
+    pub node: String,
+    /// Where other nodes reach this node's admin API (`HOST:PORT`).
+    pub advertise: String,
+    /// How long a lease lasts without renewal; renewed every third of it.
+    pub lease: Duration,
 }
 
 /// Where plugin state lives.

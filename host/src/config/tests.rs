@@ -156,6 +156,7 @@ fn command_line_overrides_win_over_host_table() {
     let o = HostOverrides {
         state: Some("memory".into()),
         admin: Some("127.0.0.1:1234".parse().unwrap()),
+        ..Default::default()
     };
     let c = Config::load(dir.path(), &o).unwrap();
     assert_eq!(c.host.state, StateLocation::Memory);
@@ -498,4 +499,64 @@ fn a_syntax_error_shows_the_line() {
         "{e}"
     );
     assert!(!e.contains("::"), "{e}");
+}
+
+#[test]
+fn cluster_mode_takes_its_keys_and_the_command_line_wins() {
+    let (_d, c) = load_str(
+        "[host]\ncluster = \"postgres://u@db:5432/w\"\nnode = \"file-node\"\nadvertise = \"10.0.0.5:9070\"\nlease = \"3s\"\n",
+    );
+    let c = c.unwrap();
+    let k = c.host.cluster.clone().expect("cluster mode");
+    assert_eq!(k.url, "postgres://u@db:5432/w");
+    assert_eq!(
+        (k.node.as_str(), k.advertise.as_str()),
+        ("file-node", "10.0.0.5:9070")
+    );
+    assert_eq!(k.lease, Duration::from_secs(3));
+    // The cluster's database holds the state.
+    assert_eq!(c.host.state, StateLocation::Postgres(k.url.clone()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let o = HostOverrides {
+        cluster: Some("postgres://u@db/w".into()),
+        node: Some("n1".into()),
+        admin: Some("127.0.0.1:7000".parse().unwrap()),
+        ..Default::default()
+    };
+    let c = Config::load(dir.path(), &o).unwrap();
+    let k = c.host.cluster.unwrap();
+    assert_eq!(k.node, "n1");
+    assert_eq!(
+        k.advertise, "127.0.0.1:7000",
+        "advertise defaults to the admin address"
+    );
+    assert_eq!(k.lease, Duration::from_secs(10));
+    assert!(
+        Config::load(dir.path(), &HostOverrides::default())
+            .unwrap()
+            .host
+            .cluster
+            .is_none()
+    );
+}
+
+#[test]
+fn cluster_mode_refuses_what_cannot_work_naming_the_fix() {
+    let err = |toml: &str| format!("{:#}", load_str(toml).1.unwrap_err());
+    let e = err("[host]\ncluster = \"mysql://db/w\"\nnode = \"a\"\n");
+    assert!(e.contains("not a PostgreSQL URL"), "{e}");
+    let e = err("[host]\ncluster = \"postgres://db/w\"\nnode = \"bad name!\"\n");
+    assert!(
+        e.contains("invalid node name") && e.contains("--node"),
+        "{e}"
+    );
+    let e = err("[host]\ncluster = \"postgres://db/w\"\nnode = \"a\"\nadvertise = \"nohost\"\n");
+    assert!(e.contains("HOST:PORT"), "{e}");
+    let e = err("[host]\ncluster = \"postgres://db/w\"\nnode = \"a\"\nadmin = \"0.0.0.0:9070\"\n");
+    assert!(e.contains("--advertise"), "{e}");
+    let e = err("[host]\ncluster = \"postgres://db/w\"\nnode = \"a\"\nstate = \"memory\"\n");
+    assert!(e.contains("drop --state"), "{e}");
+    let e = err("[host]\ncluster = \"postgres://db/w\"\nnode = \"a\"\nlease = \"10ms\"\n");
+    assert!(e.contains("lease"), "{e}");
 }
