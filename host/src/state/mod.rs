@@ -30,6 +30,10 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// How a refused fence begins its error: the node no longer owns the
+/// plugin (DESIGN.md, "Cluster mode"); the plugin is stopped, not restarted.
+pub const OWNER_LOST: &str = "owner-lost";
+
 /// A write to one key: `Some(value)` sets it, `None` deletes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {

@@ -437,7 +437,8 @@ pub(super) async fn fences(
         let seen = tokens.get(plugin).copied().unwrap_or(0);
         if f < seen {
             refused[i] = Some(format!(
-                "commit refused: fencing token {f} is older than {seen}"
+                "{}: commit refused: {plugin}'s fencing epoch {f} is older than {seen} (another node took it over)",
+                crate::state::OWNER_LOST
             ));
         } else {
             tokens.insert(plugin.to_string(), f);

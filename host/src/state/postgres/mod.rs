@@ -36,6 +36,7 @@ mod schema;
 use super::ids::BlockIds;
 use super::queues::{self, Op, Waiter};
 use super::*;
+use crate::state::OWNER_LOST;
 use anyhow::{Context, anyhow, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use parking_lot::Mutex;
@@ -63,6 +64,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) struct Shared {
     /// Whether this host holds the database's advisory lock now.
     locked: AtomicBool,
+    /// Whether this host is a node of a cluster (it shares the lock).
+    clustered: bool,
     /// Usage per plugin, once read (see the module doc).
     pub(super) usage: Mutex<HashMap<String, Usage>>,
     /// Committed values read or written.
@@ -84,6 +87,10 @@ pub struct PostgresBackend {
     shown: String,
     shared: Arc<Shared>,
     ids: Arc<BlockIds>,
+    /// In a cluster, the fencing epoch of each plugin this node owns:
+    /// every commit of the plugin carries it, and a plugin it has none
+    /// for is not this node's to write (see [`PostgresBackend::own`]).
+    epochs: Option<Mutex<HashMap<String, u64>>>,
     tx: Mutex<Option<mpsc::UnboundedSender<(Op, Waiter)>>>,
     committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Tasks that end at close: the lock keeper and the id fetcher.
@@ -105,7 +112,7 @@ fn shown(config: &tokio_postgres::Config) -> String {
 
 /// What a PostgreSQL error says, for one line: the server's message, or
 /// the client's with its cause.
-pub(super) fn why(e: &tokio_postgres::Error) -> String {
+pub(crate) fn why(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_string();
     }
@@ -185,29 +192,30 @@ impl PostgresBackend {
     /// or migrates the schema and starts the committer. Every failure is one
     /// line naming the database and the fix.
     pub async fn open(url: &str) -> Result<PostgresBackend> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
-            anyhow!(
-                "invalid PostgreSQL URL in --state: {}: write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
-                why(&e)
-            )
-        })?;
-        let shown = shown(&config);
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            bail!(
-                "{shown} asks for TLS (sslmode=require), which this wasm-sup is built without: connect over a trusted network or a local TLS tunnel and drop sslmode=require"
-            );
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        config.application_name("wasm-sup");
+        PostgresBackend::open_as(url, false).await
+    }
+
+    /// Opens the database as a node of a cluster: the advisory lock is
+    /// shared with the other nodes, and commits are fenced by the epochs
+    /// the cluster gives ([`PostgresBackend::own`]).
+    pub async fn open_clustered(url: &str) -> Result<PostgresBackend> {
+        PostgresBackend::open_as(url, true).await
+    }
+
+    async fn open_as(url: &str, clustered: bool) -> Result<PostgresBackend> {
+        let (config, shown) = config_of(url, if clustered { "--cluster" } else { "--state" })?;
         let mut lock_client = connect(&config, &shown).await?;
-        if !schema::lock(&lock_client)
+        if !schema::lock(&lock_client, clustered)
             .await
             .map_err(|e| anyhow!("cannot lock the state database {shown}: {}", why(&e)))?
         {
+            if clustered {
+                bail!(
+                    "the database {shown} is in use by a single wasm-sup host (--state): stop that host, or pass --cluster with another database"
+                );
+            }
             bail!(
-                "the state database {shown} is in use by another wasm-sup (it holds the database's advisory lock): stop that host, or pass --state with another database"
+                "the state database {shown} is in use by another wasm-sup (it holds the database's advisory lock, or a cluster's nodes share it): stop that host, or pass --state with another database"
             );
         }
         schema::migrate(&mut lock_client, &shown).await?;
@@ -232,6 +240,7 @@ impl PostgresBackend {
             .context("failed to set up the PostgreSQL connection pool")?;
         let shared = Arc::new(Shared {
             locked: AtomicBool::new(true),
+            clustered,
             usage: Mutex::new(HashMap::new()),
             values: Mutex::default(),
         });
@@ -252,10 +261,56 @@ impl PostgresBackend {
             shown,
             shared,
             ids,
+            epochs: clustered.then(Mutex::default),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
             background: Mutex::new(background),
         })
+    }
+
+    /// In a cluster: this node now owns `plugin` under fencing `epoch`
+    /// (`Some`), or no longer owns it (`None`). A new owner forgets what
+    /// it cached of the plugin: another node may have written since.
+    pub fn own(&self, plugin: &str, epoch: Option<u64>) {
+        let Some(epochs) = &self.epochs else { return };
+        let mut epochs = epochs.lock();
+        match epoch {
+            Some(e) => {
+                let mut values = self.shared.values.lock();
+                values.forget(plugin);
+                self.shared.usage.lock().remove(plugin);
+                epochs.insert(plugin.to_string(), e);
+            }
+            None => {
+                epochs.remove(plugin);
+            }
+        }
+    }
+
+    /// The connection settings and the URL as messages show it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Stamps a cluster node's commit with the plugin's epoch, or refuses
+    /// it when this node does not own the plugin.
+    fn fenced(&self, mut commit: Commit) -> Result<Commit, String> {
+        let Some(epochs) = &self.epochs else {
+            return Ok(commit);
+        };
+        if commit.plugin.is_empty() && commit.is_empty() {
+            return Ok(commit);
+        }
+        match epochs.lock().get(&commit.plugin) {
+            Some(&e) => {
+                commit.fence = Some(e);
+                Ok(commit)
+            }
+            None => Err(format!(
+                "{OWNER_LOST}: commit refused: this node does not own {}",
+                commit.plugin
+            )),
+        }
     }
 
     fn submit(&self, op: Op) -> BoxFuture<'static, Result<()>> {
@@ -291,8 +346,33 @@ impl PostgresBackend {
     }
 }
 
+/// Parses a PostgreSQL URL given as `flag`, with the settings every
+/// connection of the host uses; also the URL as messages show it.
+pub(crate) fn config_of(url: &str, flag: &str) -> Result<(tokio_postgres::Config, String)> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        anyhow!(
+            "invalid PostgreSQL URL in {flag}: {}: write postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+            why(&e)
+        )
+    })?;
+    let shown = shown(&config);
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        bail!(
+            "{shown} asks for TLS (sslmode=require), which this wasm-sup is built without: connect over a trusted network or a local TLS tunnel and drop sslmode=require"
+        );
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name("wasm-sup");
+    Ok((config, shown))
+}
+
 /// Opens one connection and drives it on a task of its own.
-async fn connect(config: &tokio_postgres::Config, shown: &str) -> Result<tokio_postgres::Client> {
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+    shown: &str,
+) -> Result<tokio_postgres::Client> {
     let (client, connection) = config.connect(NoTls).await.map_err(|e| {
         let hint = match e.code().map(|c| c.code()) {
             Some("28P01" | "28000") => {
@@ -360,7 +440,7 @@ async fn keep_lock(
             let Ok(c) = connect(&config, &shown).await else {
                 continue;
             };
-            match schema::lock(&c).await {
+            match schema::lock(&c, shared.clustered).await {
                 Ok(true) => {
                     client = c;
                     break;
@@ -478,7 +558,10 @@ impl StateBackend for PostgresBackend {
     }
 
     fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>> {
-        self.submit(Op::Commit(commit))
+        match self.fenced(commit) {
+            Ok(commit) => self.submit(Op::Commit(commit)),
+            Err(why) => Box::pin(async move { Err(anyhow!(why)) }),
+        }
     }
 
     async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>> {
@@ -572,6 +655,12 @@ impl StateBackend for PostgresBackend {
     }
 
     fn reset(&self, plugin: &str) -> BoxFuture<'static, Result<()>> {
+        if let Some(epochs) = &self.epochs
+            && !epochs.lock().contains_key(plugin)
+        {
+            let why = format!("{OWNER_LOST}: state reset refused: this node does not own {plugin}");
+            return Box::pin(async move { Err(anyhow!(why)) });
+        }
         self.submit(Op::Reset(plugin.to_string()))
     }
 

@@ -14,10 +14,11 @@ use anyhow::{Result, bail};
 use tokio_postgres::Client;
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [r#"
+const MIGRATIONS: [&str; VERSION as usize] = [
+    r#"
 CREATE TABLE wasm_sup_kv (
     plugin text COLLATE "C" NOT NULL,
     bucket text COLLATE "C" NOT NULL,
@@ -53,23 +54,48 @@ CREATE TABLE wasm_sup_fences (
     token bigint NOT NULL
 );
 CREATE SEQUENCE wasm_sup_ids INCREMENT BY 1048576;
-"#];
+"#,
+    r#"
+CREATE TABLE wasm_sup_nodes (
+    name text COLLATE "C" PRIMARY KEY,
+    incarnation text NOT NULL,
+    address text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    joined_at timestamptz NOT NULL,
+    draining boolean NOT NULL DEFAULT false
+);
+CREATE TABLE wasm_sup_owners (
+    unit text COLLATE "C" PRIMARY KEY,
+    node text COLLATE "C",
+    incarnation text,
+    epoch bigint NOT NULL,
+    plugins text[] COLLATE "C" NOT NULL,
+    versions text[] NOT NULL,
+    since timestamptz NOT NULL
+);
+CREATE SEQUENCE wasm_sup_epochs;
+"#,
+];
 
 /// The key of the session advisory lock a host holds on its database
 /// (the bytes of "wasm-sup").
 pub(super) const LOCK_KEY: i64 = 0x7761_736d_2d73_7570;
 
 /// Takes the advisory lock on `client`'s session; `false`: another session
-/// holds it.
-pub(super) async fn lock(client: &Client) -> Result<bool, tokio_postgres::Error> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-        .await?;
+/// holds it. A single host takes it exclusively; the nodes of a cluster
+/// share it, so a single host and a cluster never run on one database.
+pub(super) async fn lock(client: &Client, shared: bool) -> Result<bool, tokio_postgres::Error> {
+    let sql = if shared {
+        "SELECT pg_try_advisory_lock_shared($1)"
+    } else {
+        "SELECT pg_try_advisory_lock($1)"
+    };
+    let row = client.query_one(sql, &[&LOCK_KEY]).await?;
     row.try_get(0)
 }
 
 /// Brings the database to [`VERSION`], or refuses one that is newer.
-/// `shown` names the database in messages. Call with the lock held.
+/// `shown` names the database in messages.
 pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<()> {
     let fail = |e: tokio_postgres::Error| {
         anyhow::anyhow!(
@@ -78,6 +104,10 @@ pub(super) async fn migrate(client: &mut Client, shown: &str) -> Result<()> {
         )
     };
     let tx = client.transaction().await.map_err(fail)?;
+    // Nodes of a cluster start together: one migrates at a time.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(LOCK_KEY + 1)])
+        .await
+        .map_err(fail)?;
     // Without the server's notice that the table exists, on every start.
     tx.batch_execute(
         "SET LOCAL client_min_messages = warning; \
