@@ -182,6 +182,9 @@ pub struct Metrics {
     /// `wasm_sup_guest_output_dropped_bytes_total{plugin}`: guest output
     /// over the plugin's `output` budget.
     pub guest_output_dropped: Family<PluginLabel, Counter>,
+    /// `wasm_sup_owner_lost_total{plugin}`: commits refused because another
+    /// node of the cluster took the plugin over (its fence moved on).
+    pub owner_lost: Family<PluginLabel, Counter>,
     /// `wasm_sup_plugin_up{plugin}`: 1 while the plugin is running.
     pub up: Family<PluginLabel, Gauge>,
     /// `wasm_sup_plugin_health{plugin,health}`: 1 for the running plugin's
@@ -234,6 +237,7 @@ impl Metrics {
             escalations: Family::default(),
             compile_cache: Family::default(),
             guest_output_dropped: Family::default(),
+            owner_lost: Family::default(),
             up: Family::default(),
             health: Family::default(),
             budget_used: Gauge::default(),
@@ -317,6 +321,11 @@ impl Metrics {
             "guest_output_dropped_bytes",
             "Guest stdout, stderr and wasi:logging bytes dropped over the plugin's `output` budget",
             m.guest_output_dropped.clone(),
+        );
+        registry.register(
+            "owner_lost",
+            "Commits refused because another node of the cluster owns the plugin now",
+            m.owner_lost.clone(),
         );
         registry.register(
             "log_lines_dropped",
@@ -403,6 +412,7 @@ impl Metrics {
         zero(&self.handle_seconds, &label);
         zero(&self.dead_letters, &label);
         zero(&self.guest_output_dropped, &label);
+        zero(&self.owner_lost, &label);
         zero(&self.up, &label);
     }
 

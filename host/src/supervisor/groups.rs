@@ -76,6 +76,10 @@ impl Groups {
         self.tree.lock().start_order(loaded)
     }
 
+    pub(super) fn unit_of(&self, plugin: &str) -> String {
+        self.tree.lock().unit_of(plugin)
+    }
+
     pub(super) fn info(&self) -> Vec<GroupInfo> {
         self.tree.lock().info(Instant::now())
     }

@@ -5,8 +5,8 @@
 
 use super::child::{self, Child, Handles};
 use super::control::{Ack, Control, OperateError, Operation, SendRefused};
-use super::status::{LimitsInfo, PluginInfo, Status, StatusBoard};
-use super::{Shared, Slot, SupervisorHandle, budget, groups, loading, tree};
+use super::status::{PluginInfo, Status, StatusBoard};
+use super::{Shared, Slot, SupervisorHandle, budget, groups, loading, standby, tree};
 use crate::compile::Compiled;
 use crate::config::{GroupConfig, HostConfig, PluginConfig, RestartType};
 use crate::discovery::PluginSpec;
@@ -29,6 +29,7 @@ impl SupervisorHandle {
         backend: Arc<dyn StateBackend>,
         groups: &BTreeMap<String, GroupConfig>,
     ) -> anyhow::Result<SupervisorHandle> {
+        let clustered = host.cluster.is_some();
         let directory = Directory::new();
         let (timers, _task) = crate::mailbox::timers::start(backend.clone(), directory.clone());
         let budget = Arc::new(budget::Budget::new(host.max_restarts, host.window));
@@ -48,6 +49,8 @@ impl SupervisorHandle {
             groups: Arc::new(groups),
             loading: Mutex::new(loading::Loading::idle()),
             flights: Arc::default(),
+            standby: clustered.then(standby::Standby::default),
+            lease_held: AtomicBool::new(!clustered),
         });
         for group in std::iter::once("root").chain(group_names.iter().map(String::as_str)) {
             shared.metrics.add_group(group);
@@ -69,7 +72,21 @@ impl SupervisorHandle {
     /// Adds a compiled plugin and starts its child. `rolled_back` is the
     /// marker of an upgrade rolled back earlier, when `compiled` is the good
     /// version loaded in place of the file.
+    /// In cluster mode the plugin is held ready, and starts only while this
+    /// node owns it (see [`super::standby`]).
     pub fn start_plugin(
+        &self,
+        spec: &PluginSpec,
+        compiled: Arc<Compiled>,
+        rolled_back: Option<crate::compile::rollback::Rollback>,
+    ) {
+        if self.catalog_add(spec, &compiled, &rolled_back) {
+            self.start_child(spec, compiled, rolled_back);
+        }
+    }
+
+    /// Adds a plugin to the table and starts its child.
+    pub(super) fn start_child(
         &self,
         spec: &PluginSpec,
         compiled: Arc<Compiled>,
@@ -82,27 +99,7 @@ impl SupervisorHandle {
         let config = Arc::new(spec.config.clone());
         let mailbox = Mailbox::new(config.mailbox);
         let board = StatusBoard::new(
-            PluginInfo {
-                name: name.clone(),
-                status: Status::Starting,
-                generation: 0,
-                restarts: 0,
-                last_crash: None,
-                reason: None,
-                uptime_secs: None,
-                started_at_us: None,
-                mailbox_depth: 0,
-                sha256: compiled.sha256.clone(),
-                restart_type: config.restart.kind,
-                limits: LimitsInfo::of(&config),
-                config_pending: false,
-                rollback: rolled_back,
-                circuit: None,
-                next_attempt_secs: None,
-                health: None,
-                running_since: None,
-                retry_at: None,
-            },
+            PluginInfo::fresh(&name, &config, &compiled.sha256, rolled_back),
             self.shared.events.clone(),
         );
         self.shared.metrics.add_plugin(&name);
@@ -151,7 +148,7 @@ impl SupervisorHandle {
         self.shared.order.write().push(name);
     }
 
-    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+    pub(super) fn slot(&self, name: &str) -> Option<Arc<Slot>> {
         self.shared.plugins.read().get(name).cloned()
     }
 
@@ -233,12 +230,21 @@ impl SupervisorHandle {
     /// starts on the same state and takes the queued messages. A `failed`
     /// plugin is started with the new version; a `stopped` one stays stopped.
     pub async fn upgrade(&self, name: &str, compiled: Arc<Compiled>) -> Result<(), OperateError> {
+        self.catalog_upgrade(name, &compiled);
+        if self.clustered() && !self.contains(name) {
+            // Held ready here; its owner upgrades it (DESIGN.md, "Cluster, precisely").
+            return Ok(());
+        }
         self.request(name, |tx| Control::Upgrade(compiled, tx))
             .await
     }
 
     /// Gives a plugin a new configuration, which it takes at its next start.
     pub fn reconfigure(&self, name: &str, config: PluginConfig) -> Result<(), OperateError> {
+        self.catalog_reconfigure(name, &config);
+        if self.clustered() && !self.contains(name) {
+            return Ok(());
+        }
         let slot = self.slot(name).ok_or(OperateError::NoSuchPlugin)?;
         slot.board.config_pending();
         slot.control
@@ -256,8 +262,9 @@ impl SupervisorHandle {
     /// `lifecycle.shutdown` within its `shutdown-timeout`, and is forgotten.
     /// Its state stays, so a plugin of the same name later resumes it.
     pub async fn remove(&self, name: &str, reason: &str) -> bool {
+        let known = self.catalog_remove(name);
         let Some(slot) = self.shared.plugins.write().remove(name) else {
-            return false;
+            return known;
         };
         self.shared.order.write().retain(|n| n != name);
         self.shared.directory.remove(name);
@@ -275,7 +282,7 @@ impl SupervisorHandle {
     }
 
     /// Asks a child to stop within its shutdown timeout, then ends its task.
-    async fn stop_worker(&self, name: &str, slot: &Slot) {
+    pub(super) async fn stop_worker(&self, name: &str, slot: &Slot) {
         let (tx, rx) = oneshot::channel();
         let deadline =
             crate::config::instant_after(Instant::now(), slot.config.lock().shutdown_timeout);
@@ -428,10 +435,24 @@ impl SupervisorHandle {
         Some(info)
     }
 
+    /// Cluster mode: whether this node holds its lease (a node without it
+    /// is not ready).
+    pub fn set_lease_held(&self, held: bool) {
+        self.shared.lease_held.store(held, Ordering::SeqCst);
+    }
+
+    /// Whether the host is shutting down (or, in a cluster, draining).
+    pub fn shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::SeqCst)
+    }
+
     /// Whether every permanent plugin is running. Cheap (no plugin's info is
     /// copied): load balancers and the benchmarks poll it often.
     pub fn ready(&self) -> bool {
-        if self.shared.shutting_down.load(Ordering::SeqCst) || self.loading().is_some() {
+        if self.shared.shutting_down.load(Ordering::SeqCst)
+            || self.loading().is_some()
+            || !self.shared.lease_held.load(Ordering::SeqCst)
+        {
             return false;
         }
         let plugins = self.shared.plugins.read();

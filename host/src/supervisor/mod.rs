@@ -28,11 +28,13 @@ mod health;
 mod loading;
 pub mod policy;
 mod restart;
+mod standby;
 mod status;
 pub mod tree;
 
 pub(crate) use control::{Ack, Control};
 pub use control::{OperateError, Operation, SendRefused};
+pub use standby::Placeable;
 pub use status::{CircuitState, HealthLevel, LimitsInfo, PluginInfo, Status};
 
 use crate::config::{HostConfig, PluginConfig};
@@ -74,6 +76,10 @@ struct Shared {
     loading: Mutex<loading::Loading>,
     /// Idempotency keys whose message is queued or running.
     flights: Arc<crate::idempotency::Flights>,
+    /// Cluster mode: the plugins held ready, and which run here.
+    standby: Option<standby::Standby>,
+    /// Whether this node holds its cluster lease (always, on a single host).
+    lease_held: AtomicBool,
 }
 
 /// A cheap, cloneable handle to the supervisor, for the admin API.

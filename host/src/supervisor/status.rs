@@ -84,6 +84,9 @@ pub struct PluginInfo {
     /// The last health answer of the running instance (`healthy`,
     /// `degraded: why`, `unhealthy (n/threshold): why`).
     pub health: Option<String>,
+    /// Cluster mode: the node that runs it (`null` while no node does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(skip)]
     pub(super) running_since: Option<Instant>,
     #[serde(skip)]
@@ -91,6 +94,37 @@ pub struct PluginInfo {
 }
 
 impl PluginInfo {
+    /// A plugin's status before its first start.
+    pub(super) fn fresh(
+        name: &str,
+        config: &PluginConfig,
+        sha256: &str,
+        rollback: Option<Rollback>,
+    ) -> PluginInfo {
+        PluginInfo {
+            name: name.to_string(),
+            status: Status::Starting,
+            generation: 0,
+            restarts: 0,
+            last_crash: None,
+            reason: None,
+            uptime_secs: None,
+            started_at_us: None,
+            mailbox_depth: 0,
+            sha256: sha256.to_string(),
+            restart_type: config.restart.kind,
+            limits: LimitsInfo::of(config),
+            config_pending: false,
+            rollback,
+            circuit: None,
+            next_attempt_secs: None,
+            health: None,
+            owner: None,
+            running_since: None,
+            retry_at: None,
+        }
+    }
+
     /// Its health for load balancers and metrics: `None` when it is not
     /// running; a running plugin not yet probed, or without a `health`
     /// export, is healthy.

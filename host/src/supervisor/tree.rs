@@ -166,6 +166,19 @@ impl Tree {
         self.plugin_group.get(plugin).map(String::as_str)
     }
 
+    /// The unit of ownership `plugin` belongs to in a cluster: its
+    /// top-level group (`group:NAME`), or the plugin itself when it is in
+    /// the root (DESIGN.md, "Cluster, precisely").
+    pub fn unit_of(&self, plugin: &str) -> String {
+        let Some(mut group) = self.group_of(plugin) else {
+            return plugin.to_string();
+        };
+        while let Some(parent) = self.groups.get(group).and_then(|g| g.parent.as_deref()) {
+            group = parent;
+        }
+        format!("group:{group}")
+    }
+
     /// Every plugin of `loaded`, in start order: a depth-first walk from the
     /// root, whose children go by name.
     pub fn start_order(&self, loaded: &[String]) -> Vec<String> {

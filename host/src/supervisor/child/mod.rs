@@ -375,6 +375,15 @@ impl Child {
             mut env,
             later,
         } = exited;
+        if let Exit::Crashed(c) = &exit
+            && c.cause == crate::crash::Cause::HostError
+            && let Some(at) = c.message.find(crate::state::OWNER_LOST)
+        {
+            let why = c.message[at..].to_string();
+            self.owner_lost(&why, env.into_iter().chain(later).collect())
+                .await;
+            return Flow::Continue;
+        }
         self.runner.drop_instance();
         // Calls that ran before this one are answered first; if one of their
         // commits failed, their messages go back in front of this one's.

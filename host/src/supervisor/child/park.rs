@@ -39,6 +39,43 @@ impl Child {
             .map(|t| t.saturating_duration_since(Instant::now()))
     }
 
+    /// The node lost the plugin to another node of its cluster: a commit
+    /// was refused by the plugin's fence (DESIGN.md, "Cluster mode"). Not a
+    /// crash: nothing is counted against the restart policy. The instance is
+    /// dropped with what it wrote, and the plugin stays `stopped` until the
+    /// cluster takes it off this node; the message in flight and everything
+    /// queued are answered 503 `owner-lost` (none was handled).
+    pub(super) async fn owner_lost(&mut self, why: &str, envs: Vec<Envelope>) {
+        self.runner.drop_instance();
+        let earlier = self.runner.drain().await;
+        self.runner.running_since = None;
+        tracing::error!(
+            "{why}: this node no longer owns the plugin; stopped, and its messages answered 503 owner-lost"
+        );
+        self.metrics.owner_lost.get_or_create(&self.labels).inc();
+        let reason = format!("owner-lost: {why}");
+        self.parked = true;
+        self.set_status(Status::Stopped, Some(reason.clone()));
+        close_mailbox(
+            &self.runner.mailbox,
+            crate::state::OWNER_LOST,
+            &reason,
+            None,
+            &self.timers,
+            self.name(),
+        );
+        for env in envs.into_iter().chain(earlier) {
+            answer_unavailable(
+                env,
+                crate::state::OWNER_LOST,
+                &reason,
+                None,
+                &self.timers,
+                self.name(),
+            );
+        }
+    }
+
     /// Parks the plugin: closes the mailbox and answers everything queued with 503.
     pub(super) fn close(&mut self, status: Status, reason: String) {
         self.parked = true;
