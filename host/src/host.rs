@@ -3,6 +3,7 @@
 //! the supervisor, the folder watcher and the admin API, and shuts everything
 //! down gracefully on SIGINT/SIGTERM.
 
+use crate::cluster::Cluster;
 use crate::compile;
 use crate::config::{Config, HostOverrides};
 use crate::discovery;
@@ -29,6 +30,8 @@ pub struct Host {
     pub supervisor: SupervisorHandle,
     /// The plugin files refused at startup, with why.
     pub refused: Vec<discovery::Refused>,
+    /// Cluster mode: this node of the cluster.
+    pub cluster: Option<Cluster>,
     watcher: Option<tokio::task::JoinHandle<()>>,
     _ticker: EpochTicker,
 }
@@ -61,7 +64,7 @@ impl Drop for Host {
 /// Loads DIR and starts every plugin in it. Must run inside a tokio runtime.
 pub async fn start(dir: &Path, opts: &RunOptions) -> Result<(Host, Config)> {
     let config = load(dir, opts)?;
-    let host = start_loaded(&config, opts, |_| {}).await?;
+    let host = start_loaded(&config, opts, |_, _| {}).await?;
     Ok((host, config))
 }
 
@@ -84,15 +87,24 @@ fn load(dir: &Path, opts: &RunOptions) -> Result<Config> {
 }
 
 /// Starts every plugin of a loaded configuration, then watches the folder.
-/// `serving` gets the supervisor before the first plugin loads, so the
-/// admin API can answer (`loading`) while plugins compile.
+/// `serving` gets the supervisor (and, in cluster mode, the joined cluster)
+/// before the first plugin loads, so the admin API can answer (`loading`)
+/// while plugins compile.
 async fn start_loaded(
     config: &Config,
     opts: &RunOptions,
-    serving: impl FnOnce(&SupervisorHandle),
+    serving: impl FnOnce(&SupervisorHandle, Option<&Cluster>),
 ) -> Result<Host> {
     let dir = config.dir.as_path();
-    let backend = crate::state::open(&config.host.state).await?;
+    // A cluster node fences its commits by the epochs the cluster gives.
+    let (backend, clustered) = match &config.host.cluster {
+        Some(c) => {
+            let pg =
+                Arc::new(crate::state::postgres::PostgresBackend::open_clustered(&c.url).await?);
+            (pg.clone() as Arc<dyn crate::state::StateBackend>, Some(pg))
+        }
+        None => (crate::state::open(&config.host.state).await?, None),
+    };
     tracing::info!(state = %backend.describe(), dir = %dir.display(), "starting");
     let metering = engine::Metering {
         fuel: config.host.fuel_metering,
@@ -130,7 +142,11 @@ async fn start_loaded(
         .with_context(|| format!("failed to open plugin directory {}", dir.display()))?;
     let supervisor = SupervisorHandle::new(config.host.clone(), backend, &config.groups)?;
     supervisor.begin_loading();
-    serving(&supervisor);
+    let cluster = match (&config.host.cluster, clustered) {
+        (Some(c), Some(pg)) => Some(Cluster::join(c.clone(), pg, supervisor.clone()).await?),
+        _ => None,
+    };
+    serving(&supervisor, cluster.as_ref());
     let mut folder = Folder::new(
         plugin_dir,
         loader,
@@ -148,6 +164,7 @@ async fn start_loaded(
     Ok(Host {
         supervisor,
         refused,
+        cluster,
         watcher,
         _ticker: ticker,
     })
@@ -170,8 +187,14 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
     let mut server = None;
     // READY=1 goes with the admin API's first answer (crate::systemd).
     let mut systemd = None;
-    let host = start_loaded(&config, &opts, |supervisor| {
+    let host = start_loaded(&config, &opts, |supervisor, cluster| {
         let mut app = crate::admin::router(supervisor.clone());
+        if let Some(cluster) = cluster {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                cluster.clone(),
+                crate::cluster::middleware,
+            ));
+        }
         if let Some(token) = opts.admin_token.clone() {
             app = crate::admin::require_token(app, token);
         }
@@ -214,6 +237,11 @@ pub async fn run(dir: &Path, opts: RunOptions) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(50));
         std::process::exit(130);
     });
+    // A cluster node hands its units over first, with the admin API up to
+    // forward what arrives meanwhile (DESIGN.md, "Cluster, precisely").
+    if let Some(cluster) = &host.cluster {
+        cluster.drain().await;
+    }
     host.shutdown().await;
     if let Some(server) = server {
         server.abort();

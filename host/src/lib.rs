@@ -7,8 +7,9 @@
 //!    --compile (cache by hash)--> component + InstancePre
 //!    --instance (Store: limits, WASI ctx, state txn)--> running child (tokio task, mailbox)
 //!    --supervisor (policy, backoff, tree)--> restart / give up / escalate
-//!    --state backend (redb | memory)
+//!    --state backend (redb | memory | PostgreSQL)
 //!    --admin (HTTP API) and CLI
+//!    --cluster (leases, ownership, forwarding) when nodes share PostgreSQL
 //! ```
 //!
 //! `docs/design.md` is the contract these modules implement; README.md and
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod bindings;
+pub mod cluster;
 pub mod compile;
 pub mod config;
 pub mod crash;

@@ -139,9 +139,15 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
     if json {
         return print_json(&list);
     }
+    // A cluster node answers `/v1/cluster`; a single host has no such path.
+    let cluster = match client.get("/v1/cluster").await {
+        Ok(r) if r.status == 200 => r.json::<serde_json::Value>().ok(),
+        _ => None,
+    };
+    let owner_column = if cluster.is_some() { "OWNER" } else { "" };
     println!(
-        "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}  VERSION",
-        "PLUGIN", "STATUS", "GENERATION", "RESTARTS", "LAST CRASH", "UPTIME"
+        "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}  {:<12} {owner_column}",
+        "PLUGIN", "STATUS", "GENERATION", "RESTARTS", "LAST CRASH", "UPTIME", "VERSION"
     );
     let budget = &list.budget;
     let mut notes = vec![format!(
@@ -150,8 +156,13 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
     )];
     for p in &list.plugins {
         let name = &p.name;
+        let owner = match (&cluster, &p.owner) {
+            (None, _) => "",
+            (Some(_), Some(node)) => node.as_str(),
+            (Some(_), None) => "(none)",
+        };
         println!(
-            "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}  {}",
+            "{:<24} {:<9} {:>10} {:>8}  {:<16} {:>8}  {:<12} {}",
             name,
             p.status.as_str(),
             p.generation,
@@ -159,6 +170,7 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
             p.last_crash.map_or("-", |c| c.as_str()),
             uptime(p.uptime_secs),
             short(&p.sha256),
+            escape(owner),
         );
         if let Some(reason) = &p.reason {
             notes.push(format!("{name}: {reason}"));
@@ -187,7 +199,43 @@ pub async fn status(client: &Client, json: bool) -> Result<u8> {
         println!("{}", escape(&n));
     }
     print_groups(&list.groups);
+    if let Some(cluster) = &cluster {
+        print_nodes(cluster);
+    }
     Ok(0)
+}
+
+/// The cluster's nodes under `status` (`GET /v1/cluster`).
+fn print_nodes(cluster: &serde_json::Value) {
+    let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
+    println!();
+    println!(
+        "{:<20} {:<24} {:<8} {:<26} PLUGINS",
+        "NODE", "ADDRESS", "LEASE", "LEASE EXPIRES"
+    );
+    for n in nodes {
+        let mut name = n["name"].as_str().unwrap_or("?").to_string();
+        if n["self"].as_bool() == Some(true) {
+            name.push_str(" (this)");
+        }
+        let lease = match (n["live"].as_bool(), n["draining"].as_bool()) {
+            (Some(true), Some(true)) => "draining",
+            (Some(true), _) => "live",
+            _ => "expired",
+        };
+        let plugins: Vec<&str> = n["plugins"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<24} {:<8} {:<26} {}",
+            escape(&name),
+            escape(n["address"].as_str().unwrap_or("?")),
+            lease,
+            n["lease_expires_at"].as_str().unwrap_or("?"),
+            escape(&plugins.join(", ")),
+        );
+    }
 }
 
 /// The supervision tree under `status`: each group with its strategy, the

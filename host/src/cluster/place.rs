@@ -1,0 +1,284 @@
+//! Placement: every quarter lease (at most every 250 ms), the node reads the cluster's rows and
+//! - stops the units another node took (their rows name another holder or
+//!   a newer epoch): their commits would be refused anyway;
+//! - claims the units no live node holds: the rendezvous winner among the
+//!   live nodes at once (at the exact lease expiry, to within one poll),
+//!   any live node once the unit has been unowned for lease/2;
+//! - gives a plugin that joins a unit it holds the unit's epoch;
+//! - releases the units it holds that it no longer has files for;
+//! - rebalances, damped: hands over (gracefully, as a drain does) one unit
+//!   whose rendezvous winner is another node live for at least 2 × lease,
+//!   at most one unit per lease.
+//!
+//! Rendezvous hashing (highest SHA-256 of `unit \0 node`) spreads units
+//! over nodes and moves only the units of a node that leaves.
+
+use super::{Held, Inner, db};
+use crate::supervisor::Placeable;
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Places units until aborted.
+pub(super) async fn run(inner: Arc<Inner>) {
+    let every = (inner.config.lease / 4).min(Duration::from_millis(250));
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(every).await;
+        match step(&inner).await {
+            Ok(()) if failing => {
+                tracing::info!("placement: the database answers again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!(
+                    "placement: cannot read the cluster's rows: {}",
+                    db::describe(&e)
+                );
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The node among `nodes` that unit `unit` hashes highest with.
+pub(super) fn winner<'a>(unit: &str, nodes: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    nodes.max_by_key(|node| {
+        let mut h = Sha256::new();
+        h.update(unit.as_bytes());
+        h.update([0]);
+        h.update(node.as_bytes());
+        <[u8; 32]>::from(h.finalize())
+    })
+}
+
+async fn step(inner: &Inner) -> Result<()> {
+    let snap = db::read(&inner.pool).await?;
+    *inner.snapshot.write() = snap.clone();
+    let _moves = inner.moves.lock().await;
+    if inner.draining.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let me = inner.config.node.as_str();
+    let incarnation = inner.incarnation();
+    let mine = Some((me.to_string(), incarnation.clone()));
+
+    // Units another node took.
+    let held: Vec<(String, Held)> = inner.held.lock().clone().into_iter().collect();
+    for (unit, h) in &held {
+        let row = snap.owners.get(unit);
+        if row.is_some_and(|r| r.holder == mine && r.epoch == h.epoch) {
+            continue;
+        }
+        let by = row
+            .and_then(|r| r.holder.as_ref())
+            .map_or("no node".to_string(), |(n, _)| n.clone());
+        inner
+            .lose(unit, &format!("owner-lost: {unit} moved to {by}"))
+            .await;
+    }
+
+    let lease_live = Instant::now() < *inner.lease_until.lock();
+    if !lease_live || inner.supervisor.loading().is_some() {
+        return Ok(());
+    }
+    let mut units: BTreeMap<String, Vec<Placeable>> = BTreeMap::new();
+    for p in inner.supervisor.placeable() {
+        units.entry(p.unit.clone()).or_default().push(p);
+    }
+
+    // Units held here whose files are gone: hand them over.
+    let gone: Vec<(String, Held)> = inner
+        .held
+        .lock()
+        .iter()
+        .filter(|(u, _)| !units.contains_key(*u))
+        .map(|(u, h)| (u.clone(), h.clone()))
+        .collect();
+    for (unit, h) in gone {
+        for p in &h.plugins {
+            inner.backend.own(p, None);
+        }
+        inner.held.lock().remove(&unit);
+        db::release(&inner.pool, &unit, me, &incarnation, h.epoch).await?;
+        tracing::info!(unit = %unit, "released {unit}: its files are gone from this node");
+    }
+
+    if rebalance(inner, &snap).await {
+        // The rows read are stale now: the next round claims.
+        return Ok(());
+    }
+    let live: Vec<&str> = snap
+        .nodes
+        .values()
+        .filter(|n| n.live && !n.draining)
+        .map(|n| n.name.as_str())
+        .collect();
+    let half = i64::try_from((inner.config.lease / 2).as_millis()).unwrap_or(i64::MAX);
+    for (unit, plugins) in units {
+        let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+        let versions: Vec<String> = plugins.iter().map(|p| p.sha256.clone()).collect();
+        let held = inner.held.lock().get(&unit).cloned();
+        if let Some(h) = held {
+            let joined: Vec<String> = names
+                .iter()
+                .filter(|n| !h.plugins.contains(n))
+                .cloned()
+                .collect();
+            if !joined.is_empty()
+                && db::extend(
+                    &inner.pool,
+                    &unit,
+                    me,
+                    &incarnation,
+                    h.epoch,
+                    &names,
+                    &versions,
+                )
+                .await?
+            {
+                for p in &joined {
+                    inner
+                        .backend
+                        .own(p, Some(u64::try_from(h.epoch).unwrap_or(0)));
+                }
+                inner.held.lock().insert(
+                    unit.clone(),
+                    Held {
+                        epoch: h.epoch,
+                        plugins: names.clone(),
+                    },
+                );
+                inner.supervisor.activate(&joined);
+            }
+            continue;
+        }
+        let row = snap.owners.get(&unit);
+        // Since when (database clock, ms) no live node holds the unit.
+        let unowned_since = match row {
+            None => i64::MIN,
+            Some(r) => match &r.holder {
+                None => r.since_ms,
+                Some(holder) if Some(holder) == mine.as_ref() => i64::MIN,
+                Some((node, inc)) => match snap.nodes.get(node) {
+                    Some(n) if &n.incarnation == inc && n.live => continue,
+                    Some(n) if &n.incarnation == inc => n.expires_ms,
+                    _ => i64::MIN,
+                },
+            },
+        };
+        let first = winner(&unit, live.iter().copied()) == Some(me);
+        if !first && snap.now_ms < unowned_since.saturating_add(half) {
+            continue;
+        }
+        let claim = db::Claim {
+            unit: &unit,
+            plugins: &names,
+            versions: &versions,
+            seen_epoch: row.map(|r| r.epoch),
+        };
+        let Some(epoch) = db::claim(&inner.pool, me, &incarnation, &claim).await? else {
+            continue;
+        };
+        for p in &names {
+            inner
+                .backend
+                .own(p, Some(u64::try_from(epoch).unwrap_or(0)));
+        }
+        inner.held.lock().insert(
+            unit.clone(),
+            Held {
+                epoch,
+                plugins: names.clone(),
+            },
+        );
+        let from = row
+            .and_then(|r| r.holder.as_ref())
+            .map_or_else(String::new, |(n, _)| format!(" from {n}"));
+        tracing::info!(unit = %unit, epoch, "claimed {unit}{from}");
+        inner.supervisor.activate(&names);
+    }
+    Ok(())
+}
+
+/// Hands over one unit whose rendezvous winner is another node that has
+/// been live for two leases, unless this node did so within the last lease;
+/// whether it did.
+async fn rebalance(inner: &Inner, snap: &db::Snapshot) -> bool {
+    let lease = inner.config.lease;
+    if inner.rebalanced.lock().is_some_and(|t| t.elapsed() < lease) {
+        return false;
+    }
+    let settled = i64::try_from((lease * 2).as_millis()).unwrap_or(i64::MAX);
+    let live = snap.nodes.values().filter(|n| n.live && !n.draining);
+    let names: Vec<&str> = live.clone().map(|n| n.name.as_str()).collect();
+    let held: Vec<(String, Held)> = inner.held.lock().clone().into_iter().collect();
+    for (unit, h) in held {
+        let Some(w) = winner(&unit, names.iter().copied()) else {
+            continue;
+        };
+        if w == inner.config.node {
+            continue;
+        }
+        let Some(node) = live.clone().find(|n| n.name == w) else {
+            continue;
+        };
+        if snap.now_ms < node.joined_ms.saturating_add(settled) {
+            continue;
+        }
+        *inner.rebalanced.lock() = Some(Instant::now());
+        inner
+            .hand_over(
+                &unit,
+                &h,
+                &format!("rebalancing: {w} is its node by rendezvous hashing"),
+            )
+            .await;
+        return true;
+    }
+    false
+}
+
+impl Inner {
+    /// Takes one unit off this node: another node holds it now.
+    pub(super) async fn lose(&self, unit: &str, reason: &str) {
+        let Some(h) = self.held.lock().remove(unit) else {
+            return;
+        };
+        for p in &h.plugins {
+            self.backend.own(p, None);
+        }
+        tracing::warn!(unit = %unit, "{reason}: stopping it here");
+        self.supervisor
+            .deactivate(&h.plugins, crate::state::OWNER_LOST, reason)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::winner;
+
+    #[test]
+    fn rendezvous_moves_only_the_units_of_a_node_that_leaves() {
+        let all = ["a", "b", "c"];
+        let two = ["a", "c"];
+        let units: Vec<String> = (0..200).map(|i| format!("plugin-{i}")).collect();
+        let mut spread = std::collections::BTreeMap::new();
+        for u in &units {
+            let w3 = winner(u, all.iter().copied()).unwrap();
+            *spread.entry(w3).or_insert(0) += 1;
+            let w2 = winner(u, two.iter().copied()).unwrap();
+            if w3 != "b" {
+                assert_eq!(w3, w2, "{u} moved though its node stayed");
+            }
+        }
+        assert_eq!(spread.len(), 3, "every node wins some units: {spread:?}");
+        assert!(spread.values().all(|&n| n > 30), "{spread:?}");
+    }
+}
