@@ -117,6 +117,14 @@ fn run(command: &str, args: &str) -> Reply {
         "count" => count(),
         "incr" => text(atomics::increment(&default_bucket()?, args, 1).map_err(debug)?),
         "tick" => text(atomics::increment(&default_bucket()?, "ticks", 1).map_err(debug)?),
+        // `incr-slow KEY MS`: increments, then holds the call (and its
+        // uncommitted write) for MS milliseconds.
+        "incr-slow" => {
+            let (key, ms) = two(args)?;
+            let n = atomics::increment(&default_bucket()?, key, 1).map_err(debug)?;
+            std::thread::sleep(Duration::from_millis(number(ms)?));
+            text(n)
+        }
         "get" => get(&default_bucket()?, args),
         "set" => {
             let (key, value) = two(args)?;
