@@ -418,6 +418,9 @@ async fn kill_9_of_the_owner_under_load_fails_over_within_lease_plus_2s_losing_n
         .filter(|&i| i != victim)
         .map(|i| c.node(i).admin.clone())
         .collect();
+    // A durable timer set on the owner fires on the next one.
+    let r = survivors[0].send("kv", "send-after 2500 incr fired").await;
+    assert_eq!(r.ok(), "scheduled");
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = clients(survivors.clone(), "kv", "total", stop.clone());
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -447,6 +450,7 @@ async fn kill_9_of_the_owner_under_load_fails_over_within_lease_plus_2s_losing_n
     );
     let now = c.owner("kv").await.expect("a new owner");
     assert_ne!(now, owner);
+    assert_eq!(survivors[1].send("kv", "get fired").await.ok(), "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,9 @@
 //! or the plugin is not loaded, it is tried again after [`RETRY`]. A state
 //! reset deletes the plugin's timer records and makes the task forget its
 //! timers ([`TimerHandle::forget`]), and the stored timers of a read that was
-//! under way then.
+//! under way then. In a cluster, a plugin that moves to another node has its
+//! timers dropped here and read again if it comes back
+//! ([`TimerHandle::release`]).
 //!
 //! Owns the timer task and its channel; it reads the state backend and never
 //! writes it.
@@ -36,6 +38,9 @@ enum Request {
     Load(String),
     /// Drop every timer of this plugin (its records were deleted).
     Forget(String),
+    /// Drop every timer of this plugin, and read them again at its next
+    /// load (another node of a cluster runs it now).
+    Release(String),
     /// Answer at once: the systemd watchdog's round trip ([`crate::systemd`]).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -61,6 +66,12 @@ impl TimerHandle {
     /// Forgets every timer of `plugin`, whose records a state reset deleted.
     pub fn forget(&self, plugin: &str) {
         let _ = self.tx.send(Request::Forget(plugin.to_string()));
+    }
+
+    /// Drops `plugin`'s timers here, which another node of the cluster now
+    /// fires; they are read again if the plugin comes back.
+    pub fn release(&self, plugin: &str) {
+        let _ = self.tx.send(Request::Release(plugin.to_string()));
     }
 
     /// Resolves once the timer task has answered: an error if it is gone.
@@ -180,6 +191,11 @@ async fn run(
                 Some(Request::Forget(plugin)) => {
                     pending.by_id.retain(|_, t| t.plugin != plugin);
                     *forgets.entry(plugin).or_default() += 1;
+                }
+                Some(Request::Release(plugin)) => {
+                    pending.by_id.retain(|_, t| t.plugin != plugin);
+                    *forgets.entry(plugin.clone()).or_default() += 1;
+                    loaded.remove(&plugin);
                 }
                 Some(Request::Ping(answer)) => { let _ = answer.send(()); }
                 None => return,

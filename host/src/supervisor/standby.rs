@@ -137,6 +137,8 @@ impl SupervisorHandle {
                 &name,
             );
             self.stop_worker(&name, &slot).await;
+            // Its durable timers fire on its next owner, which loads them.
+            self.shared.timers.release(&name);
             self.shared.metrics.forget(&name);
         }
     }
