@@ -11,6 +11,7 @@
 //! they measure a whole process (memory per instance, host start).
 
 mod density;
+mod failover;
 mod harness;
 mod limits;
 mod restart;
@@ -37,6 +38,7 @@ struct Sizes {
     burn_rounds: usize,
     storm_plugins: usize,
     storm_messages: usize,
+    failover_runs: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -51,6 +53,7 @@ const FULL: Sizes = Sizes {
     burn_rounds: 21,
     storm_plugins: 1_000,
     storm_messages: 120_000,
+    failover_runs: 20,
 };
 
 const SMOKE: Sizes = Sizes {
@@ -65,6 +68,7 @@ const SMOKE: Sizes = Sizes {
     burn_rounds: 2,
     storm_plugins: 100,
     storm_messages: 2_000,
+    failover_runs: 2,
 };
 
 const FIGURES: &[&str] = &[
@@ -77,6 +81,7 @@ const FIGURES: &[&str] = &[
     "start",
     "limits",
     "storm",
+    "failover",
 ];
 
 fn usage() -> ! {
@@ -155,6 +160,7 @@ async fn run(sizes: &Sizes, only: Option<&[String]>) -> Result<Vec<Row>> {
             "start" => startup::host_start(&bin, counter, sizes.start_plugins).await,
             "limits" => limits::run(probe, sizes.burn_iterations, sizes.burn_rounds).await,
             "storm" => storm::run(probe, sizes.storm_plugins, sizes.storm_messages).await,
+            "failover" => failover::run(&bin, probe, sizes.failover_runs).await,
             _ => unreachable!("checked against FIGURES"),
         }
         .with_context(|| format!("figure {figure}"))?;
