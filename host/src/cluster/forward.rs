@@ -131,17 +131,20 @@ async fn plugin(
         Where::Here => {
             let local = Request::from_parts(parts.clone(), Body::from(body.clone()));
             let answer = next.run(local).await;
-            if answer.status() != StatusCode::SERVICE_UNAVAILABLE {
+            // Handed over (a drain, a rebalance) while the request was on
+            // its way: it was not handled here; its new owner takes it.
+            // Taken off this node just before the handler looked: 404.
+            let gone =
+                answer.status() == StatusCode::NOT_FOUND && sup.knows(name) && !sup.contains(name);
+            if answer.status() != StatusCode::SERVICE_UNAVAILABLE && !gone {
                 return if info {
                     with_owner(answer, me).await
                 } else {
                     answer
                 };
             }
-            // Handed over (a drain, a rebalance): not handled here; its new
-            // owner takes it.
             let (head, bytes) = buffered(answer).await;
-            if status_of(&bytes).as_deref() != Some(MOVED) {
+            if !gone && status_of(&bytes).as_deref() != Some(MOVED) {
                 return Response::from_parts(head, Body::from(bytes));
             }
             if forwarded {

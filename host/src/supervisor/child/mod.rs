@@ -388,6 +388,11 @@ impl Child {
         // Calls that ran before this one are answered first; if one of their
         // commits failed, their messages go back in front of this one's.
         let earlier = self.runner.drain().await;
+        if let Some(why) = self.runner.lost.take() {
+            let envs = earlier.into_iter().chain(env).chain(later).collect();
+            self.owner_lost(&why, envs).await;
+            return Flow::Continue;
+        }
         self.put_back_all(later);
         let now = Instant::now();
         let up_since = self.runner.running_since.take();
@@ -530,6 +535,10 @@ impl Child {
     /// ones back in the mailbox.
     async fn settle_all(&mut self) {
         let again = self.runner.drain().await;
+        if let Some(why) = self.runner.lost.take() {
+            self.owner_lost(&why, again).await;
+            return;
+        }
         self.put_back_all(again);
     }
 

@@ -48,6 +48,7 @@ impl Child {
     pub(super) async fn owner_lost(&mut self, why: &str, envs: Vec<Envelope>) {
         self.runner.drop_instance();
         let earlier = self.runner.drain().await;
+        self.runner.lost = None;
         self.runner.running_since = None;
         tracing::error!(
             "{why}: this node no longer owns the plugin; stopped, and its messages answered 503 owner-lost"

@@ -88,6 +88,9 @@ pub(in crate::supervisor) struct Runner {
     pub(super) span: tracing::Span,
     /// When a commit last dropped the plugin's expired idempotency answers.
     answers_pruned: Option<Instant>,
+    /// Why a commit was refused because another node of the cluster owns
+    /// the plugin now (`owner-lost: …`), until the child acts on it.
+    pub(super) lost: Option<String>,
 }
 
 fn instance_span(plugin: &str, generation: u64) -> tracing::Span {
@@ -119,6 +122,7 @@ impl Runner {
             board,
             metrics,
             answers_pruned: None,
+            lost: None,
         }
     }
 
@@ -334,6 +338,10 @@ impl Runner {
         if let Err(e) = result {
             self.instance = None;
             self.running_since = None;
+            let text = format!("{e:#}");
+            if let Some(at) = text.find(crate::state::OWNER_LOST) {
+                self.lost = Some(text[at..].to_string());
+            }
             return Some((e, w.env));
         }
         if w.seq != 0 {
