@@ -43,11 +43,16 @@ struct Cluster {
 
 impl Cluster {
     async fn start(plugins: &[&str]) -> Cluster {
+        Cluster::start_with(plugins, "").await
+    }
+
+    /// [`Cluster::start`] with more of `wasm-sup.toml` (e.g. groups).
+    async fn start_with(plugins: &[&str], config: &str) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().await;
         let dir = PluginDir::new();
         // A call may outlive a pause of a few leases (the paused-node test).
         dir.config(&format!(
-            "[host]\nlease = \"{}ms\"\n[defaults]\ntimeout = \"30s\"\n",
+            "[host]\nlease = \"{}ms\"\n[defaults]\ntimeout = \"30s\"\n{config}",
             LEASE.as_millis()
         ));
         for p in plugins {
@@ -308,8 +313,16 @@ async fn settle(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_unit_has_one_owner_and_any_node_serves_any_plugin() {
     let plugins = ["a", "b", "c", "d", "e", "f"];
-    let c = Cluster::start(&plugins).await;
+    // A top-level group (with a nested one) is one unit: its plugins run
+    // on one node.
+    let groups =
+        "[groups.g]\nmembers = [\"e\"]\n[groups.inner]\nparent = \"g\"\nmembers = [\"f\"]\n";
+    let c = Cluster::start_with(&plugins, groups).await;
     let owners = c.settled(&plugins).await;
+    assert_eq!(
+        owners["e"], owners["f"],
+        "a group's plugins on one node: {owners:?}"
+    );
     // Spread: rendezvous hashing gives six units to more than one node
     // (the first node up claims them all; rebalancing hands them over).
     let used: BTreeSet<&String> = owners.values().collect();

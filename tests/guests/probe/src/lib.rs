@@ -11,6 +11,7 @@
 //! |-----------------------------|---------------------------------------------------------|
 //! | `count`                     | get + set key `count` (decimal ASCII) → new count       |
 //! | `incr KEY`                  | `atomics::increment` by 1 → new value                   |
+//! | `incr-slow KEY MS`          | `incr KEY`, then hold the call MS ms → new value        |
 //! | `tick`                      | (what the host's `tick` delivers) `incr ticks`          |
 //! | `get KEY`                   | value bytes, or `Err("missing")`                        |
 //! | `set KEY VALUE`             | `ok`; a store error comes back as `Err("{error:?}")`    |
