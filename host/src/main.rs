@@ -172,6 +172,9 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Restart(t) => operate("restart", t).await,
         Command::Stop(t) => operate("stop", t).await,
         Command::Start(t) => operate("start", t).await,
+        Command::Move { name, node, remote } => {
+            commands::move_plugin(&remote.client()?, &name, &node, remote.json).await
+        }
         Command::Crashes {
             name,
             limit,

@@ -403,6 +403,29 @@ async fn every_unit_has_one_owner_and_any_node_serves_any_plugin() {
         assert_eq!(a.get("/readyz").await.status, 200);
     }
 
+    // `wasm-sup move`, asked of a node that neither runs the plugin nor
+    // receives it: the owner hands it over, its state goes with it, and
+    // rebalancing leaves it where it was moved.
+    let from = c.index_of(&owners["a"]);
+    let to = (from + 1) % 3;
+    let via = (from + 2) % 3;
+    let (code, out, err) = c.node(via).cli(&["move", "a", &format!("n{to}")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("a: runs on n{to}")), "{out}");
+    assert_eq!(
+        c.owner("a").await.as_deref(),
+        Some(format!("n{to}").as_str())
+    );
+    assert_eq!(c.node(from).admin.send("a", "incr n").await.ok(), "4");
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(
+        c.owner("a").await.as_deref(),
+        Some(format!("n{to}").as_str())
+    );
+    let (code, _, err) = c.node(via).cli(&["move", "a", "nowhere"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no live node named \"nowhere\""), "{err}");
+
     // A second process with a live node's name waits a lease and exits 2.
     let started = Instant::now();
     let out = std::process::Command::new(util::wasm_sup_bin())

@@ -121,6 +121,15 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Cluster mode: move a plugin to another node (a graceful handoff).
+    Move {
+        /// The plugin (its whole top-level group moves with it).
+        name: String,
+        /// The node to move it to.
+        node: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show a plugin's crash reports, newest first.
     Crashes {
         /// The plugin.

@@ -323,6 +323,29 @@ fn message_line(m: &api::MessageInfo) -> String {
 }
 
 /// `wasm-sup crashes NAME`.
+/// `wasm-sup move NAME NODE`.
+pub async fn move_plugin(client: &Client, name: &str, node: &str, json: bool) -> Result<u8> {
+    let resp = client
+        .post_with(&format!("/v1/plugins/{name}/move"), &[("node", node)])
+        .await?;
+    if resp.status != 200 {
+        return Ok(fail(&resp));
+    }
+    let moved: serde_json::Value = resp.json()?;
+    if json {
+        return print_json(&moved);
+    }
+    match moved["owner"].as_str() {
+        Some(owner) if owner == node => println!("{name}: runs on {node}"),
+        Some(owner) => println!("{name}: runs on {}, not {node}", escape(owner)),
+        None => {
+            println!("{name}: handed over to {node}, which has not started it yet");
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
 pub async fn crashes(client: &Client, name: &str, limit: usize, json: bool) -> Result<u8> {
     let page = api::Page {
         offset: 0,

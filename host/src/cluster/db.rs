@@ -50,6 +50,9 @@ pub struct OwnerRow {
     pub plugins: Vec<String>,
     /// When it was last claimed or released (database clock, ms).
     pub since_ms: i64,
+    /// The node it was moved to (`wasm-sup move`): that node claims it, and
+    /// keeps it however rendezvous hashing would place it.
+    pub target: Option<String>,
 }
 
 /// One read of the cluster's rows.
@@ -100,7 +103,7 @@ pub async fn read(pool: &Pool) -> Result<Snapshot> {
     let owners = client
         .query(
             "SELECT unit, node, incarnation, epoch, plugins, (extract(epoch FROM since) * 1000)::bigint, \
-                    (extract(epoch FROM now()) * 1000)::bigint \
+                    (extract(epoch FROM now()) * 1000)::bigint, target \
              FROM wasm_sup_owners",
             &[],
         )
@@ -129,6 +132,7 @@ pub async fn read(pool: &Pool) -> Result<Snapshot> {
             epoch: r.try_get(3)?,
             plugins: r.try_get(4)?,
             since_ms: r.try_get(5)?,
+            target: r.try_get(7)?,
         };
         snap.owners.insert(o.unit.clone(), o);
     }
@@ -249,7 +253,8 @@ pub async fn claim(
         Some(seen) => {
             tx.query(
                 "UPDATE wasm_sup_owners o SET node = $2, incarnation = $3, \
-                     epoch = nextval('wasm_sup_epochs'), plugins = $4, versions = $5, since = now() \
+                     epoch = nextval('wasm_sup_epochs'), plugins = $4, versions = $5, since = now(), \
+                     target = CASE WHEN o.target = $2 THEN o.target END \
                  WHERE unit = $1 AND epoch = $6 AND NOT EXISTS ( \
                      SELECT 1 FROM wasm_sup_nodes n WHERE n.name = o.node AND n.incarnation = o.incarnation \
                      AND n.expires_at > now() AND NOT (n.name = $2 AND n.incarnation = $3)) \
@@ -335,21 +340,23 @@ async fn raise_fences(
     Ok(())
 }
 
-/// Releases a unit this incarnation holds under `epoch` (a drain, or its
-/// file was removed here); the epoch stays, the next claim bumps it.
+/// Releases a unit this incarnation holds under `epoch` (a drain, a
+/// rebalance, a move to `target`, or its file was removed here); the epoch
+/// stays, the next claim bumps it.
 pub async fn release(
     pool: &Pool,
     unit: &str,
     node: &str,
     incarnation: &str,
     epoch: i64,
+    target: Option<&str>,
 ) -> Result<()> {
     let client = pool.get().await?;
     client
         .execute(
-            "UPDATE wasm_sup_owners SET node = NULL, incarnation = NULL, since = now() \
+            "UPDATE wasm_sup_owners SET node = NULL, incarnation = NULL, since = now(), target = $5 \
              WHERE unit = $1 AND node = $2 AND incarnation = $3 AND epoch = $4",
-            &[&unit, &node, &incarnation, &epoch],
+            &[&unit, &node, &incarnation, &epoch, &target],
         )
         .await?;
     Ok(())

@@ -53,18 +53,35 @@ pub async fn middleware(State(cluster): State<Cluster>, req: Request, next: Next
         }
         ["v1", "plugins", name, rest @ ..] => {
             let name = name.to_string();
-            let info = rest.is_empty() && req.method() == Method::GET;
-            plugin(inner, &name, info, forwarded, req, next).await
+            let ask = if rest.is_empty() && req.method() == Method::GET {
+                Ask::Info
+            } else if rest == ["move"] && req.method() == Method::POST {
+                Ask::Move
+            } else {
+                Ask::Other
+            };
+            plugin(inner, &name, ask, forwarded, req, next).await
         }
         _ => next.run(req).await,
     }
+}
+
+/// What a request about one plugin asks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// `GET /v1/plugins/{name}`: answered with its `owner`.
+    Info,
+    /// `POST /v1/plugins/{name}/move?node=NODE`: served by its owner.
+    Move,
+    /// Anything else: the admin API's own answer.
+    Other,
 }
 
 /// A request about plugin `name`.
 async fn plugin(
     inner: &Inner,
     name: &str,
-    info: bool,
+    ask: Ask,
     forwarded: bool,
     req: Request,
     next: Next,
@@ -128,6 +145,7 @@ async fn plugin(
     match target {
         Where::There(address) => relay(inner, name, &address, &parts, body, reply_timeout).await,
         Where::Nobody => unowned(name),
+        Where::Here if ask == Ask::Move => move_from_here(inner, name, &parts).await,
         Where::Here => {
             let local = Request::from_parts(parts.clone(), Body::from(body.clone()));
             let answer = next.run(local).await;
@@ -137,7 +155,7 @@ async fn plugin(
             let gone =
                 answer.status() == StatusCode::NOT_FOUND && sup.knows(name) && !sup.contains(name);
             if answer.status() != StatusCode::SERVICE_UNAVAILABLE && !gone {
-                return if info {
+                return if ask == Ask::Info {
                     with_owner(answer, me).await
                 } else {
                     answer
@@ -163,6 +181,78 @@ async fn plugin(
             }
         }
     }
+}
+
+/// `POST /v1/plugins/{name}/move?node=NODE` on the plugin's owner: hands
+/// its unit over to NODE as a drain would (the call in flight commits,
+/// queued messages follow it), and NODE keeps it however rendezvous hashing
+/// would place it, until it leaves. Answers once NODE runs it (or after two
+/// leases, with `owner: null`).
+async fn move_from_here(inner: &Inner, name: &str, parts: &axum::http::request::Parts) -> Response {
+    let me = inner.config.node.as_str();
+    let target = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("node="))
+        .unwrap_or_default()
+        .to_string();
+    if target.is_empty() {
+        return ApiError::BadRequest(format!(
+            "say where to: POST /v1/plugins/{name}/move?node=NODE (wasm-sup move {name} NODE)"
+        ))
+        .into_response();
+    }
+    let live = {
+        let snap = inner.snapshot.read();
+        snap.nodes
+            .get(&target)
+            .is_some_and(|n| n.live && !n.draining)
+    };
+    if !live {
+        return ApiError::Conflict(format!(
+            "no live node named {target:?} to move {name} to: see `wasm-sup status` for the nodes"
+        ))
+        .into_response();
+    }
+    let unit = inner.supervisor.unit_of(name);
+    let mut moved = target != me;
+    if moved {
+        let _moves = inner.moves.lock().await;
+        let held = inner.held.lock().get(&unit).cloned();
+        match held {
+            Some(h) => {
+                let why = format!("moved to {target} on request");
+                inner.hand_over(&unit, &h, &why, Some(&target)).await;
+            }
+            None => moved = false,
+        }
+    }
+    let owner = if moved {
+        match find_owner(inner, name, inner.config.lease * 2, &inner.config.advertise).await {
+            Where::There(address) => {
+                let snap = inner.snapshot.read();
+                snap.nodes
+                    .values()
+                    .find(|n| n.address == address)
+                    .map(|n| n.name.clone())
+            }
+            _ => None,
+        }
+    } else if inner.supervisor.contains(name) {
+        Some(me.to_string())
+    } else {
+        None
+    };
+    axum::Json(json!({
+        "name": name,
+        "unit": unit,
+        "from": me,
+        "to": target,
+        "owner": owner,
+    }))
+    .into_response()
 }
 
 /// Where a plugin's requests go.

@@ -215,6 +215,7 @@ impl Cluster {
                     &unit,
                     &h,
                     "this node is draining; the plugin moves to another node",
+                    None,
                 )
                 .await;
         }
@@ -240,19 +241,20 @@ impl Inner {
         self.incarnation.lock().clone()
     }
 
-    /// Hands unit `unit` over gracefully (a drain, or a rebalance): its
-    /// plugins finish the call in flight and commit, then the row is
-    /// released and another node claims it at once. Messages queued
+    /// Hands unit `unit` over gracefully (a drain, a rebalance, or a move
+    /// to `target`): its plugins finish the call in flight and commit, then
+    /// the row is released and another node (`target`, when given) claims
+    /// it at once. Messages queued
     /// meanwhile are answered `moved`, which the admin API forwards to the
     /// new owner. Call with `moves` held.
-    async fn hand_over(&self, unit: &str, h: &Held, why: &str) {
+    async fn hand_over(&self, unit: &str, h: &Held, why: &str, target: Option<&str>) {
         self.supervisor.deactivate(&h.plugins, MOVED, why).await;
         for p in &h.plugins {
             self.backend.own(p, None);
         }
         self.held.lock().remove(unit);
         let (name, incarnation) = (self.config.node.as_str(), self.incarnation());
-        match db::release(&self.pool, unit, name, &incarnation, h.epoch).await {
+        match db::release(&self.pool, unit, name, &incarnation, h.epoch, target).await {
             Ok(()) => tracing::info!(unit = %unit, "handed {unit} over: {why}"),
             Err(e) => tracing::warn!(
                 unit = %unit,

@@ -105,7 +105,7 @@ async fn step(inner: &Inner) -> Result<()> {
             inner.backend.own(p, None);
         }
         inner.held.lock().remove(&unit);
-        db::release(&inner.pool, &unit, me, &incarnation, h.epoch).await?;
+        db::release(&inner.pool, &unit, me, &incarnation, h.epoch, None).await?;
         tracing::info!(unit = %unit, "released {unit}: its files are gone from this node");
     }
 
@@ -172,7 +172,12 @@ async fn step(inner: &Inner) -> Result<()> {
                 },
             },
         };
-        let first = winner(&unit, live.iter().copied()) == Some(me);
+        // A unit moved to a live node goes there; any other, to its
+        // rendezvous winner; to anyone after lease/2.
+        let first = match row.and_then(|r| r.target.as_deref()) {
+            Some(t) if live.contains(&t) => t == me,
+            _ => winner(&unit, live.iter().copied()) == Some(me),
+        };
         if !first && snap.now_ms < unowned_since.saturating_add(half) {
             continue;
         }
@@ -219,6 +224,11 @@ async fn rebalance(inner: &Inner, snap: &db::Snapshot) -> bool {
     let names: Vec<&str> = live.clone().map(|n| n.name.as_str()).collect();
     let held: Vec<(String, Held)> = inner.held.lock().clone().into_iter().collect();
     for (unit, h) in held {
+        // Moved here on request: it stays.
+        let pinned = snap.owners.get(&unit).and_then(|r| r.target.as_deref());
+        if pinned == Some(inner.config.node.as_str()) {
+            continue;
+        }
         let Some(w) = winner(&unit, names.iter().copied()) else {
             continue;
         };
@@ -237,6 +247,7 @@ async fn rebalance(inner: &Inner, snap: &db::Snapshot) -> bool {
                 &unit,
                 &h,
                 &format!("rebalancing: {w} is its node by rendezvous hashing"),
+                None,
             )
             .await;
         return true;

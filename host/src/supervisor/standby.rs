@@ -69,6 +69,12 @@ impl SupervisorHandle {
             .collect()
     }
 
+    /// The unit of ownership `plugin` belongs to: its top-level group
+    /// (`group:NAME`), or itself.
+    pub fn unit_of(&self, plugin: &str) -> String {
+        self.shared.groups.unit_of(plugin)
+    }
+
     /// Whether the folder loaded a plugin of that name (running here or not).
     pub fn knows(&self, name: &str) -> bool {
         match &self.shared.standby {

@@ -71,7 +71,8 @@ CREATE TABLE wasm_sup_owners (
     epoch bigint NOT NULL,
     plugins text[] COLLATE "C" NOT NULL,
     versions text[] NOT NULL,
-    since timestamptz NOT NULL
+    since timestamptz NOT NULL,
+    target text COLLATE "C"
 );
 CREATE SEQUENCE wasm_sup_epochs;
 "#,
