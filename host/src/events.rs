@@ -109,6 +109,16 @@ pub enum EventKind {
         /// The crash that caused it.
         reason: String,
     },
+    /// Cluster mode: the plugin's unit was claimed by node `node` (it runs
+    /// there now), taking it over from `from` (`null`: nobody held it).
+    OwnerChanged {
+        /// The node that runs it now.
+        node: String,
+        /// The node that held it before, if one did.
+        from: Option<String>,
+        /// The unit's new fencing epoch.
+        epoch: i64,
+    },
     /// A message was given up on and stored as a dead letter.
     DeadLettered {
         /// The dead letter's id (`wasm-sup dead-letters PLUGIN`).
@@ -131,6 +141,7 @@ impl EventKind {
             EventKind::Upgraded { .. } => "upgraded",
             EventKind::RolledBack { .. } => "rolled-back",
             EventKind::DeadLettered { .. } => "dead-lettered",
+            EventKind::OwnerChanged { .. } => "owner-changed",
         }
     }
 }

@@ -409,8 +409,33 @@ async fn every_unit_has_one_owner_and_any_node_serves_any_plugin() {
     let from = c.index_of(&owners["a"]);
     let to = (from + 1) % 3;
     let via = (from + 2) % 3;
+    // The node it goes to says so on its event stream.
+    let mut events = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/events?plugin=a",
+            c.node(to).admin.addr
+        ))
+        .send()
+        .await
+        .expect("event stream");
     let (code, out, err) = c.node(via).cli(&["move", "a", &format!("n{to}")]);
     assert_eq!(code, 0, "{out}{err}");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("owner-changed") {
+        let chunk = tokio::time::timeout_at(deadline.into(), events.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no owner-changed event: {seen}"))
+            .expect("event stream")
+            .expect("event stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let expected = format!("\"node\":\"n{to}\"");
+    assert!(
+        seen.contains(&expected) && seen.contains(&format!("\"from\":\"n{from}\"")),
+        "{seen}"
+    );
+    drop(events);
     assert!(out.contains(&format!("a: runs on n{to}")), "{out}");
     assert_eq!(
         c.owner("a").await.as_deref(),

@@ -5,7 +5,8 @@
 //! - `wasm_sup_nodes`: one row per node name: its current incarnation, its
 //!   advertised address, when its lease expires, whether it drains.
 //! - `wasm_sup_owners`: one row per unit of ownership: the holder (node and
-//!   incarnation; `NULL` once released), the fencing epoch (from the
+//!   incarnation; the incarnation `NULL` once released, the node kept as the
+//!   last holder), the fencing epoch (from the
 //!   sequence `wasm_sup_epochs`, bumped on every claim), its plugins and
 //!   their versions, and when it was claimed or released.
 //! - A claim also raises the fence (`wasm_sup_fences`) of each of the
@@ -44,6 +45,8 @@ pub struct OwnerRow {
     pub unit: String,
     /// The holder's node and incarnation; `None` once released.
     pub holder: Option<(String, String)>,
+    /// The node that held it last (the holder's, or the one that released it).
+    pub last_node: Option<String>,
     /// The fencing epoch of the last claim.
     pub epoch: i64,
     /// The unit's plugins at the last claim.
@@ -128,7 +131,8 @@ pub async fn read(pool: &Pool) -> Result<Snapshot> {
         let incarnation: Option<String> = r.try_get(2)?;
         let o = OwnerRow {
             unit: r.try_get(0)?,
-            holder: node.zip(incarnation),
+            holder: node.clone().zip(incarnation),
+            last_node: node,
             epoch: r.try_get(3)?,
             plugins: r.try_get(4)?,
             since_ms: r.try_get(5)?,
@@ -341,7 +345,8 @@ async fn raise_fences(
 }
 
 /// Releases a unit this incarnation holds under `epoch` (a drain, a
-/// rebalance, a move to `target`, or its file was removed here); the epoch
+/// rebalance, a move to `target`, or its file was removed here): its
+/// incarnation is cleared, its node kept as the last holder; the epoch
 /// stays, the next claim bumps it.
 pub async fn release(
     pool: &Pool,
@@ -354,7 +359,7 @@ pub async fn release(
     let client = pool.get().await?;
     client
         .execute(
-            "UPDATE wasm_sup_owners SET node = NULL, incarnation = NULL, since = now(), target = $5 \
+            "UPDATE wasm_sup_owners SET incarnation = NULL, since = now(), target = $5 \
              WHERE unit = $1 AND node = $2 AND incarnation = $3 AND epoch = $4",
             &[&unit, &node, &incarnation, &epoch, &target],
         )

@@ -202,10 +202,21 @@ async fn step(inner: &Inner) -> Result<()> {
                 plugins: names.clone(),
             },
         );
-        let from = row
-            .and_then(|r| r.holder.as_ref())
-            .map_or_else(String::new, |(n, _)| format!(" from {n}"));
-        tracing::info!(unit = %unit, epoch, "claimed {unit}{from}");
+        let from = row.and_then(|r| r.last_node.clone());
+        let shown = from
+            .as_ref()
+            .map_or_else(String::new, |n| format!(" from {n}"));
+        tracing::info!(unit = %unit, epoch, "claimed {unit}{shown}");
+        for p in &names {
+            inner.supervisor.events().publish(
+                p,
+                crate::events::EventKind::OwnerChanged {
+                    node: me.to_string(),
+                    from: from.clone(),
+                    epoch,
+                },
+            );
+        }
         inner.supervisor.activate(&names);
     }
     Ok(())
