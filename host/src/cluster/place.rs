@@ -101,12 +101,9 @@ async fn step(inner: &Inner) -> Result<()> {
         .map(|(u, h)| (u.clone(), h.clone()))
         .collect();
     for (unit, h) in gone {
-        for p in &h.plugins {
-            inner.backend.own(p, None);
-        }
-        inner.held.lock().remove(&unit);
-        db::release(&inner.pool, &unit, me, &incarnation, h.epoch, None).await?;
-        tracing::info!(unit = %unit, "released {unit}: its files are gone from this node");
+        inner
+            .hand_over(&unit, &h, "its files are gone from this node", None)
+            .await;
     }
 
     if rebalance(inner, &snap).await {
