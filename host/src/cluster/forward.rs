@@ -142,8 +142,14 @@ async fn plugin(
             None => find_owner(inner, name, reply_timeout.min(inner.config.lease), "").await,
         }
     };
+    let forward = |body| Forward {
+        name,
+        parts: &parts,
+        body,
+        reply_timeout,
+    };
     match target {
-        Where::There(address) => relay(inner, name, &address, &parts, body, reply_timeout).await,
+        Where::There(address) => relay(inner, &forward(body), &address).await,
         Where::Nobody => unowned(name),
         Where::Here if ask == Ask::Move => move_from_here(inner, name, &parts).await,
         Where::Here => {
@@ -173,10 +179,8 @@ async fn plugin(
                 );
             }
             match find_owner(inner, name, reply_timeout, advertise).await {
-                Where::There(address) => {
-                    relay(inner, name, &address, &parts, body, reply_timeout).await
-                }
-                Where::Here => relay(inner, name, advertise, &parts, body, reply_timeout).await,
+                Where::There(address) => relay(inner, &forward(body), &address).await,
+                Where::Here => relay(inner, &forward(body), advertise).await,
                 Where::Nobody => unowned(name),
             }
         }
@@ -298,66 +302,56 @@ async fn find_owner(inner: &Inner, name: &str, wait: Duration, except: &str) -> 
     }
 }
 
+/// A request to forward: the plugin it is for, the request as received
+/// (its body read), and how long its answer may take.
+struct Forward<'a> {
+    name: &'a str,
+    parts: &'a axum::http::request::Parts,
+    body: Bytes,
+    reply_timeout: Duration,
+}
+
 /// Forwards a request to `address`. When nothing was taken there (the
 /// receiver no longer owns the plugin, or could not be reached), waits for
 /// another node to hold it and sends it there, once.
-async fn relay(
-    inner: &Inner,
-    name: &str,
-    address: &str,
-    parts: &axum::http::request::Parts,
-    body: Bytes,
-    reply_timeout: Duration,
-) -> Response {
-    let answer = send(inner, name, address, parts, body.clone(), reply_timeout).await;
+async fn relay(inner: &Inner, req: &Forward<'_>, address: &str) -> Response {
+    let answer = send(inner, req, address).await;
     if answer.status() != StatusCode::SERVICE_UNAVAILABLE {
         return answer;
     }
     let (head, bytes) = buffered(answer).await;
     let wait = match status_of(&bytes).as_deref() {
-        Some("owner-changed") => reply_timeout,
+        Some("owner-changed") => req.reply_timeout,
         // A node killed outright still holds its lease for a while.
-        Some("owner-unreachable") => reply_timeout.min(inner.config.lease * 2),
+        Some("owner-unreachable") => req.reply_timeout.min(inner.config.lease * 2),
         _ => return Response::from_parts(head, Body::from(bytes)),
     };
-    match find_owner(inner, name, wait, address).await {
-        Where::There(next) => send(inner, name, &next, parts, body, reply_timeout).await,
+    match find_owner(inner, req.name, wait, address).await {
+        Where::There(next) => send(inner, req, &next).await,
         // Served by this node's own middleware, which runs the plugin now.
-        Where::Here => {
-            send(
-                inner,
-                name,
-                &inner.config.advertise,
-                parts,
-                body,
-                reply_timeout,
-            )
-            .await
-        }
+        Where::Here => send(inner, req, &inner.config.advertise).await,
         Where::Nobody => Response::from_parts(head, Body::from(bytes)),
     }
 }
 
+/// `headers` without the hop-by-hop ones ([`HOP`]).
+fn passed(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter(|(k, _)| !HOP.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// One forwarded request, and its answer relayed.
-async fn send(
-    inner: &Inner,
-    name: &str,
-    address: &str,
-    parts: &axum::http::request::Parts,
-    body: Bytes,
-    reply_timeout: Duration,
-) -> Response {
+async fn send(inner: &Inner, req: &Forward<'_>, address: &str) -> Response {
+    let (name, parts) = (req.name, req.parts);
     let path = parts
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
     let url = format!("http://{address}{path}");
-    let mut headers = HeaderMap::new();
-    for (k, v) in &parts.headers {
-        if !HOP.contains(&k.as_str()) {
-            headers.append(k.clone(), v.clone());
-        }
-    }
+    let mut headers = passed(&parts.headers);
     headers.insert(
         FORWARDED,
         HeaderValue::from_str(&inner.config.node).unwrap_or(HeaderValue::from_static("1")),
@@ -366,8 +360,8 @@ async fn send(
         .http
         .request(parts.method.clone(), &url)
         .headers(headers)
-        .body(body)
-        .timeout(reply_timeout + Duration::from_secs(1))
+        .body(req.body.clone())
+        .timeout(req.reply_timeout + Duration::from_secs(1))
         .send()
         .await;
     let answer = match sent {
@@ -382,12 +376,7 @@ async fn send(
         Err(e) => return outcome_unknown(name, address, &e),
     };
     let status = answer.status();
-    let mut head = HeaderMap::new();
-    for (k, v) in answer.headers() {
-        if !HOP.contains(&k.as_str()) {
-            head.append(k.clone(), v.clone());
-        }
-    }
+    let head = passed(answer.headers());
     match answer.bytes().await {
         Ok(bytes) => {
             let mut r = Response::new(Body::from(bytes));
