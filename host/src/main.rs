@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             commands::send(&remote.client()?, &name, body, idempotency_key.as_deref()).await
         }
-        Command::Status { remote } => commands::status(&remote.client()?, remote.json).await,
+        Command::Status { remote } => cli::status::status(&remote.client()?, remote.json).await,
         Command::Events { plugin, remote } => {
             cli::events::events(&remote.client()?, plugin.as_deref(), remote.json).await
         }
