@@ -9,20 +9,30 @@
 //!   one short lock. A subscriber that falls more than [`LIVE_QUEUE`] events
 //!   behind the live stream loses its place ([`Next::Dropped`]); it never
 //!   slows a plugin.
-//! - Ids are `RUN-SEQ`: `RUN` is drawn at random when the host starts (not
-//!   a clock), `SEQ` counts from 1. A subscriber resuming with the id of the
-//!   last event it saw gets every later event still in the backlog, in order,
-//!   then the live ones; an id of another run, or one older than the
-//!   backlog, gets [`Next::Reset`] first, then the live stream.
+//! - Ids are `RUN-SEQ` on a single host: `RUN` is drawn at random when the
+//!   host starts (not a clock), `SEQ` counts from 1. A subscriber resuming
+//!   with the id of the last event it saw gets every later event still in
+//!   the backlog, in order, then the live ones; an id of another run, or
+//!   one older than the backlog, gets [`Next::Reset`] first, then the live
+//!   stream.
 //! - Subscribing and publishing share the lock, so a subscriber sees each
 //!   event exactly once, from the backlog or live, never both.
+//! - In cluster mode ([`Events::relay`]) an event is not kept where it
+//!   happened: it goes to the cluster's relay ([`crate::cluster`]), which
+//!   numbers it from a database sequence and sends it through PostgreSQL
+//!   `NOTIFY` to every node, each of which takes it in
+//!   ([`Events::accept`]) in the order the database delivers. Every node's
+//!   stream is thus every node's events, in one order, with the same ids.
+//!   When a node's listening connection broke, events may have been missed:
+//!   [`Events::gap`] empties the backlog and tells live subscribers
+//!   ([`Next::Reset`]).
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// Events kept for subscribers that resume.
 pub const BACKLOG: usize = 1000;
@@ -30,6 +40,10 @@ pub const BACKLOG: usize = 1000;
 /// Events a live subscriber may fall behind before it is dropped (tokio's
 /// broadcast channel holds a power of two).
 pub const LIVE_QUEUE: usize = 1024;
+
+/// Events waiting for the cluster's relay; past it, new ones are dropped
+/// (and logged), so publishing never waits for the database.
+pub const RELAY_QUEUE: usize = 4096;
 
 /// One change in a plugin's life, as `data:` of the event stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +54,9 @@ pub struct Event {
     pub time: String,
     /// The plugin.
     pub plugin: String,
+    /// Cluster mode: the node it happened on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// What happened, with the fields it needs (`kind` on the wire).
     #[serde(flatten)]
     pub kind: EventKind,
@@ -109,11 +126,10 @@ pub enum EventKind {
         /// The crash that caused it.
         reason: String,
     },
-    /// Cluster mode: the plugin's unit was claimed by node `node` (it runs
-    /// there now), taking it over from `from` (`null`: nobody held it).
+    /// Cluster mode: the plugin's unit was claimed by the node the event
+    /// comes from (the event's `node`: it runs there now), taking it over
+    /// from `from` (`null`: nobody held it).
     OwnerChanged {
-        /// The node that runs it now.
-        node: String,
         /// The node that held it before, if one did.
         from: Option<String>,
         /// The unit's new fencing epoch.
@@ -162,12 +178,27 @@ struct Inner {
     next_seq: u64,
 }
 
+/// What live subscribers are sent.
+#[derive(Debug, Clone)]
+enum Live {
+    Event(Arc<Event>),
+    /// Events may have been missed (see [`Events::gap`]).
+    Gap(Arc<str>),
+}
+
+/// Cluster mode: where this node's events go (see the module doc).
+struct Relay {
+    node: String,
+    tx: mpsc::Sender<Event>,
+}
+
 /// The host's event stream. Cheap to clone; see the module doc.
 #[derive(Clone)]
 pub struct Events {
     run: Arc<str>,
     inner: Arc<Mutex<Inner>>,
-    live: broadcast::Sender<Arc<Event>>,
+    live: broadcast::Sender<Live>,
+    relay: Arc<OnceLock<Relay>>,
 }
 
 impl std::fmt::Debug for Events {
@@ -192,26 +223,81 @@ impl Events {
                 next_seq: 1,
             })),
             live: broadcast::channel(LIVE_QUEUE).0,
+            relay: Arc::default(),
         }
     }
 
     /// Publishes that `kind` happened to `plugin` now.
     pub fn publish(&self, plugin: &str, kind: EventKind) {
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        if let Some(relay) = self.relay.get() {
+            let event = Event {
+                id: String::new(),
+                time,
+                plugin: plugin.to_string(),
+                node: Some(relay.node.clone()),
+                kind,
+            };
+            // Closed: the node left the cluster (it is shutting down).
+            if let Err(mpsc::error::TrySendError::Full(ev)) = relay.tx.try_send(event) {
+                tracing::warn!(
+                    plugin,
+                    kind = ev.kind.name(),
+                    "event dropped: the cluster's event relay is {RELAY_QUEUE} events behind (is PostgreSQL reachable?)"
+                );
+            }
+            return;
+        }
         let mut g = self.inner.lock();
-        let event = Arc::new(Event {
+        let event = Event {
             id: format!("{}-{}", self.run, g.next_seq),
             time,
             plugin: plugin.to_string(),
+            node: None,
             kind,
-        });
+        };
         g.next_seq += 1;
+        self.keep(&mut g, event);
+    }
+
+    /// Puts `event` in the backlog and sends it to live subscribers.
+    fn keep(&self, g: &mut Inner, event: Event) {
+        let event = Arc::new(event);
         if g.backlog.len() == BACKLOG {
             g.backlog.pop_front();
         }
         g.backlog.push_back(event.clone());
         // No subscriber is not an error.
-        let _ = self.live.send(event);
+        let _ = self.live.send(Live::Event(event));
+    }
+
+    /// Cluster mode: from now on this node's events go to the returned
+    /// channel, for the cluster's relay to number and send to every node
+    /// (see the module doc); `node` is this node's name. Once only.
+    pub fn relay(&self, node: &str) -> Option<mpsc::Receiver<Event>> {
+        let (tx, rx) = mpsc::channel(RELAY_QUEUE);
+        self.relay
+            .set(Relay {
+                node: node.to_string(),
+                tx,
+            })
+            .ok()?;
+        Some(rx)
+    }
+
+    /// Cluster mode: takes in an event the relay delivered, numbered.
+    pub fn accept(&self, event: Event) {
+        let mut g = self.inner.lock();
+        self.keep(&mut g, event);
+    }
+
+    /// Cluster mode: events may have been missed (`why`): a subscriber
+    /// resuming from an event before now is told so, and so is every live
+    /// one.
+    pub fn gap(&self, why: &str) {
+        let mut g = self.inner.lock();
+        g.backlog.clear();
+        let _ = self.live.send(Live::Gap(why.into()));
     }
 
     /// A subscription from now, or resuming after the event `last_id`, for
@@ -219,22 +305,32 @@ impl Events {
     pub fn subscribe(&self, last_id: Option<&str>, plugin: Option<String>) -> Subscription {
         let g = self.inner.lock();
         let live = self.live.subscribe();
-        let newest = g.next_seq - 1;
-        let oldest = newest + 1 - g.backlog.len() as u64;
         let mut first = VecDeque::new();
         if let Some(last) = last_id {
-            let seq = last
-                .strip_prefix(&*self.run)
-                .and_then(|s| s.strip_prefix('-'))
-                .and_then(|s| s.parse::<u64>().ok());
-            match seq {
-                // Resumable: the event after it is still in the backlog.
-                Some(seq) if seq + 1 >= oldest && seq <= newest => {
-                    let skip = (seq + 1 - oldest) as usize;
-                    first.extend(g.backlog.iter().skip(skip).cloned().map(Next::Event));
+            // Resumable: it is in the backlog (the events after it are),
+            // or, on a single host, it is the one just before the oldest
+            // kept.
+            let just_before = || {
+                let front = g.backlog.front()?;
+                let seq = |id: &str| {
+                    id.strip_prefix(&*self.run)?
+                        .strip_prefix('-')?
+                        .parse::<u64>()
+                        .ok()
+                };
+                (seq(last)? + 1 == seq(&front.id)?).then_some(0)
+            };
+            let at = g
+                .backlog
+                .iter()
+                .rposition(|e| e.id == last)
+                .map(|at| at + 1);
+            match at.or_else(just_before) {
+                Some(from) => {
+                    first.extend(g.backlog.iter().skip(from).cloned().map(Next::Event));
                 }
-                _ => first.push_back(Next::Reset(format!(
-                    "event {last:?} is not in the backlog of the last {BACKLOG} events of this host run: events were missed; read the plugins' state again (GET /v1/plugins) and follow from now"
+                None => first.push_back(Next::Reset(format!(
+                    "event {last:?} is not in the backlog of the last {BACKLOG} events: events were missed; read the plugins' state again (GET /v1/plugins) and follow from now"
                 ))),
             }
         }
@@ -251,7 +347,7 @@ impl Events {
 #[derive(Debug)]
 pub struct Subscription {
     first: VecDeque<Next>,
-    live: broadcast::Receiver<Arc<Event>>,
+    live: broadcast::Receiver<Live>,
     plugin: Option<String>,
     done: bool,
 }
@@ -267,7 +363,8 @@ impl Subscription {
             let next = match self.first.pop_front() {
                 Some(n) => n,
                 None => match self.live.recv().await {
-                    Ok(e) => Next::Event(e),
+                    Ok(Live::Event(e)) => Next::Event(e),
+                    Ok(Live::Gap(why)) => Next::Reset(why.to_string()),
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         self.done = true;
                         return Some(Next::Dropped(format!(
@@ -387,7 +484,7 @@ mod tests {
                 reason: "trap".into(),
             },
         );
-        let Ok(e) = s.live.try_recv() else {
+        let Ok(Live::Event(e)) = s.live.try_recv() else {
             panic!("published")
         };
         let json = serde_json::to_value(&*e).unwrap();

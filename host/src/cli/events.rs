@@ -93,10 +93,13 @@ fn line(e: &api::Event) -> String {
         } => {
             format!("dead letter {dead_letter} after {}", causes.join(", "))
         }
-        EventKind::OwnerChanged { node, from, epoch } => match from {
-            Some(from) => format!("{} -> {} (epoch {epoch})", escape(from), escape(node)),
-            None => format!("claimed by {} (epoch {epoch})", escape(node)),
-        },
+        EventKind::OwnerChanged { from, epoch } => {
+            let node = e.node.as_deref().unwrap_or("?");
+            match from {
+                Some(from) => format!("{} -> {} (epoch {epoch})", escape(from), escape(node)),
+                None => format!("claimed by {} (epoch {epoch})", escape(node)),
+            }
+        }
     };
     format!("{}  {:<20} {:<13} {what}", e.time, e.plugin, e.kind.name())
 }

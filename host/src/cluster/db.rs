@@ -3,7 +3,8 @@
 //! (`now()`), and come back as milliseconds of that clock.
 //!
 //! - `wasm_sup_nodes`: one row per node name: its current incarnation, its
-//!   advertised address, when its lease expires, whether it drains.
+//!   advertised address, when its lease expires, whether it drains, and its
+//!   catalog: every plugin its folder loaded, with version and config hash.
 //! - `wasm_sup_owners`: one row per unit of ownership: the holder (node and
 //!   incarnation; the incarnation `NULL` once released, the node kept as the
 //!   last holder), the fencing epoch (from the
@@ -36,6 +37,34 @@ pub struct NodeRow {
     pub draining: bool,
     /// When this incarnation registered (database clock, ms).
     pub joined_ms: i64,
+    /// Its folder's plugins: name → (SHA-256, config hash).
+    pub catalog: BTreeMap<String, (String, String)>,
+}
+
+impl NodeRow {
+    /// Whether this node has every plugin of `row` at the version recorded.
+    pub fn has_versions_of(&self, row: &OwnerRow) -> bool {
+        row.plugins
+            .iter()
+            .zip(&row.versions)
+            .all(|(p, v)| self.catalog.get(p).is_some_and(|(sha, _)| sha == v))
+    }
+}
+
+/// One catalog entry as stored: `NAME SHA256 CONFIG-HASH`.
+pub fn catalog_entry(name: &str, sha256: &str, config: &str) -> String {
+    format!("{name} {sha256} {config}")
+}
+
+fn parse_catalog(entries: Vec<String>) -> BTreeMap<String, (String, String)> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let mut w = e.split(' ');
+            let (name, sha, config) = (w.next()?, w.next()?, w.next()?);
+            Some((name.to_string(), (sha.to_string(), config.to_string())))
+        })
+        .collect()
 }
 
 /// A unit's ownership row.
@@ -51,6 +80,8 @@ pub struct OwnerRow {
     pub epoch: i64,
     /// The unit's plugins at the last claim.
     pub plugins: Vec<String>,
+    /// Their versions (SHA-256) as the holder runs them, in the same order.
+    pub versions: Vec<String>,
     /// When it was last claimed or released (database clock, ms).
     pub since_ms: i64,
     /// The node it was moved to (`wasm-sup move`): that node claims it, and
@@ -98,7 +129,7 @@ pub async fn read(pool: &Pool) -> Result<Snapshot> {
             "SELECT name, incarnation, address, \
                     (extract(epoch FROM expires_at) * 1000)::bigint, expires_at > now(), draining, \
                     (extract(epoch FROM now()) * 1000)::bigint, \
-                    (extract(epoch FROM joined_at) * 1000)::bigint \
+                    (extract(epoch FROM joined_at) * 1000)::bigint, catalog \
              FROM wasm_sup_nodes",
             &[],
         )
@@ -106,7 +137,7 @@ pub async fn read(pool: &Pool) -> Result<Snapshot> {
     let owners = client
         .query(
             "SELECT unit, node, incarnation, epoch, plugins, (extract(epoch FROM since) * 1000)::bigint, \
-                    (extract(epoch FROM now()) * 1000)::bigint, target \
+                    (extract(epoch FROM now()) * 1000)::bigint, target, versions \
              FROM wasm_sup_owners",
             &[],
         )
@@ -122,6 +153,7 @@ pub async fn read(pool: &Pool) -> Result<Snapshot> {
             live: r.try_get(4)?,
             draining: r.try_get(5)?,
             joined_ms: r.try_get(7)?,
+            catalog: parse_catalog(r.try_get(8)?),
         };
         snap.nodes.insert(n.name.clone(), n);
     }
@@ -137,6 +169,7 @@ pub async fn read(pool: &Pool) -> Result<Snapshot> {
             plugins: r.try_get(4)?,
             since_ms: r.try_get(5)?,
             target: r.try_get(7)?,
+            versions: r.try_get(8)?,
         };
         snap.owners.insert(o.unit.clone(), o);
     }
@@ -192,6 +225,23 @@ pub async fn renew(pool: &Pool, name: &str, incarnation: &str, lease: Duration) 
         )
         .await?;
     Ok(!rows.is_empty())
+}
+
+/// Records the node's catalog (see [`NodeRow::catalog`]).
+pub async fn publish_catalog(
+    pool: &Pool,
+    name: &str,
+    incarnation: &str,
+    entries: &[String],
+) -> Result<()> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE wasm_sup_nodes SET catalog = $3 WHERE name = $1 AND incarnation = $2",
+            &[&name, &incarnation, &entries],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Marks the node draining: it is left out of placement from now on.
@@ -299,10 +349,11 @@ pub async fn claim(
     Ok(Some(epoch))
 }
 
-/// Adds plugins that joined a unit this incarnation holds under `epoch`:
-/// records the unit's plugins anew and raises the new ones' fences to the
-/// unit's epoch (the others' commits are not disturbed). Whether the row
-/// was still this node's.
+/// Records anew the plugins and versions of a unit this incarnation holds
+/// under `epoch` (plugins joined it, or were upgraded here), and raises
+/// the plugins' fences to the unit's epoch (the others' commits are not
+/// disturbed: their fence is that epoch already). Whether the row was
+/// still this node's.
 pub async fn extend(
     pool: &Pool,
     unit: &str,

@@ -14,7 +14,11 @@
 //!   once, anyone after lease/2) and releases what it no longer has files
 //!   for;
 //! - [`forward`]: any node serves any plugin, forwarding one hop to the
-//!   owner; `GET /v1/cluster` and the cluster-wide plugin list.
+//!   owner; `GET /v1/cluster` and the cluster-wide plugin list;
+//! - [`notify`]: `LISTEN/NOTIFY` between the nodes: messages put in the
+//!   inbox of a plugin this node runs, and every node's events;
+//! - [`versions`]: rolling deploys: each node's catalog of versions and
+//!   configs, and which nodes a unit may go to.
 //!
 //! Safety rests on the fence, not on timing: a claim raises the fence of
 //! the unit's plugins to a new epoch in the same transaction, and the state
@@ -25,7 +29,9 @@
 mod db;
 mod forward;
 mod lease;
+mod notify;
 mod place;
+mod versions;
 
 pub use forward::{FORWARDED, middleware};
 
@@ -35,7 +41,7 @@ use crate::supervisor::SupervisorHandle;
 use anyhow::{Context, Result, bail};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use parking_lot::{Mutex, RwLock};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -84,6 +90,8 @@ struct Inner {
     lease_until: Mutex<Instant>,
     /// Set on SIGTERM: claim nothing more, hand every unit over.
     draining: AtomicBool,
+    /// Config differences already logged: (node, plugin, its hash, ours).
+    config_warned: Mutex<HashSet<(String, String, String, String)>>,
     http: reqwest::Client,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -157,6 +165,11 @@ impl Cluster {
             lease = ?config.lease,
             "joined the cluster on {shown}"
         );
+        // Listening before anything is claimed or published, so this node
+        // hears its own first events and inbox notices.
+        let listener = notify::connect(&config.url)
+            .await
+            .map_err(|e| fail(e.context("cannot listen to the cluster's notices")))?;
         supervisor.set_lease_held(true);
         let config_lease = config.lease;
         let inner = Arc::new(Inner {
@@ -171,16 +184,19 @@ impl Cluster {
             moves: tokio::sync::Mutex::new(()),
             rebalanced: Mutex::new(None),
             draining: AtomicBool::new(false),
+            config_warned: Mutex::default(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .build()
                 .context("failed to set up the forwarding HTTP client")?,
             tasks: Mutex::default(),
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(lease::keep(inner.clone(), start)),
-            tokio::spawn(place::run(inner.clone())),
+            tokio::spawn(notify::listen(inner.clone(), listener)),
         ];
+        tasks.extend(notify::start_relay(&inner, inner.supervisor.events()));
+        tasks.push(tokio::spawn(place::run(inner.clone())));
         *inner.tasks.lock() = tasks;
         Ok(Cluster { inner })
     }
@@ -239,6 +255,12 @@ pub const MOVED: &str = "moved";
 impl Inner {
     fn incarnation(&self) -> String {
         self.incarnation.lock().clone()
+    }
+
+    /// The plugins of the units this node holds.
+    fn held_plugins(&self) -> Vec<String> {
+        let held = self.held.lock();
+        held.values().flat_map(|h| h.plugins.clone()).collect()
     }
 
     /// Hands unit `unit` over gracefully (a drain, a rebalance, or a move

@@ -13,7 +13,7 @@
 //! Rendezvous hashing (highest SHA-256 of `unit \0 node`) spreads units
 //! over nodes and moves only the units of a node that leaves.
 
-use super::{Held, Inner, db};
+use super::{Held, Inner, db, versions};
 use crate::supervisor::Placeable;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -87,8 +87,10 @@ async fn step(inner: &Inner) -> Result<()> {
     if !lease_live || inner.supervisor.loading().is_some() {
         return Ok(());
     }
+    let placeable = inner.supervisor.placeable();
+    versions::publish(inner, &snap, &placeable).await?;
     let mut units: BTreeMap<String, Vec<Placeable>> = BTreeMap::new();
-    for p in inner.supervisor.placeable() {
+    for p in placeable {
         units.entry(p.unit.clone()).or_default().push(p);
     }
 
@@ -121,13 +123,17 @@ async fn step(inner: &Inner) -> Result<()> {
         let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
         let versions: Vec<String> = plugins.iter().map(|p| p.sha256.clone()).collect();
         let held = inner.held.lock().get(&unit).cloned();
+        let row = snap.owners.get(&unit);
         if let Some(h) = held {
             let joined: Vec<String> = names
                 .iter()
                 .filter(|n| !h.plugins.contains(n))
                 .cloned()
                 .collect();
-            if !joined.is_empty()
+            // Plugins joined the unit, or were upgraded here: the row
+            // records what runs.
+            let recorded = row.is_some_and(|r| r.plugins == names && r.versions == versions);
+            if (!joined.is_empty() || !recorded)
                 && db::extend(
                     &inner.pool,
                     &unit,
@@ -155,7 +161,6 @@ async fn step(inner: &Inner) -> Result<()> {
             }
             continue;
         }
-        let row = snap.owners.get(&unit);
         // Since when (database clock, ms) no live node holds the unit.
         let unowned_since = match row {
             None => i64::MIN,
@@ -170,12 +175,15 @@ async fn step(inner: &Inner) -> Result<()> {
             },
         };
         // A unit moved to a live node goes there; any other, to its
-        // rendezvous winner; to anyone after lease/2.
+        // rendezvous winner among the nodes with its versions; to any of
+        // those after lease/2.
+        let candidates = versions::candidates(&snap, row, &live);
         let first = match row.and_then(|r| r.target.as_deref()) {
             Some(t) if live.contains(&t) => t == me,
-            _ => winner(&unit, live.iter().copied()) == Some(me),
+            _ => winner(&unit, candidates.iter().copied()) == Some(me),
         };
-        if !first && snap.now_ms < unowned_since.saturating_add(half) {
+        if !first && (!candidates.contains(&me) || snap.now_ms < unowned_since.saturating_add(half))
+        {
             continue;
         }
         let claim = db::Claim {
@@ -204,11 +212,16 @@ async fn step(inner: &Inner) -> Result<()> {
             .as_ref()
             .map_or_else(String::new, |n| format!(" from {n}"));
         tracing::info!(unit = %unit, epoch, "claimed {unit}{shown}");
+        if let Some(change) = versions::change(row, &plugins) {
+            tracing::warn!(
+                unit = %unit,
+                "{unit} runs other versions here than on its last node ({change}): no live node has the versions it ran"
+            );
+        }
         for p in &names {
             inner.supervisor.events().publish(
                 p,
                 crate::events::EventKind::OwnerChanged {
-                    node: me.to_string(),
                     from: from.clone(),
                     epoch,
                 },
@@ -233,11 +246,13 @@ async fn rebalance(inner: &Inner, snap: &db::Snapshot) -> bool {
     let held: Vec<(String, Held)> = inner.held.lock().clone().into_iter().collect();
     for (unit, h) in held {
         // Moved here on request: it stays.
-        let pinned = snap.owners.get(&unit).and_then(|r| r.target.as_deref());
+        let row = snap.owners.get(&unit);
+        let pinned = row.and_then(|r| r.target.as_deref());
         if pinned == Some(inner.config.node.as_str()) {
             continue;
         }
-        let Some(w) = winner(&unit, names.iter().copied()) else {
+        let candidates = versions::candidates(snap, row, &names);
+        let Some(w) = winner(&unit, candidates.iter().copied()) else {
             continue;
         };
         if w == inner.config.node {

@@ -6,17 +6,50 @@
 //! released only if the call commits. A plugin that is failed, stopped or
 //! shutting down has a closed mailbox, which `send` reports as `mailbox-full`.
 //! The bounds of a call's outbox and of a plugin's timers are kept by
-//! [`crate::instance::txn`].
+//! [`crate::instance::txn`]. In cluster mode a `send` to a plugin another
+//! node owns is durable: it goes into the target's inbox with the commit.
 
 use crate::bindings::mailbox::{Host, InstanceInfo, SendError};
 use crate::instance::HostState;
 use crate::instance::txn::{Outgoing, SendRefusal};
-use crate::state::now_ms;
+use crate::state::{TimerRecord, now_ms};
+
+impl HostState {
+    /// Cluster mode: a send to a plugin of the folder that another node
+    /// owns (or none does yet) is written by the call's commit into the
+    /// target's inbox in the state database, as a timer of the target due
+    /// at once, which its owner takes and delivers (see
+    /// [`crate::mailbox::timers`]). The target's mailbox and timer bounds
+    /// are not known here: only its `max-message` and the call's outbox
+    /// bounds apply.
+    fn send_elsewhere(&mut self, to: String, message: Vec<u8>) -> Result<(), SendError> {
+        let Some(max_message) = self.env.directory.elsewhere(&to) else {
+            return Err(SendError::NoSuchPlugin);
+        };
+        if message.len() as u64 > max_message {
+            return Err(SendError::TooLarge);
+        }
+        if !self
+            .txn
+            .outbox_has_room(message.len(), self.env.config.max_message)
+        {
+            return Err(SendError::MailboxFull);
+        }
+        let id = self.env.state.backend().next_id();
+        self.txn.send_to_inbox(TimerRecord {
+            id,
+            plugin: to,
+            due_ms: now_ms(),
+            message,
+        });
+        Ok(())
+    }
+}
 
 impl Host for HostState {
     fn send(&mut self, to: String, message: Vec<u8>) -> wasmtime::Result<Result<(), SendError>> {
         let Some(addr) = self.env.directory.get(&to) else {
-            return Ok(Err(SendError::NoSuchPlugin));
+            return Ok(self.send_elsewhere(to, message));
         };
         if message.len() as u64 > addr.max_message {
             return Ok(Err(SendError::TooLarge));

@@ -167,6 +167,14 @@ impl Txn {
         self.outbox.push(out);
     }
 
+    /// Adds a message for a plugin another node owns, written with the
+    /// commit into its inbox (a timer of that plugin, due at once); the
+    /// caller checked [`Txn::outbox_has_room`].
+    pub fn send_to_inbox(&mut self, t: TimerRecord) {
+        self.outbox_bytes = self.outbox_bytes.saturating_add(t.message.len() as u64);
+        self.timers.push(t);
+    }
+
     /// Schedules a durable timer `delay_ms` from `now_ms`, written with the
     /// commit, if it is within the bounds of the module doc and the plugin's
     /// quota (`max_message` is its `max-message`).

@@ -318,9 +318,13 @@ pub struct Address {
 }
 
 /// Plugin name → mailbox, shared by the admin API, the timers and every guest.
+/// In cluster mode it also knows the plugins that run on other nodes (with
+/// their `max-message`), which a `mailbox.send` reaches through their
+/// inbox in the state database.
 #[derive(Debug, Default)]
 pub struct Directory {
     map: RwLock<HashMap<String, Address>>,
+    elsewhere: RwLock<HashMap<String, u64>>,
 }
 
 impl Directory {
@@ -342,6 +346,26 @@ impl Directory {
     /// Looks a plugin up.
     pub fn get(&self, name: &str) -> Option<Address> {
         self.map.read().get(name).cloned()
+    }
+
+    /// Cluster mode: records a plugin of the folder, running here or not,
+    /// with its largest accepted message.
+    pub fn know(&self, name: &str, max_message: u64) {
+        self.elsewhere.write().insert(name.to_string(), max_message);
+    }
+
+    /// Cluster mode: a plugin whose file was removed.
+    pub fn unknow(&self, name: &str) {
+        self.elsewhere.write().remove(name);
+    }
+
+    /// Cluster mode: the `max-message` of a plugin of the folder that does
+    /// not run here (another node owns it, or none does yet).
+    pub fn elsewhere(&self, name: &str) -> Option<u64> {
+        if self.map.read().contains_key(name) {
+            return None;
+        }
+        self.elsewhere.read().get(name).copied()
     }
 }
 

@@ -16,13 +16,22 @@
 //! timers dropped here and read again if it comes back
 //! ([`TimerHandle::release`]).
 //!
+//! The same task delivers a cluster node's inbox: a `mailbox.send` to a
+//! plugin owned by another node is written by the sender's commit as a timer
+//! of the target, due at once and not yet taken; the target's owner is
+//! notified ([`crate::cluster`]) and takes it ([`TimerHandle::take`],
+//! [`StateBackend::take_inbox`]). Reads of one plugin never overlap: a take
+//! asked for while a read is under way runs after it, so each stored timer
+//! reaches this task once per load, and is removed by the commit that
+//! handles it, as any timer is.
+//!
 //! Owns the timer task and its channel; it reads the state backend and never
 //! writes it.
 
 use crate::mailbox::{Directory, Envelope, Source};
 use crate::state::{StateBackend, TimerRecord, now_ms};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -41,6 +50,8 @@ enum Request {
     /// Drop every timer of this plugin, and read them again at its next
     /// load (another node of a cluster runs it now).
     Release(String),
+    /// Take what other nodes put in the plugin's inbox since it was read.
+    Take(String),
     /// Answer at once: the systemd watchdog's round trip ([`crate::systemd`]).
     Ping(tokio::sync::oneshot::Sender<()>),
 }
@@ -72,6 +83,13 @@ impl TimerHandle {
     /// fires; they are read again if the plugin comes back.
     pub fn release(&self, plugin: &str) {
         let _ = self.tx.send(Request::Release(plugin.to_string()));
+    }
+
+    /// Cluster mode: takes the messages other nodes' commits put in
+    /// `plugin`'s inbox (it was notified of one), if its timers were read
+    /// here; otherwise its first read takes them.
+    pub fn take(&self, plugin: &str) {
+        let _ = self.tx.send(Request::Take(plugin.to_string()));
     }
 
     /// Resolves once the timer task has answered: an error if it is gone.
@@ -107,34 +125,69 @@ pub fn start(
     (TimerHandle { tx }, task)
 }
 
-/// A plugin's stored timers, read by a task of their own: `forgets` is how
-/// many times the plugin's timers had been forgotten when the read began.
+/// A plugin's stored timers, read by a task of their own, with the
+/// plugin's [`Track`] counts when the read began.
 struct Loaded {
     plugin: String,
-    forgets: u64,
+    read: Read,
+    resets: u64,
+    releases: u64,
     timers: Vec<TimerRecord>,
+}
+
+/// Which read: every stored timer, or what arrived in the inbox since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    All,
+    Inbox,
+}
+
+/// What the task knows of one plugin's stored timers.
+#[derive(Default)]
+struct Track {
+    /// Its stored timers were read, or are being read.
+    loaded: bool,
+    /// A read is under way.
+    reading: bool,
+    /// The read to begin when the one under way ends.
+    next: Option<Read>,
+    /// State resets (its records were deleted).
+    resets: u64,
+    /// Releases (another node of the cluster runs it now).
+    releases: u64,
+}
+
+impl Track {
+    /// Whether what a read found still counts: not if the plugin was
+    /// released since (its new owner reads them), nor, for a read of
+    /// everything, if it was reset since (every timer set after the reset
+    /// was scheduled by its commit). An inbox read holds messages sent to
+    /// the plugin, which a reset does not take back.
+    fn keeps(&self, l: &Loaded) -> bool {
+        l.releases == self.releases && (l.read == Read::Inbox || l.resets == self.resets)
+    }
 }
 
 /// Reads `plugin`'s stored timers, again after [`RETRY`] while the read
 /// fails, and hands them to the timer task (until it stops).
 async fn read_stored(
     backend: Arc<dyn StateBackend>,
-    plugin: String,
-    forgets: u64,
+    mut loaded: Loaded,
     done: mpsc::UnboundedSender<Loaded>,
 ) {
     loop {
-        match backend.timers(&plugin).await {
+        let got = match loaded.read {
+            Read::All => backend.timers(&loaded.plugin).await,
+            Read::Inbox => backend.take_inbox(&loaded.plugin).await,
+        };
+        match got {
             Ok(timers) => {
-                let _ = done.send(Loaded {
-                    plugin,
-                    forgets,
-                    timers,
-                });
+                loaded.timers = timers;
+                let _ = done.send(loaded);
                 return;
             }
             Err(e) => {
-                tracing::warn!(plugin, error = %format!("{e:#}"), "failed to read the plugin's timers; trying again");
+                tracing::warn!(plugin = %loaded.plugin, error = %format!("{e:#}"), "failed to read the plugin's timers; trying again");
                 tokio::time::sleep(RETRY).await;
                 if done.is_closed() {
                     return;
@@ -168,11 +221,26 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     let mut pending = Pending::default();
-    // Plugins whose stored timers were read, or are being read.
-    let mut loaded: HashSet<String> = HashSet::new();
-    // How many times each plugin's timers were forgotten (state resets).
-    let mut forgets: HashMap<String, u64> = HashMap::new();
+    let mut tracks: HashMap<String, Track> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Loaded>();
+    // Begins `read` of `plugin` now, or after the read under way.
+    let begin = |plugin: String, track: &mut Track, read: Read| {
+        if track.reading {
+            if track.next != Some(Read::All) {
+                track.next = Some(read);
+            }
+            return;
+        }
+        track.reading = true;
+        let loaded = Loaded {
+            plugin,
+            read,
+            resets: track.resets,
+            releases: track.releases,
+            timers: Vec::new(),
+        };
+        tokio::spawn(read_stored(backend.clone(), loaded, done_tx.clone()));
+    };
     loop {
         let wait = pending
             .heap
@@ -182,31 +250,44 @@ async fn run(
             r = rx.recv() => match r {
                 Some(Request::Schedule(t)) => pending.add(t),
                 Some(Request::Load(plugin)) => {
-                    if loaded.insert(plugin.clone()) {
-                        let n = forgets.get(&plugin).copied().unwrap_or(0);
-                        tokio::spawn(read_stored(backend.clone(), plugin, n, done_tx.clone()));
+                    let track = tracks.entry(plugin.clone()).or_default();
+                    if !track.loaded {
+                        track.loaded = true;
+                        begin(plugin, track, Read::All);
+                    }
+                }
+                Some(Request::Take(plugin)) => {
+                    // Not read here yet: its first read takes the inbox.
+                    if let Some(track) = tracks.get_mut(&plugin).filter(|t| t.loaded) {
+                        begin(plugin, track, Read::Inbox);
                     }
                 }
                 // Its heap entries find nothing pending and are skipped.
                 Some(Request::Forget(plugin)) => {
                     pending.by_id.retain(|_, t| t.plugin != plugin);
-                    *forgets.entry(plugin).or_default() += 1;
+                    tracks.entry(plugin).or_default().resets += 1;
                 }
                 Some(Request::Release(plugin)) => {
                     pending.by_id.retain(|_, t| t.plugin != plugin);
-                    *forgets.entry(plugin.clone()).or_default() += 1;
-                    loaded.remove(&plugin);
+                    let track = tracks.entry(plugin).or_default();
+                    track.releases += 1;
+                    track.loaded = false;
+                    track.next = None;
                 }
                 Some(Request::Ping(answer)) => { let _ = answer.send(()); }
                 None => return,
             },
             Some(l) = done_rx.recv() => {
-                // A read that began before a state reset may hold deleted
-                // records; every timer set since was scheduled by its commit.
-                if forgets.get(&l.plugin).copied().unwrap_or(0) == l.forgets {
+                let track = tracks.entry(l.plugin.clone()).or_default();
+                track.reading = false;
+                let next = track.next.take();
+                if track.keeps(&l) {
                     for t in l.timers {
                         pending.add(t);
                     }
+                }
+                if let Some(read) = next {
+                    begin(l.plugin, track, read);
                 }
             }
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {

@@ -260,6 +260,13 @@ pub trait StateBackend: Send + Sync + 'static {
     fn commit(&self, commit: Commit) -> BoxFuture<'static, Result<()>>;
     /// A plugin's pending timers (read when the plugin is first registered).
     async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>>;
+    /// Cluster mode: the messages other nodes' commits put in the inbox of
+    /// `plugin` (which this node owns) since it was last read by
+    /// [`StateBackend::timers`] or this, oldest first; each is taken once.
+    /// Other backends have no inbox.
+    async fn take_inbox(&self, _plugin: &str) -> Result<Vec<TimerRecord>> {
+        Ok(Vec::new())
+    }
     /// A plugin's records of one kind, newest first, at most `limit` after skipping `skip`.
     async fn records(
         &self,

@@ -44,6 +44,16 @@ pub struct Placeable {
     pub unit: String,
     /// SHA-256 of its component.
     pub sha256: String,
+    /// A hash of its resolved configuration (nodes compare them).
+    pub config: String,
+}
+
+/// The first 16 hex digits of the SHA-256 of a resolved configuration as
+/// this build prints it (`Debug`): nodes of one version compare them.
+fn config_hash(config: &crate::config::PluginConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{config:?}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl SupervisorHandle {
@@ -65,6 +75,7 @@ impl SupervisorHandle {
                 name: e.spec.name.clone(),
                 unit: self.shared.groups.unit_of(&e.spec.name),
                 sha256: e.compiled.sha256.clone(),
+                config: config_hash(&e.spec.config),
             })
             .collect()
     }
@@ -81,6 +92,12 @@ impl SupervisorHandle {
             Some(standby) => standby.catalog.lock().contains_key(name),
             None => self.contains(name),
         }
+    }
+
+    /// Cluster mode: another node's commit put messages in `plugin`'s
+    /// inbox; they are taken and delivered if this node runs it.
+    pub fn take_inbox(&self, plugin: &str) {
+        self.shared.timers.take(plugin);
     }
 
     /// Starts `names` here: this node now owns them. Names the folder has
@@ -203,6 +220,9 @@ impl SupervisorHandle {
         let Some(standby) = &self.shared.standby else {
             return true;
         };
+        self.shared
+            .directory
+            .know(&spec.name, spec.config.max_message);
         standby.catalog.lock().insert(
             spec.name.clone(),
             Entry {
@@ -230,11 +250,13 @@ impl SupervisorHandle {
             && let Some(e) = standby.catalog.lock().get_mut(name)
         {
             e.spec.config = config.clone();
+            self.shared.directory.know(name, config.max_message);
         }
     }
 
     /// Cluster mode: a plugin whose file was removed; whether it was known.
     pub(super) fn catalog_remove(&self, name: &str) -> bool {
+        self.shared.directory.unknow(name);
         self.shared
             .standby
             .as_ref()

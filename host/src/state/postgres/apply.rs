@@ -28,6 +28,10 @@ pub(super) struct Net {
     resets: Vec<String>,
     kv: HashMap<(String, String, String), Option<Vec<u8>>>,
     add_timers: HashMap<u64, TimerRecord>,
+    /// Timers of `add_timers` a plugin wrote for another plugin (a
+    /// `mailbox.send` to a plugin owned by another node of a cluster): they
+    /// wait untaken in the target's inbox, and its owner is notified.
+    inbox: HashSet<u64>,
     remove_timers: HashSet<u64>,
     add_records: BTreeMap<(String, i16, u64), Vec<u8>>,
     remove_records: HashSet<(String, i16, u64)>,
@@ -66,6 +70,9 @@ impl Net {
             }
         }
         for t in &c.add_timers {
+            if t.plugin != *p {
+                self.inbox.insert(t.id);
+            }
             self.add_timers.insert(t.id, t.clone());
         }
         for (kind, id) in &c.remove_records {
@@ -137,23 +144,41 @@ impl Net {
             }
         }
         if !self.add_timers.is_empty() {
-            let (mut ids, mut ps, mut due, mut msgs) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut ids, mut ps, mut due, mut msgs, mut taken) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut notify: HashSet<String> = HashSet::new();
             for t in self.add_timers.into_values() {
-                add(&t.plugin, Delta::of_timer(t.message.len(), 1));
+                let inbox = self.inbox.contains(&t.id);
+                if inbox {
+                    notify.insert(t.plugin.clone());
+                } else {
+                    add(&t.plugin, Delta::of_timer(t.message.len(), 1));
+                }
                 ids.push(i64_of(t.id));
                 ps.push(t.plugin);
                 due.push(i64_of(t.due_ms));
                 msgs.push(t.message);
+                taken.push(!inbox);
             }
             let st = tx
                 .prepare_cached(
-                    "INSERT INTO wasm_sup_timers (id, plugin, due_ms, message) \
-                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) \
+                    "INSERT INTO wasm_sup_timers (id, plugin, due_ms, message, taken) \
+                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bool[]) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .await?;
-            tx.execute(&st, &[&ids, &ps, &due, &msgs]).await?;
+            tx.execute(&st, &[&ids, &ps, &due, &msgs, &taken]).await?;
+            if !notify.is_empty() {
+                // Delivered at COMMIT, to every node listening (the
+                // owner takes the message: `PostgresBackend::take_inbox`).
+                let targets: Vec<String> = notify.into_iter().collect();
+                let st = tx
+                    .prepare_cached(
+                        "SELECT pg_notify('wasm_sup_inbox', p) FROM unnest($1::text[]) AS p",
+                    )
+                    .await?;
+                tx.execute(&st, &[&targets]).await?;
+            }
         }
         Self::apply_records(
             tx,

@@ -565,22 +565,48 @@ impl StateBackend for PostgresBackend {
     }
 
     async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>> {
+        // Marks what waited in the plugin's inbox taken (the statement's
+        // parts share one snapshot: the SELECT returns those rows too), so
+        // a later `take_inbox` returns only what arrived after this read.
         let rows = self
             .query(
-                "SELECT id, due_ms, message FROM wasm_sup_timers WHERE plugin = $1 ORDER BY id",
+                "WITH t AS (UPDATE wasm_sup_timers SET taken = true WHERE plugin = $1 AND NOT taken) \
+                 SELECT id, due_ms, message FROM wasm_sup_timers WHERE plugin = $1 ORDER BY id",
                 &[&plugin],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TimerRecord {
-                    id: u64_of(r.try_get(0)?),
-                    plugin: plugin.to_string(),
-                    due_ms: u64_of(r.try_get(1)?),
-                    message: r.try_get(2)?,
-                })
-            })
-            .collect()
+        timer_rows(plugin, &rows)
+    }
+
+    async fn take_inbox(&self, plugin: &str) -> Result<Vec<TimerRecord>> {
+        let Some(epoch) = self
+            .epochs
+            .as_ref()
+            .and_then(|e| e.lock().get(plugin).copied())
+        else {
+            return Ok(Vec::new());
+        };
+        // Fenced: a node that lost the plugin (a claim raised its fence)
+        // takes nothing, so nothing is taken by a node that will not
+        // deliver it.
+        let rows = self
+            .query(
+                "UPDATE wasm_sup_timers SET taken = true \
+                 WHERE plugin = $1 AND NOT taken \
+                   AND coalesce((SELECT token FROM wasm_sup_fences WHERE plugin = $1), 0) <= $2 \
+                 RETURNING id, due_ms, message",
+                &[&plugin, &i64_of(epoch)],
+            )
+            .await?;
+        if !rows.is_empty() {
+            // Another node's commit added to the plugin's usage.
+            let mut values = self.shared.values.lock();
+            values.forget(plugin);
+            self.shared.usage.lock().remove(plugin);
+        }
+        let mut timers = timer_rows(plugin, &rows)?;
+        timers.sort_by_key(|t| t.id);
+        Ok(timers)
     }
 
     async fn records(
@@ -681,6 +707,20 @@ impl StateBackend for PostgresBackend {
         }
         self.pool.close();
     }
+}
+
+/// Timer records from rows of `(id, due_ms, message)`.
+fn timer_rows(plugin: &str, rows: &[Row]) -> Result<Vec<TimerRecord>> {
+    rows.iter()
+        .map(|r| {
+            Ok(TimerRecord {
+                id: u64_of(r.try_get(0)?),
+                plugin: plugin.to_string(),
+                due_ms: u64_of(r.try_get(1)?),
+                message: r.try_get(2)?,
+            })
+        })
+        .collect()
 }
 
 impl Drop for PostgresBackend {

@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use tokio_postgres::Client;
 
 /// The schema version this binary writes.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 /// Migration `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: [&str; VERSION as usize] = [
@@ -75,6 +75,16 @@ CREATE TABLE wasm_sup_owners (
     target text COLLATE "C"
 );
 CREATE SEQUENCE wasm_sup_epochs;
+"#,
+    // Cluster mode's inbox: a timer another plugin's commit wrote for a
+    // plugin owned elsewhere is not taken until its owner reads it; the
+    // event stream's ids; each node's plugins, their versions and configs
+    // ("NAME SHA256 CONFIG-HASH"), for rolling deploys.
+    r#"
+ALTER TABLE wasm_sup_nodes ADD COLUMN catalog text[] COLLATE "C" NOT NULL DEFAULT '{}';
+ALTER TABLE wasm_sup_timers ADD COLUMN taken boolean NOT NULL DEFAULT true;
+CREATE INDEX wasm_sup_timers_inbox ON wasm_sup_timers (plugin) WHERE NOT taken;
+CREATE SEQUENCE wasm_sup_event_ids;
 "#,
 ];
 

@@ -403,10 +403,14 @@ impl Runner {
         Ok(())
     }
 
-    /// Schedules a committed call's timers and delivers its outbox.
+    /// Schedules a committed call's timers and delivers its outbox. Timers
+    /// of other plugins are messages in their inbox, which their owner
+    /// takes (cluster mode).
     fn release(&self, timers: Vec<TimerRecord>, outbox: Vec<Outgoing>) {
         for t in timers {
-            self.timers.schedule(t);
+            if t.plugin == self.env.name {
+                self.timers.schedule(t);
+            }
         }
         for out in outbox {
             let Outgoing::Send { to, slot, message } = out;
