@@ -3,12 +3,14 @@
 # crash → ready against the raw instance layer and a process restart; echo
 # throughput against raw `handle` calls; durable writes against raw redb;
 # idle density; cold start; host start with 1,000 plugins; fuel and epoch
-# overhead; crash-storm isolation. About 3 to 5 minutes on 2 cores.
+# overhead; crash-storm isolation; durable writes on PostgreSQL, single host
+# and across three cluster nodes, against raw PostgreSQL; cluster failover.
+# About 6 to 9 minutes on 2 cores.
 #
 # Usage: scripts/bench.sh [--smoke] [--only FIGURE,...] [--density PLUGINS]
 #   --smoke    every figure at a tiny size, to check the harness (CI runs it)
-#   --only     some figures: restart, echo, durable, density, cold, start,
-#              limits, storm
+#   --only     some figures: restart, echo, durable, durable-pg, density,
+#              cold, start, limits, storm, failover, durable-cluster
 #
 # Builds the host and the harness (tests/bench/, the wasm-sup-bench binary)
 # in release mode, then runs it. Prints a markdown table and writes

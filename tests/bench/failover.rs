@@ -5,70 +5,11 @@
 //! target (DESIGN.md, "Cluster mode"): at most lease + 2 s.
 
 use crate::harness::{Row, show};
+use crate::nodes::{LEASE, owner, ready, spawn};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const LEASE: Duration = Duration::from_secs(2);
-
-struct Node {
-    name: String,
-    addr: String,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(bin: &Path, dir: &Path, url: &str, name: &str) -> Result<Node> {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string();
-    let child = Command::new(bin)
-        .arg("run")
-        .arg(dir)
-        .args(["--cluster", url, "--node", name, "--admin", &addr])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
-        .spawn()
-        .context("spawn wasm-sup")?;
-    Ok(Node {
-        name: name.to_string(),
-        addr,
-        child,
-    })
-}
-
-async fn ready(http: &reqwest::Client, node: &Node) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let url = format!("http://{}/readyz", node.addr);
-        if http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("node {} never became ready", node.name)
-}
-
-/// The node running `kv`, asked through `via`.
-async fn owner(http: &reqwest::Client, via: &Node) -> Result<Option<String>> {
-    let r = http
-        .get(format!("http://{}/v1/plugins/kv", via.addr))
-        .send()
-        .await?;
-    if r.status() != 200 {
-        return Ok(None);
-    }
-    let v: serde_json::Value = r.json().await?;
-    Ok(v["owner"].as_str().map(str::to_string))
-}
 
 pub async fn run(bin: &Path, probe: &Path, runs: usize) -> Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
@@ -83,7 +24,7 @@ pub async fn run(bin: &Path, probe: &Path, runs: usize) -> Result<Vec<Row>> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let dir_path: PathBuf = dir.path().to_path_buf();
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut nodes = Vec::new();
     for i in 0..3 {
         nodes.push(spawn(bin, &dir_path, &url, &format!("n{i}"))?);
     }

@@ -10,10 +10,12 @@
 //! throughput, crash storms) and against the real `wasm-sup` binary where
 //! they measure a whole process (memory per instance, host start).
 
+mod cluster;
 mod density;
 mod failover;
 mod harness;
 mod limits;
+mod nodes;
 mod restart;
 mod startup;
 mod storm;
@@ -82,6 +84,7 @@ const FIGURES: &[&str] = &[
     "limits",
     "storm",
     "failover",
+    "durable-cluster",
 ];
 
 fn usage() -> ! {
@@ -161,6 +164,9 @@ async fn run(sizes: &Sizes, only: Option<&[String]>) -> Result<Vec<Row>> {
             "limits" => limits::run(probe, sizes.burn_iterations, sizes.burn_rounds).await,
             "storm" => storm::run(probe, sizes.storm_plugins, sizes.storm_messages).await,
             "failover" => failover::run(&bin, probe, sizes.failover_runs).await,
+            "durable-cluster" => {
+                cluster::run(&bin, counter, sizes.durable_messages, sizes.durable_plugins).await
+            }
             _ => unreachable!("checked against FIGURES"),
         }
         .with_context(|| format!("figure {figure}"))?;

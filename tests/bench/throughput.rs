@@ -188,7 +188,7 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
 }
 
 /// A durable figure's result: rate and reply latency.
-fn durable_value(l: &Load) -> String {
+pub fn durable_value(l: &Load) -> String {
     format!(
         "{:.0}/s; reply p50 / p99 {} / {} ({DURABLE_IN_FLIGHT} senders in flight)",
         l.per_second,
@@ -255,7 +255,7 @@ pub async fn durable_postgres(counter: &Path, total: usize, plugins: usize) -> R
 /// Durable single-row transactions per second straight into PostgreSQL
 /// from `connections` connections (each its own row, as each plugin writes
 /// its own key), `n` in all.
-async fn raw_postgres(
+pub async fn raw_postgres(
     pg: &wasm_sup_tests::postgres::Postgres,
     n: usize,
     connections: usize,

@@ -26,6 +26,8 @@ use util::{Admin, Answer, HostProcess, PluginDir};
 use wasm_sup_tests::PROBE;
 use wasm_sup_tests::postgres::Postgres;
 
+mod life;
+
 /// The lease every test runs with.
 const LEASE: Duration = Duration::from_secs(2);
 
@@ -37,6 +39,9 @@ struct Cluster {
     /// Dropped before the folder, after the nodes.
     nodes: Vec<Option<HostProcess>>,
     dir: PluginDir,
+    /// When each node has a folder of its own (a rolling deploy), node
+    /// `i`'s; otherwise every node runs `dir`.
+    apart: Vec<PluginDir>,
     url: String,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -48,6 +53,17 @@ impl Cluster {
 
     /// [`Cluster::start`] with more of `wasm-sup.toml` (e.g. groups).
     async fn start_with(plugins: &[&str], config: &str) -> Cluster {
+        let mut c = Cluster::without_nodes(plugins, config).await;
+        for i in 0..3 {
+            let node = c.spawn(i).await;
+            c.nodes.push(Some(node));
+        }
+        c.settled(plugins).await;
+        c
+    }
+
+    /// The folder and the database of a cluster, no node started yet.
+    async fn without_nodes(plugins: &[&str], config: &str) -> Cluster {
         let turn = ONE_AT_A_TIME.lock().await;
         let dir = PluginDir::new();
         // A call may outlive a pause of a few leases (the paused-node test).
@@ -59,18 +75,13 @@ impl Cluster {
             dir.plugin(p, PROBE);
         }
         let url = Postgres::shared().database().await;
-        let mut c = Cluster {
+        Cluster {
             _turn: turn,
             dir,
+            apart: Vec::new(),
             url,
             nodes: Vec::new(),
-        };
-        for i in 0..3 {
-            let node = c.spawn(i).await;
-            c.nodes.push(Some(node));
         }
-        c.settled(plugins).await;
-        c
     }
 
     /// Waits until placement settles: two leases after the last node
@@ -98,7 +109,8 @@ impl Cluster {
 
     async fn spawn(&self, i: usize) -> HostProcess {
         let name = format!("n{i}");
-        HostProcess::start(self.dir.path(), &["--cluster", &self.url, "--node", &name]).await
+        let dir = self.apart.get(i).unwrap_or(&self.dir);
+        HostProcess::start(dir.path(), &["--cluster", &self.url, "--node", &name]).await
     }
 
     fn node(&self, i: usize) -> &HostProcess {

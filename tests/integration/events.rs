@@ -4,90 +4,10 @@
 //! `Last-Event-ID`, `event: reset`, a stuck subscriber, `/health` and
 //! `/v1/plugins/{name}/health` with their status codes, and `wasm-sup events`.
 
-use crate::util::{Admin, HostProcess, ONE_ATTEMPT, PluginDir, TestHost};
+use crate::util::{Frame, HostProcess, ONE_ATTEMPT, PluginDir, Stream, TestHost, WITHIN};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasm_sup_tests::PROBE;
-
-const WITHIN: Duration = Duration::from_secs(15);
-
-/// One SSE event as read off the stream.
-#[derive(Debug, Clone)]
-struct Frame {
-    id: Option<String>,
-    event: Option<String>,
-    data: serde_json::Value,
-}
-
-/// A reader of the event stream.
-struct Stream {
-    resp: reqwest::Response,
-    buf: String,
-}
-
-impl Stream {
-    async fn open(admin: &Admin, query: &str, last_id: Option<&str>) -> Stream {
-        let mut req = reqwest::Client::new().get(format!("http://{}/v1/events{query}", admin.addr));
-        if let Some(id) = last_id {
-            req = req.header("Last-Event-ID", id);
-        }
-        let resp = req.send().await.expect("the event stream opens");
-        assert_eq!(resp.status(), 200);
-        assert_eq!(
-            resp.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        Stream {
-            resp,
-            buf: String::new(),
-        }
-    }
-
-    /// The next event (keep-alive comments skipped), within [`WITHIN`].
-    async fn next(&mut self) -> Frame {
-        tokio::time::timeout(WITHIN, async {
-            loop {
-                if let Some(end) = self.buf.find("\n\n") {
-                    let block: String = self.buf.drain(..end + 2).collect();
-                    let (mut id, mut event, mut data) = (None, None, String::new());
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("id: ") {
-                            id = Some(v.to_string());
-                        } else if let Some(v) = line.strip_prefix("event: ") {
-                            event = Some(v.to_string());
-                        } else if let Some(v) = line.strip_prefix("data: ") {
-                            data.push_str(v);
-                        }
-                    }
-                    if data.is_empty() {
-                        continue; // a keep-alive comment
-                    }
-                    let data = serde_json::from_str(&data).expect("data is JSON");
-                    return Frame { id, event, data };
-                }
-                let chunk = self.resp.chunk().await.expect("stream readable");
-                let chunk = chunk.expect("the stream stays open");
-                self.buf
-                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-            }
-        })
-        .await
-        .expect("an event within the time limit")
-    }
-
-    /// Events until `pred` holds for one (returned last).
-    async fn until(&mut self, pred: impl Fn(&Frame) -> bool) -> Vec<Frame> {
-        let mut seen = Vec::new();
-        loop {
-            let f = self.next().await;
-            let done = pred(&f);
-            seen.push(f);
-            if done {
-                return seen;
-            }
-        }
-    }
-}
 
 /// A host running the probe, one delivery per message.
 async fn probe_host() -> TestHost {

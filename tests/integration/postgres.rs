@@ -46,7 +46,7 @@ async fn a_schema_newer_than_the_binary_is_refused_with_one_line() {
     dir.plugin("counter", COUNTER);
     let line = config_error(&dir, &["--state", &url]);
     assert!(
-        line.contains("schema version 99, newer than this wasm-sup knows (2)"),
+        line.contains("schema version 99, newer than this wasm-sup knows (3)"),
         "{line}"
     );
     assert!(!line.contains(PASSWORD), "{line}");

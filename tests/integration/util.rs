@@ -758,3 +758,86 @@ macro_rules! on_both_backends {
         }
     )*};
 }
+
+/// The event stream (`GET /v1/events`, Server-Sent Events), read as a
+/// client does.
+/// How long [`Stream::next`] waits for an event.
+pub const WITHIN: Duration = Duration::from_secs(15);
+
+/// One SSE event as read off the stream.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// A reader of the event stream.
+pub struct Stream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Stream {
+    pub async fn open(admin: &Admin, query: &str, last_id: Option<&str>) -> Stream {
+        let mut req = reqwest::Client::new().get(format!("http://{}/v1/events{query}", admin.addr));
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.expect("the event stream opens");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Stream {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (keep-alive comments skipped), within [`WITHIN`].
+    pub async fn next(&mut self) -> Frame {
+        tokio::time::timeout(WITHIN, async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let (mut id, mut event, mut data) = (None, None, String::new());
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id: ") {
+                            id = Some(v.to_string());
+                        } else if let Some(v) = line.strip_prefix("event: ") {
+                            event = Some(v.to_string());
+                        } else if let Some(v) = line.strip_prefix("data: ") {
+                            data.push_str(v);
+                        }
+                    }
+                    if data.is_empty() {
+                        continue; // a keep-alive comment
+                    }
+                    let data = serde_json::from_str(&data).expect("data is JSON");
+                    return Frame { id, event, data };
+                }
+                let chunk = self.resp.chunk().await.expect("stream readable");
+                let chunk = chunk.expect("the stream stays open");
+                self.buf
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+            }
+        })
+        .await
+        .expect("an event within the time limit")
+    }
+
+    /// Events until `pred` holds for one (returned last).
+    pub async fn until(&mut self, pred: impl Fn(&Frame) -> bool) -> Vec<Frame> {
+        let mut seen = Vec::new();
+        loop {
+            let f = self.next().await;
+            let done = pred(&f);
+            seen.push(f);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
