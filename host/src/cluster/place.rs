@@ -161,9 +161,19 @@ async fn step(inner: &Inner) -> Result<()> {
             }
             continue;
         }
-        // Since when (database clock, ms) no live node holds the unit.
+        // A unit moved to a live node goes there; any other, to its
+        // rendezvous winner among the nodes with its versions; to any of
+        // those after lease/2.
+        let candidates = versions::candidates(&snap, row, &live);
+        let winner = winner(&unit, candidates.iter().copied());
+        // Since when (database clock, ms) no live node holds the unit. One
+        // that never had an owner waits for its winner from when the
+        // winner joined, so nodes started together (each loading its
+        // folder) start on the rendezvous placement.
         let unowned_since = match row {
-            None => i64::MIN,
+            None => winner
+                .and_then(|w| snap.nodes.get(w))
+                .map_or(i64::MIN, |n| n.joined_ms),
             Some(r) => match &r.holder {
                 None => r.since_ms,
                 Some(holder) if Some(holder) == mine.as_ref() => i64::MIN,
@@ -174,13 +184,9 @@ async fn step(inner: &Inner) -> Result<()> {
                 },
             },
         };
-        // A unit moved to a live node goes there; any other, to its
-        // rendezvous winner among the nodes with its versions; to any of
-        // those after lease/2.
-        let candidates = versions::candidates(&snap, row, &live);
         let first = match row.and_then(|r| r.target.as_deref()) {
             Some(t) if live.contains(&t) => t == me,
-            _ => winner(&unit, candidates.iter().copied()) == Some(me),
+            _ => winner == Some(me),
         };
         if !first && (!candidates.contains(&me) || snap.now_ms < unowned_since.saturating_add(half))
         {
