@@ -14,8 +14,10 @@ pub(crate) type Ack = oneshot::Sender<Result<(), String>>;
 /// Operator and host requests to a child, handled between calls.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Graceful stop for host shutdown, to finish by the deadline; answered when done.
-    Shutdown(Instant, oneshot::Sender<()>),
+    /// Graceful stop for good (host shutdown, the file removed, the plugin
+    /// moved to another node), to finish by the deadline, for the reason
+    /// given; answered when done.
+    Shutdown(Instant, String, oneshot::Sender<()>),
     /// Stop gracefully and stay `stopped`.
     Stop(Ack),
     /// Start a `failed` or `stopped` plugin (a no-op when it runs).

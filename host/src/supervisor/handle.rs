@@ -276,17 +276,20 @@ impl SupervisorHandle {
             &self.shared.timers,
             name,
         );
-        self.stop_worker(name, &slot).await;
+        self.stop_worker(name, &slot, reason).await;
         self.shared.metrics.forget(name);
         true
     }
 
     /// Asks a child to stop within its shutdown timeout, then ends its task.
-    pub(super) async fn stop_worker(&self, name: &str, slot: &Slot) {
+    pub(super) async fn stop_worker(&self, name: &str, slot: &Slot, why: &str) {
         let (tx, rx) = oneshot::channel();
         let deadline =
             crate::config::instant_after(Instant::now(), slot.config.lock().shutdown_timeout);
-        if slot.control.send(Control::Shutdown(deadline, tx)).is_ok()
+        if slot
+            .control
+            .send(Control::Shutdown(deadline, why.to_string(), tx))
+            .is_ok()
             && tokio::time::timeout_at(deadline.into(), rx).await.is_err()
         {
             tracing::warn!(plugin = %name, "did not stop within its shutdown timeout; aborted");
@@ -587,7 +590,8 @@ impl SupervisorHandle {
         }
         for name in order.iter().rev() {
             if let Some(slot) = self.slot(name) {
-                self.stop_worker(name, &slot).await;
+                self.stop_worker(name, &slot, "the host is shutting down")
+                    .await;
             }
         }
         self.shared.backend.close().await;

@@ -159,7 +159,7 @@ impl SupervisorHandle {
                 &self.shared.timers,
                 &name,
             );
-            self.stop_worker(&name, &slot).await;
+            self.stop_worker(&name, &slot, reason).await;
             // Its durable timers fire on its next owner, which loads them.
             self.shared.timers.release(&name);
             self.shared.metrics.forget(&name);

@@ -19,9 +19,9 @@ impl Child {
         self.settle_all().await;
         let Some(c) = c else { return Flow::Exit };
         match c {
-            Control::Shutdown(deadline, done) => {
+            Control::Shutdown(deadline, why, done) => {
                 self.runner.stop(deadline).await;
-                self.set_status(Status::Stopped, Some("the host is shutting down".into()));
+                self.set_status(Status::Stopped, Some(why));
                 let _ = done.send(());
                 return Flow::Exit;
             }
