@@ -156,8 +156,8 @@ async fn one_subscriber_sees_every_nodes_events_in_order_under_the_same_ids() {
         assert_eq!(g.id, f.id);
         assert_eq!(g.data, f.data);
     }
-    // An id no node kept: reset.
-    let mut gone = Stream::open(&c.node(1).admin, "", Some("1")).await;
+    // An id no node kept (the sequence starts at 1): reset.
+    let mut gone = Stream::open(&c.node(1).admin, "", Some("0")).await;
     assert_eq!(gone.next().await.event.as_deref(), Some("reset"));
 }
 
