@@ -25,14 +25,21 @@ impl Drop for Node {
     }
 }
 
+/// Node `name` of the cluster on database `url`, running folder `dir`.
 pub fn spawn(bin: &Path, dir: &Path, url: &str, name: &str) -> Result<Node> {
+    start(bin, dir, &["--cluster", url, "--node", name], name)
+}
+
+/// `wasm-sup run DIR ARGS` on a free port, logging to `NAME.log` in `dir`.
+pub fn start(bin: &Path, dir: &Path, args: &[&str], name: &str) -> Result<Node> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string();
     let child = Command::new(bin)
         .arg("run")
         .arg(dir)
-        .args(["--cluster", url, "--node", name, "--admin", &addr])
+        .args(args)
+        .args(["--admin", &addr])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
         .spawn()
