@@ -101,7 +101,17 @@ fn line(e: &api::Event) -> String {
             }
         }
     };
-    format!("{}  {:<20} {:<13} {what}", e.time, e.plugin, e.kind.name())
+    match &e.node {
+        // Cluster mode: the node it happened on.
+        Some(node) => format!(
+            "{}  {:<10} {:<20} {:<13} {what}",
+            e.time,
+            escape(node),
+            e.plugin,
+            e.kind.name()
+        ),
+        None => format!("{}  {:<20} {:<13} {what}", e.time, e.plugin, e.kind.name()),
+    }
 }
 
 /// Tails the stream until interrupted. Returns `Err` (exit 2) only when the
