@@ -11,15 +11,14 @@
 //! same load is then sent over HTTP to one host with `--state postgres://`,
 //! which tells the cluster's cost apart from the cost of HTTP.
 
-use crate::harness::{Row, Spread, us};
+use crate::harness::{Row, us};
 use crate::nodes::{LEASE, Node, ready, spawn, start};
-use crate::throughput::{Load, durable_value, raw_postgres};
+use crate::throughput::{Load, closed_loop, durable_value, raw_postgres};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Messages in flight at once.
@@ -183,41 +182,24 @@ pub async fn run(bin: &Path, counter: &Path, total: usize, plugins: usize) -> Re
 /// `total` messages spread over `targets` (plugin, owner's address),
 /// [`IN_FLIGHT`] at a time, each answered 200.
 async fn load(http: &reqwest::Client, targets: &[(String, String)], total: usize) -> Result<Load> {
-    let next = Arc::new(AtomicUsize::new(0));
     let targets = Arc::new(targets.to_vec());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT {
-        let (next, targets, http) = (next.clone(), targets.clone(), http.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return Ok::<_, anyhow::Error>(latencies);
-                }
-                let (plugin, addr) = &targets[i % targets.len()];
-                let t = Instant::now();
-                let r = http
-                    .post(format!("http://{addr}/v1/plugins/{plugin}/messages"))
-                    .body("hello")
-                    .send()
-                    .await?;
-                let status = r.status();
-                let body = r.bytes().await?;
-                if status != 200 {
-                    bail!("{plugin}: {status} {}", String::from_utf8_lossy(&body));
-                }
-                latencies.push(t.elapsed());
+    let http = http.clone();
+    closed_loop(total, IN_FLIGHT, move |i| {
+        let (targets, http) = (targets.clone(), http.clone());
+        async move {
+            let (plugin, addr) = &targets[i % targets.len()];
+            let r = http
+                .post(format!("http://{addr}/v1/plugins/{plugin}/messages"))
+                .body("hello")
+                .send()
+                .await?;
+            let status = r.status();
+            let body = r.bytes().await?;
+            if status != 200 {
+                bail!("{plugin}: {status} {}", String::from_utf8_lossy(&body));
             }
-        }));
-    }
-    let mut latencies = Vec::with_capacity(total);
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
-    Ok(Load {
-        per_second: total as f64 / started.elapsed().as_secs_f64(),
-        latency: Spread::of(latencies),
+            Ok(())
+        }
     })
+    .await
 }

@@ -34,27 +34,19 @@ pub struct Load {
     pub latency: Spread,
 }
 
-/// Sends `total` copies of `message` spread over `targets`, `in_flight` at a
-/// time, each a reply that must be Ok.
-pub async fn load(
-    supervisor: &SupervisorHandle,
-    targets: &[String],
-    message: &[u8],
-    total: usize,
-    in_flight: usize,
-) -> Result<Load> {
+/// `total` requests, `in_flight` at a time (each sender waits for its
+/// answer before the next), the `i`th made by `send(i)`, each of which must
+/// succeed; the rate and the latency spread.
+pub async fn closed_loop<F, Fut>(total: usize, in_flight: usize, send: F) -> Result<Load>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
     let next = Arc::new(AtomicUsize::new(0));
-    let targets = Arc::new(targets.to_vec());
-    let message = Arc::new(message.to_vec());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
-        let (next, targets, message, sup) = (
-            next.clone(),
-            targets.clone(),
-            message.clone(),
-            supervisor.clone(),
-        );
+        let (next, send) = (next.clone(), send.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -62,15 +54,9 @@ pub async fn load(
                 if i >= total {
                     return Ok::<_, anyhow::Error>(latencies);
                 }
-                let target = &targets[i % targets.len()];
                 let t = Instant::now();
-                let (rx, _) = sup
-                    .send(target, message.to_vec(), None)
-                    .map_err(|e| anyhow!("send to {target}: {e:?}"))?;
-                match rx.await? {
-                    Outcome::Reply(_) => latencies.push(t.elapsed()),
-                    other => bail!("{target}: {other:?}"),
-                }
+                send(i).await?;
+                latencies.push(t.elapsed());
             }
         }));
     }
@@ -83,6 +69,34 @@ pub async fn load(
         per_second: total as f64 / elapsed.as_secs_f64(),
         latency: Spread::of(latencies),
     })
+}
+
+/// Sends `total` copies of `message` spread over `targets`, `in_flight` at a
+/// time, each a reply that must be Ok.
+pub async fn load(
+    supervisor: &SupervisorHandle,
+    targets: &[String],
+    message: &[u8],
+    total: usize,
+    in_flight: usize,
+) -> Result<Load> {
+    let targets = Arc::new(targets.to_vec());
+    let message = Arc::new(message.to_vec());
+    let sup = supervisor.clone();
+    closed_loop(total, in_flight, move |i| {
+        let (targets, message, sup) = (targets.clone(), message.clone(), sup.clone());
+        async move {
+            let target = &targets[i % targets.len()];
+            let (rx, _) = sup
+                .send(target, message.to_vec(), None)
+                .map_err(|e| anyhow!("send to {target}: {e:?}"))?;
+            match rx.await? {
+                Outcome::Reply(_) => Ok(()),
+                other => bail!("{target}: {other:?}"),
+            }
+        }
+    })
+    .await
 }
 
 pub async fn echo(minimal: &Path, total: usize) -> Result<Vec<Row>> {
