@@ -25,8 +25,8 @@
 //! reaches this task once per load, and is removed by the commit that
 //! handles it, as any timer is.
 //!
-//! Owns the timer task and its channel; it reads the state backend and never
-//! writes it.
+//! Owns the timer task and its channel; it reads the state backend and
+//! writes nothing to it but, in a cluster, the mark of inbox messages taken.
 
 use crate::mailbox::{Directory, Envelope, Source};
 use crate::state::{StateBackend, TimerRecord, now_ms};

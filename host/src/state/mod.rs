@@ -262,8 +262,9 @@ pub trait StateBackend: Send + Sync + 'static {
     async fn timers(&self, plugin: &str) -> Result<Vec<TimerRecord>>;
     /// Cluster mode: the messages other nodes' commits put in the inbox of
     /// `plugin` (which this node owns) since it was last read by
-    /// [`StateBackend::timers`] or this, oldest first; each is taken once.
-    /// Other backends have no inbox.
+    /// [`StateBackend::timers`] or this, oldest first; each is returned
+    /// once (or again, after a take whose answer was lost). Other backends
+    /// have no inbox.
     async fn take_inbox(&self, _plugin: &str) -> Result<Vec<TimerRecord>> {
         Ok(Vec::new())
     }

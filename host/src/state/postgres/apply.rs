@@ -158,12 +158,12 @@ impl Net {
                 ps.push(t.plugin);
                 due.push(i64_of(t.due_ms));
                 msgs.push(t.message);
-                taken.push(!inbox);
+                taken.push((!inbox).then_some(0i64));
             }
             let st = tx
                 .prepare_cached(
                     "INSERT INTO wasm_sup_timers (id, plugin, due_ms, message, taken) \
-                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bool[]) \
+                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bigint[]) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .await?;

@@ -91,6 +91,9 @@ pub struct PostgresBackend {
     /// every commit of the plugin carries it, and a plugin it has none
     /// for is not this node's to write (see [`PostgresBackend::own`]).
     epochs: Option<Mutex<HashMap<String, u64>>>,
+    /// In a cluster, how many inbox takes of each plugin returned something
+    /// (see [`StateBackend::take_inbox`] here).
+    inbox_takes: Mutex<HashMap<String, u64>>,
     tx: Mutex<Option<mpsc::UnboundedSender<(Op, Waiter)>>>,
     committer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Tasks that end at close: the lock keeper and the id fetcher.
@@ -262,6 +265,7 @@ impl PostgresBackend {
             shared,
             ids,
             epochs: clustered.then(Mutex::default),
+            inbox_takes: Mutex::default(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
             background: Mutex::new(background),
@@ -570,7 +574,7 @@ impl StateBackend for PostgresBackend {
         // a later `take_inbox` returns only what arrived after this read.
         let rows = self
             .query(
-                "WITH t AS (UPDATE wasm_sup_timers SET taken = true WHERE plugin = $1 AND NOT taken) \
+                "WITH t AS (UPDATE wasm_sup_timers SET taken = 0 WHERE plugin = $1 AND taken IS NULL) \
                  SELECT id, due_ms, message FROM wasm_sup_timers WHERE plugin = $1 ORDER BY id",
                 &[&plugin],
             )
@@ -588,17 +592,28 @@ impl StateBackend for PostgresBackend {
         };
         // Fenced: a node that lost the plugin (a claim raised its fence)
         // takes nothing, so nothing is taken by a node that will not
-        // deliver it.
+        // deliver it. Each take marks what it takes with a token of its own
+        // (the epoch, and how many takes of the plugin returned something
+        // under it), and a take returns what is marked with its token too:
+        // when a take's answer was lost (the connection broke after the
+        // UPDATE), the next one returns those rows again.
+        let n = self.inbox_takes.lock().get(plugin).copied().unwrap_or(0);
+        let token = i64_of((epoch << 24) | (n & 0xff_ffff));
         let rows = self
             .query(
-                "UPDATE wasm_sup_timers SET taken = true \
-                 WHERE plugin = $1 AND NOT taken \
+                "UPDATE wasm_sup_timers SET taken = $3 \
+                 WHERE plugin = $1 AND (taken IS NULL OR taken = $3) \
                    AND coalesce((SELECT token FROM wasm_sup_fences WHERE plugin = $1), 0) <= $2 \
                  RETURNING id, due_ms, message",
-                &[&plugin, &i64_of(epoch)],
+                &[&plugin, &i64_of(epoch), &token],
             )
             .await?;
         if !rows.is_empty() {
+            *self
+                .inbox_takes
+                .lock()
+                .entry(plugin.to_string())
+                .or_default() += 1;
             // Another node's commit added to the plugin's usage.
             let mut values = self.shared.values.lock();
             values.forget(plugin);

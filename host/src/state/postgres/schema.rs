@@ -77,13 +77,14 @@ CREATE TABLE wasm_sup_owners (
 CREATE SEQUENCE wasm_sup_epochs;
 "#,
     // Cluster mode's inbox: a timer another plugin's commit wrote for a
-    // plugin owned elsewhere is not taken until its owner reads it; the
+    // plugin owned elsewhere is not taken (NULL) until its owner reads it
+    // (then the token of that read; 0 for every other timer); the
     // event stream's ids; each node's plugins, their versions and configs
     // ("NAME SHA256 CONFIG-HASH"), for rolling deploys.
     r#"
 ALTER TABLE wasm_sup_nodes ADD COLUMN catalog text[] COLLATE "C" NOT NULL DEFAULT '{}';
-ALTER TABLE wasm_sup_timers ADD COLUMN taken boolean NOT NULL DEFAULT true;
-CREATE INDEX wasm_sup_timers_inbox ON wasm_sup_timers (plugin) WHERE NOT taken;
+ALTER TABLE wasm_sup_timers ADD COLUMN taken bigint DEFAULT 0;
+CREATE INDEX wasm_sup_timers_inbox ON wasm_sup_timers (plugin) WHERE taken IS NULL;
 CREATE SEQUENCE wasm_sup_event_ids;
 "#,
 ];
