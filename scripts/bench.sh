@@ -34,5 +34,12 @@ if [[ " $* " != *" --smoke "* ]]; then
         fi
     fi
 fi
+# Erlang/OTP, the comparator of the restart, echo and density figures
+# (tests/bench/otp/): Debian's erlang-nox.
+if ! command -v erl >/dev/null; then
+    # shellcheck source=toolchains.sh
+    source scripts/toolchains.sh
+    ensure_apt erlang-nox || echo "warning: no Erlang/OTP: the OTP columns stay empty" >&2
+fi
 cargo build --release --locked --workspace --bins
 exec target/release/wasm-sup-bench "$@"

@@ -61,7 +61,7 @@ if [[ "${1:-}" == "--long" ]]; then
     export WASM_SUP_KILL_ROUNDS="${WASM_SUP_KILL_ROUNDS:-100}"
 fi
 
-phase "toolchain (wasm32-wasip2, rustfmt, clippy, systemd-analyze, promtool, PostgreSQL)"
+phase "toolchain (wasm32-wasip2, rustfmt, clippy, systemd-analyze, promtool, PostgreSQL, Erlang)"
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
@@ -90,6 +90,13 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
     # shellcheck source=toolchains.sh
     source scripts/toolchains.sh
     ensure_apt postgresql-15
+fi
+
+# Erlang/OTP, the benchmark's comparator (the smoke run below includes it).
+if ! command -v erl >/dev/null; then
+    # shellcheck source=toolchains.sh
+    source scripts/toolchains.sh
+    ensure_apt erlang-nox || [[ "${CI:-}" != "true" ]]
 fi
 
 phase "cargo fmt --check"

@@ -2,6 +2,7 @@
 //! handled one message, and the resident memory each adds.
 
 use crate::harness::Row;
+use crate::otp::{self, Otp};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::path::Path;
@@ -123,30 +124,46 @@ async fn rss_with(bin: &Path, counter: &Path, n: usize) -> Result<(u64, Duration
     Ok((rss, ready))
 }
 
-pub async fn run(bin: &Path, counter: &Path, n: usize) -> Result<Vec<Row>> {
+pub async fn run(bin: &Path, counter: &Path, n: usize, otp: Option<&Otp>) -> Result<Vec<Row>> {
     let (base, _) = rss_with(bin, counter, 1).await?;
     let (rss, ready) = rss_with(bin, counter, n).await?;
     let per = (rss.saturating_sub(base)) as f64 / (n - 1) as f64;
-    Ok(vec![
-        Row::new(
-            format!("idle density: {n} counter plugins, one message each"),
-            format!(
-                "{:.0} KiB resident per instance ({} MiB in all; ready in {:.1} s)",
-                per,
-                rss / 1024,
-                ready.as_secs_f64()
-            ),
+    // Erlang/OTP: as many idle gen_servers, each having handled one call.
+    // Below a thousand the noise of the VM's own memory swamps the figure.
+    let beam = match n >= 1000 {
+        true => otp::figure(otp, &["density", &n.to_string()])?,
+        false => None,
+    };
+    let beam_kib = beam.as_ref().and_then(|v| v["kib_per_instance"].as_f64());
+    let otp_cells = beam_kib.map(|k| {
+        (
+            format!("{k:.1} KiB per idle gen_server"),
+            format!("{:.1}× OTP's", per / k),
         )
-        .target(
-            "10,000 instances; ≤ 256 KiB each",
-            per <= 256.0 && n >= 10_000,
-        )
-        .json(json!({
-            "plugins": n,
-            "rss_kib": rss,
-            "rss_kib_one_plugin": base,
-            "kib_per_instance": per,
-            "ready_seconds": ready.as_secs_f64(),
-        })),
-    ])
+    });
+    let row = Row::new(
+        format!("idle density: {n} counter plugins, one message each"),
+        format!(
+            "{:.0} KiB resident per instance ({} MiB in all; ready in {:.1} s)",
+            per,
+            rss / 1024,
+            ready.as_secs_f64()
+        ),
+    )
+    .target(
+        "10,000 instances; ≤ 256 KiB each",
+        per <= 256.0 && n >= 10_000,
+    )
+    .json(json!({
+        "plugins": n,
+        "rss_kib": rss,
+        "rss_kib_one_plugin": base,
+        "kib_per_instance": per,
+        "ready_seconds": ready.as_secs_f64(),
+        "otp_kib_per_instance": beam_kib,
+    }));
+    Ok(vec![match otp_cells {
+        Some((value, vs)) => row.otp(value, vs),
+        None => row,
+    }])
 }

@@ -190,6 +190,10 @@ pub struct Row {
     pub comparator: String,
     pub ratio: String,
     pub target: String,
+    /// Erlang/OTP's figure in the same run, and ours against it ("-" where
+    /// there is none).
+    pub otp: String,
+    pub vs_otp: String,
     /// Whether the target is met; `None` where there is no target.
     pub met: Option<bool>,
     pub json: serde_json::Value,
@@ -203,6 +207,8 @@ impl Row {
             comparator: "-".into(),
             ratio: "-".into(),
             target: "-".into(),
+            otp: "-".into(),
+            vs_otp: "-".into(),
             met: None,
             json: json!({}),
         }
@@ -211,6 +217,14 @@ impl Row {
     pub fn comparator(mut self, comparator: impl Into<String>, ratio: impl Into<String>) -> Row {
         self.comparator = comparator.into();
         self.ratio = ratio.into();
+        self
+    }
+
+    /// Erlang/OTP's figure in the same run (see [`crate::otp`]), and ours
+    /// against it.
+    pub fn otp(mut self, value: impl Into<String>, vs: impl Into<String>) -> Row {
+        self.otp = value.into();
+        self.vs_otp = vs.into();
         self
     }
 

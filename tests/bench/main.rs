@@ -16,6 +16,7 @@ mod failover;
 mod harness;
 mod limits;
 mod nodes;
+mod otp;
 mod restart;
 mod startup;
 mod storm;
@@ -144,13 +145,15 @@ async fn run(sizes: &Sizes, only: Option<&[String]>) -> Result<Vec<Row>> {
     let minimal = Path::new(wasm_sup_tests::MINIMAL);
     let counter = Path::new(wasm_sup_tests::COUNTER);
     let bin = wasm_sup_bin()?;
+    let otp = otp::Otp::new()?;
+    let otp = otp.as_ref();
     let mut rows = Vec::new();
     for figure in FIGURES.iter().filter(|f| wanted(f)) {
         eprintln!("== {figure}");
         let t = Instant::now();
         let new = match *figure {
-            "restart" => restart::run(probe, sizes.restart_rounds).await,
-            "echo" => throughput::echo(minimal, sizes.echo_messages).await,
+            "restart" => restart::run(probe, sizes.restart_rounds, otp).await,
+            "echo" => throughput::echo(minimal, sizes.echo_messages, otp).await,
             "durable" => {
                 throughput::durable(counter, sizes.durable_messages, sizes.durable_plugins).await
             }
@@ -158,7 +161,7 @@ async fn run(sizes: &Sizes, only: Option<&[String]>) -> Result<Vec<Row>> {
                 throughput::durable_postgres(counter, sizes.durable_messages, sizes.durable_plugins)
                     .await
             }
-            "density" => density::run(&bin, counter, sizes.density_plugins).await,
+            "density" => density::run(&bin, counter, sizes.density_plugins, otp).await,
             "cold" => startup::cold(counter, sizes.cold_rounds).await,
             "start" => startup::host_start(&bin, counter, sizes.start_plugins).await,
             "limits" => limits::run(probe, sizes.burn_iterations, sizes.burn_rounds).await,
@@ -204,7 +207,7 @@ fn report(rows: &[Row], smoke: bool, seconds: f64) -> Result<()> {
         env!("CARGO_PKG_VERSION"),
     );
     let mut md = String::from(
-        "| figure | result | comparator (same run) | ratio | target | met |\n|---|---|---|---|---|---|\n",
+        "| figure | result | comparator (same run) | ratio | Erlang/OTP (same run) | vs OTP | target | met |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let met = match r.met {
@@ -213,8 +216,8 @@ fn report(rows: &[Row], smoke: bool, seconds: f64) -> Result<()> {
             None => "-",
         };
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            r.figure, r.value, r.comparator, r.ratio, r.target, met
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.figure, r.value, r.comparator, r.ratio, r.otp, r.vs_otp, r.target, met
         );
     }
     md += &format!(
@@ -230,6 +233,8 @@ fn report(rows: &[Row], smoke: bool, seconds: f64) -> Result<()> {
             "result": r.value,
             "comparator": r.comparator,
             "ratio": r.ratio,
+            "otp": r.otp,
+            "vs_otp": r.vs_otp,
             "target": r.target,
             "met": r.met,
             "data": r.json,

@@ -4,6 +4,7 @@
 //! process restart (spawn a native worker that loads its state from a file).
 
 use crate::harness::{Bench, CRASH_FRIENDLY, Raw, Row, Spread, show, time_each, us};
+use crate::otp::{self, Otp};
 use anyhow::{Result, bail};
 use serde_json::json;
 use std::path::Path;
@@ -19,7 +20,7 @@ pub fn worker(state: &Path) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(probe: &Path, rounds: usize) -> Result<Vec<Row>> {
+pub async fn run(probe: &Path, rounds: usize, otp: Option<&Otp>) -> Result<Vec<Row>> {
     let bench = Bench::start(
         &[("p".into(), probe.to_path_buf())],
         CRASH_FRIENDLY,
@@ -78,12 +79,22 @@ pub async fn run(probe: &Path, rounds: usize) -> Result<Vec<Row>> {
 
     let vs_raw = supervised.p50.as_secs_f64() / raw_spread.p50.as_secs_f64();
     let vs_process = process.p50.as_secs_f64() / supervised.p50.as_secs_f64();
+    // Erlang/OTP: a gen_server under one_for_one, its state in ETS.
+    let beam = otp::figure(otp, &["restart", &rounds.to_string()])?;
+    let beam_us = |k: &str| beam.as_ref().and_then(|v| v[k].as_f64());
+    let mut row = Row::new(
+        "crash → ready (backoff immediate), p50 / p99",
+        format!("{} / {}", show(supervised.p50), show(supervised.p99)),
+    );
+    if let (Some(p50), Some(p99)) = (beam_us("p50_us"), beam_us("p99_us")) {
+        let micros = |x: f64| show(std::time::Duration::from_secs_f64(x / 1e6));
+        row = row.otp(
+            format!("{} / {}", micros(p50), micros(p99)),
+            format!("{:.2}× OTP's p50", us(supervised.p50) / p50),
+        );
+    }
     Ok(vec![
-        Row::new(
-            "crash → ready (backoff immediate), p50 / p99",
-            format!("{} / {}", show(supervised.p50), show(supervised.p99)),
-        )
-        .comparator(
+        row.comparator(
             format!(
                 "raw instance layer {} / {}; process restart {} / {}",
                 show(raw_spread.p50),
@@ -107,6 +118,7 @@ pub async fn run(probe: &Path, rounds: usize) -> Result<Vec<Row>> {
             "process_us": {"p50": us(process.p50), "p99": us(process.p99)},
             "ratio_vs_raw": vs_raw,
             "times_faster_than_process": vs_process,
+            "otp_us": {"p50": beam_us("p50_us"), "p99": beam_us("p99_us")},
         })),
     ])
 }

@@ -7,6 +7,7 @@
 //! same private server in the same run).
 
 use crate::harness::{Bench, Raw, Row, Spread, show, us};
+use crate::otp::{self, Otp};
 use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 use std::path::Path;
@@ -99,7 +100,7 @@ pub async fn load(
     .await
 }
 
-pub async fn echo(minimal: &Path, total: usize) -> Result<Vec<Row>> {
+pub async fn echo(minimal: &Path, total: usize, otp: Option<&Otp>) -> Result<Vec<Row>> {
     let message = [b'x'; 64];
     let bench = Bench::start(&[("echo".into(), minimal.to_path_buf())], "", "redb").await?;
     let names = vec!["echo".to_string()];
@@ -109,8 +110,13 @@ pub async fn echo(minimal: &Path, total: usize) -> Result<Vec<Row>> {
     let mut instance = raw.start().await?;
     // Supervised and raw take turns, round by round, so that drift in the
     // machine's speed falls on both alike; the median round of each counts.
-    let (mut supervised_rates, mut raw_rates) = (Vec::new(), Vec::new());
+    let (mut supervised_rates, mut raw_rates, mut otp_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (total_arg, senders) = (total.to_string(), IN_FLIGHT.to_string());
     for _ in 0..ECHO_ROUNDS {
+        // Erlang/OTP takes its turn too: one gen_server, as many callers.
+        if let Some(v) = otp::figure(otp, &["echo", &total_arg, &senders])? {
+            otp_rates.push(v["per_second"].as_f64().unwrap_or(0.0));
+        }
         supervised_rates.push(
             load(sup, &names, &message, total, IN_FLIGHT)
                 .await?
@@ -134,12 +140,19 @@ pub async fn echo(minimal: &Path, total: usize) -> Result<Vec<Row>> {
     };
     let (per_second, raw_rate) = (median(supervised_rates), median(raw_rates));
     let overhead = Duration::from_secs_f64(1.0 / per_second - 1.0 / raw_rate);
+    let otp_rate = (!otp_rates.is_empty()).then(|| median(otp_rates));
+    let mut row = Row::new(
+        "messages/s through `handle`, 64-byte echo, no state writes, one plugin",
+        format!("{:.0}/s", per_second),
+    );
+    if let Some(o) = otp_rate {
+        row = row.otp(
+            format!("{o:.0}/s (one gen_server, {IN_FLIGHT} callers)"),
+            format!("{:.2}× OTP", per_second / o),
+        );
+    }
     Ok(vec![
-        Row::new(
-            "messages/s through `handle`, 64-byte echo, no state writes, one plugin",
-            format!("{:.0}/s", per_second),
-        )
-        .comparator(
+        row.comparator(
             format!("raw `handle` in a loop: {raw_rate:.0}/s"),
             format!(
                 "{:.2}× raw; +{} per message",
@@ -157,6 +170,7 @@ pub async fn echo(minimal: &Path, total: usize) -> Result<Vec<Row>> {
             "raw_per_second": raw_rate,
             "rounds": ECHO_ROUNDS,
             "overhead_us": us(overhead),
+            "otp_per_second": otp_rate,
         })),
     ])
 }

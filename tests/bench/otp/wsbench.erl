@@ -1,0 +1,135 @@
+%% The Erlang/OTP comparator of scripts/bench.sh: the figures of
+%% tests/bench/ defined as wasm-sup's are, for a gen_server under a
+%% supervisor. Each prints one JSON object on standard output.
+%%
+%%   restart ROUNDS      crash -> ready: a call that crashes the worker
+%%                       (one_for_one, state in a public ETS table that
+%%                       outlives it), then a call that reads the state,
+%%                       answered by the restarted worker after its init.
+%%   echo TOTAL SENDERS  64-byte echo calls to one gen_server, SENDERS
+%%                       callers each waiting for its reply.
+%%   density N           resident memory each idle gen_server adds (N
+%%                       workers under a simple_one_for_one supervisor,
+%%                       each having handled one call).
+-module(wsbench).
+%% Both a gen_server and a supervisor (init/1 tells them apart by argument;
+%% only one behaviour is declared, since both need init/1).
+-behaviour(gen_server).
+
+-export([main/1]).
+-export([init/1, handle_call/3, handle_cast/2]).
+-export([start_worker/1, start_idle/1]).
+
+main([Figure | Args]) ->
+    %% As in wasm-sup's in-process figures, nothing is logged per crash.
+    ok = logger:set_primary_config(level, none),
+    Result = run(list_to_atom(Figure), [list_to_integer(A) || A <- Args]),
+    io:format("~s~n", [json(Result)]),
+    halt(0).
+
+run(restart, [Rounds]) ->
+    ets:new(wsbench_state, [named_table, public, set]),
+    ets:insert(wsbench_state, {count, 41}),
+    {ok, _} = supervisor:start_link({local, wsbench_sup}, ?MODULE, restart),
+    Warm = [crash_and_read() || _ <- lists:seq(1, min(Rounds, 20))],
+    _ = Warm,
+    Samples = [crash_and_read() || _ <- lists:seq(1, Rounds)],
+    spread(Samples);
+run(echo, [Total, Senders]) ->
+    {ok, _} = gen_server:start({local, wsbench_echo}, ?MODULE, echo, []),
+    Message = binary:copy(<<"x">>, 64),
+    Next = counters:new(1, [atomics]),
+    Self = self(),
+    Start = erlang:monotonic_time(nanosecond),
+    Pids = [spawn_link(fun() -> echo_loop(Next, Total, Message), Self ! {done, self()} end)
+            || _ <- lists:seq(1, Senders)],
+    [receive {done, P} -> ok end || P <- Pids],
+    Seconds = (erlang:monotonic_time(nanosecond) - Start) / 1.0e9,
+    #{per_second => Total / Seconds};
+run(density, [N]) ->
+    {ok, Sup} = supervisor:start_link(?MODULE, idle),
+    erlang:garbage_collect(),
+    timer:sleep(200),
+    Before = rss_kib(),
+    Workers = [begin {ok, W} = supervisor:start_child(Sup, [I]), W end || I <- lists:seq(1, N)],
+    [1 = gen_server:call(W, hello) || W <- Workers],
+    erlang:garbage_collect(),
+    timer:sleep(1000),
+    After = rss_kib(),
+    #{kib_per_instance => (After - Before) / N, rss_kib => After, processes => N}.
+
+%% crash -> ready, in microseconds.
+crash_and_read() ->
+    T0 = erlang:monotonic_time(nanosecond),
+    {'EXIT', _} = (catch gen_server:call(wsbench_worker, crash)),
+    41 = read(),
+    (erlang:monotonic_time(nanosecond) - T0) / 1000.0.
+
+%% The restarted worker may not be registered yet: try again until it is.
+read() ->
+    case catch gen_server:call(wsbench_worker, get) of
+        {'EXIT', {noproc, _}} -> read();
+        {'EXIT', {normal, _}} -> read();
+        {'EXIT', {killed, _}} -> read();
+        Count when is_integer(Count) -> Count
+    end.
+
+echo_loop(Next, Total, Message) ->
+    case counters:get(Next, 1) >= Total of
+        true -> ok;
+        false ->
+            counters:add(Next, 1, 1),
+            Message = gen_server:call(wsbench_echo, Message),
+            echo_loop(Next, Total, Message)
+    end.
+
+spread(Samples) ->
+    Sorted = lists:sort(Samples),
+    Len = length(Sorted),
+    At = fun(Q) -> lists:nth(round((Len - 1) * Q) + 1, Sorted) end,
+    #{p50_us => At(0.50), p99_us => At(0.99)}.
+
+rss_kib() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [Line] = [L || L <- binary:split(Status, <<"\n">>, [global]), binary:part(L, 0, min(6, byte_size(L))) =:= <<"VmRSS:">>],
+    [_, Kib | _] = binary:split(Line, [<<" ">>, <<"\t">>], [global, trim_all]),
+    binary_to_integer(Kib).
+
+%% supervisor callbacks
+init(restart) ->
+    {ok, {#{strategy => one_for_one, intensity => 1000000000, period => 1},
+          [#{id => worker, start => {?MODULE, start_worker, [worker]}}]}};
+init(idle) ->
+    {ok, {#{strategy => simple_one_for_one, intensity => 10, period => 1},
+          [#{id => idle, start => {?MODULE, start_idle, []}}]}};
+%% gen_server callbacks
+init(worker) ->
+    [{count, Count}] = ets:lookup(wsbench_state, count),
+    {ok, Count};
+init(echo) ->
+    {ok, none};
+init({idle, _}) ->
+    {ok, 0}.
+
+start_worker(worker) ->
+    gen_server:start_link({local, wsbench_worker}, ?MODULE, worker, []).
+
+start_idle(I) ->
+    gen_server:start_link(?MODULE, {idle, I}, []).
+
+handle_call(crash, _From, _State) ->
+    exit(crash);
+handle_call(get, _From, Count) when is_integer(Count) ->
+    {reply, Count, Count};
+handle_call(hello, _From, N) when is_integer(N) ->
+    {reply, N + 1, N + 1};
+handle_call(Message, _From, none) ->
+    {reply, Message, none}.
+
+handle_cast(_, State) ->
+    {noreply, State}.
+
+%% A flat map of atoms to numbers as JSON.
+json(Map) ->
+    Fields = [io_lib:format("\"~s\":~p", [K, V]) || {K, V} <- maps:to_list(Map)],
+    ["{", lists:join(",", Fields), "}"].
