@@ -155,7 +155,8 @@ async fn run(sizes: &Sizes, only: Option<&[String]>) -> Result<Vec<Row>> {
             "restart" => restart::run(probe, sizes.restart_rounds, otp).await,
             "echo" => throughput::echo(minimal, sizes.echo_messages, otp).await,
             "durable" => {
-                throughput::durable(counter, sizes.durable_messages, sizes.durable_plugins).await
+                throughput::durable(counter, sizes.durable_messages, sizes.durable_plugins, otp)
+                    .await
             }
             "durable-pg" => {
                 throughput::durable_postgres(counter, sizes.durable_messages, sizes.durable_plugins)

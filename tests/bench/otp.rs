@@ -2,8 +2,9 @@
 //! a temporary folder and run with `erl`, one figure per run, printing one
 //! JSON object. Its figures are defined as ours are (see the module doc of
 //! the Erlang file): crash → ready of a `gen_server` under a `one_for_one`
-//! supervisor with its state in ETS, a 64-byte echo, and the memory of an
-//! idle `gen_server`.
+//! supervisor with its state in ETS, a 64-byte echo, counters whose writes
+//! go to mnesia through a batching committer that replies after fsync, and
+//! the memory of an idle `gen_server`.
 //!
 //! Erlang is Debian's `erlang-nox` (scripts/bench.sh and scripts/test.sh
 //! install it). Where it is missing the OTP columns say so, except in CI
@@ -49,8 +50,8 @@ impl Otp {
         Ok(Some(Otp { dir }))
     }
 
-    /// Runs one figure (`restart ROUNDS`, `echo TOTAL SENDERS`, `density
-    /// N`) and returns what it printed.
+    /// Runs one figure (`restart ROUNDS`, `echo TOTAL SENDERS`, `durable
+    /// TOTAL PLUGINS SENDERS`, `density N`) and returns what it printed.
     pub fn run(&self, args: &[&str]) -> Result<serde_json::Value> {
         let list: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
         let out = Command::new("erl")

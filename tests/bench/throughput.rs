@@ -175,7 +175,12 @@ pub async fn echo(minimal: &Path, total: usize, otp: Option<&Otp>) -> Result<Vec
     ])
 }
 
-pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec<Row>> {
+pub async fn durable(
+    counter: &Path,
+    total: usize,
+    plugins: usize,
+    otp: Option<&Otp>,
+) -> Result<Vec<Row>> {
     let names: Vec<String> = (0..plugins).map(|i| format!("c{i:03}")).collect();
     let files: Vec<_> = names
         .iter()
@@ -188,12 +193,33 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
     let many = measure(&bench, &names, total).await?;
     bench.stop().await;
     let raw = raw_redb(total.min(2_000))?;
-    let row = |label: &str, l: &Load, target: f64| {
-        Row::new(
+    // Erlang/OTP: counters writing to mnesia through a batching committer
+    // that replies after the log's fsync, as many senders in flight.
+    let (total_arg, senders) = (total.to_string(), DURABLE_IN_FLIGHT.to_string());
+    let mut beam = Vec::new();
+    for n in [1, plugins] {
+        beam.push(otp::figure(
+            otp,
+            &["durable", &total_arg, &n.to_string(), &senders],
+        )?);
+    }
+    let row = |label: &str, l: &Load, target: f64, beam: &Option<serde_json::Value>| {
+        let mut row = Row::new(
             format!("messages/s with one durable `wasi:keyvalue` write each, {label}"),
             durable_value(l),
-        )
-        .comparator(
+        );
+        if let Some(b) = beam {
+            let rate = b["per_second"].as_f64().unwrap_or(0.0);
+            let p99 = b["p99_us"].as_f64().unwrap_or(0.0);
+            row = row.otp(
+                format!(
+                    "{rate:.0}/s; p99 {} (mnesia, batching committer, fsync)",
+                    show(Duration::from_secs_f64(p99 / 1e6))
+                ),
+                format!("{:.2}× OTP", l.per_second / rate),
+            );
+        }
+        row.comparator(
             format!("raw redb, one durable transaction per write: {raw:.0}/s"),
             format!("{:.1}× raw redb", l.per_second / raw),
         )
@@ -207,11 +233,12 @@ pub async fn durable(counter: &Path, total: usize, plugins: usize) -> Result<Vec
             "per_second": l.per_second,
             "latency_us": {"p50": us(l.latency.p50), "p99": us(l.latency.p99)},
             "raw_redb_per_second": raw,
+            "otp": beam,
         }))
     };
     Ok(vec![
-        row("one plugin", &one, 20_000.0),
-        row(&format!("{plugins} plugins"), &many, 50_000.0),
+        row("one plugin", &one, 20_000.0, &beam[0]),
+        row(&format!("{plugins} plugins"), &many, 50_000.0, &beam[1]),
     ])
 }
 

@@ -8,6 +8,14 @@
 %%                       answered by the restarted worker after its init.
 %%   echo TOTAL SENDERS  64-byte echo calls to one gen_server, SENDERS
 %%                       callers each waiting for its reply.
+%%   durable TOTAL PLUGINS SENDERS
+%%                       counters: each call increments a gen_server's count
+%%                       and hands the write to one batching committer, which
+%%                       writes all it has waiting to mnesia (disc_copies) in
+%%                       one transaction, syncs mnesia's log to disk, and only
+%%                       then answers the callers (our pipelined group
+%%                       commit: the gen_server takes its next call at once);
+%%                       SENDERS callers.
 %%   density N           resident memory each idle gen_server adds (N
 %%                       workers under a simple_one_for_one supervisor,
 %%                       each having handled one call).
@@ -46,6 +54,25 @@ run(echo, [Total, Senders]) ->
     [receive {done, P} -> ok end || P <- Pids],
     Seconds = (erlang:monotonic_time(nanosecond) - Start) / 1.0e9,
     #{per_second => Total / Seconds};
+run(durable, [Total, Plugins, Senders]) ->
+    Dir = "/tmp/wsbench-mnesia-" ++ os:getpid(),
+    ok = application:set_env(mnesia, dir, Dir),
+    ok = mnesia:create_schema([node()]),
+    ok = mnesia:start(),
+    {atomic, ok} = mnesia:create_table(kv, [{disc_copies, [node()]}]),
+    ok = mnesia:wait_for_tables([kv], 10000),
+    Committer = spawn_link(fun() -> committer() end),
+    Counters = [begin
+                    {ok, P} = gen_server:start(?MODULE, {counter, I, Committer}, []),
+                    P
+                end || I <- lists:seq(1, Plugins)],
+    Targets = list_to_tuple(Counters),
+    Warm = max(1, Total div 10),
+    _ = load(Targets, Warm, Senders),
+    {Seconds, Latencies} = load(Targets, Total, Senders),
+    mnesia:stop(),
+    os:cmd("rm -rf " ++ Dir),
+    maps:merge(#{per_second => Total / Seconds}, spread(Latencies));
 run(density, [N]) ->
     {ok, Sup} = supervisor:start_link(?MODULE, idle),
     erlang:garbage_collect(),
@@ -57,6 +84,46 @@ run(density, [N]) ->
     timer:sleep(1000),
     After = rss_kib(),
     #{kib_per_instance => (After - Before) / N, rss_kib => After, processes => N}.
+
+%% Total calls spread over Targets from Senders callers; the seconds taken
+%% and each call's latency in microseconds.
+load(Targets, Total, Senders) ->
+    Next = counters:new(1, [atomics]),
+    Self = self(),
+    Start = erlang:monotonic_time(nanosecond),
+    Pids = [spawn_link(fun() -> Self ! {done, self(), call_loop(Next, Total, Targets, [])} end)
+            || _ <- lists:seq(1, Senders)],
+    Latencies = lists:append([receive {done, P, L} -> L end || P <- Pids]),
+    {(erlang:monotonic_time(nanosecond) - Start) / 1.0e9, Latencies}.
+
+call_loop(Next, Total, Targets, Acc) ->
+    I = counters:get(Next, 1),
+    case I >= Total of
+        true -> Acc;
+        false ->
+            counters:add(Next, 1, 1),
+            T0 = erlang:monotonic_time(nanosecond),
+            Target = element(I rem tuple_size(Targets) + 1, Targets),
+            _ = gen_server:call(Target, hello, infinity),
+            call_loop(Next, Total, Targets, [(erlang:monotonic_time(nanosecond) - T0) / 1000.0 | Acc])
+    end.
+
+%% Writes everything waiting in one transaction, syncs the log, replies.
+committer() ->
+    First = receive {write, _, _, _} = W -> W end,
+    Batch = [First | drain(255)],
+    {atomic, ok} = mnesia:transaction(fun() ->
+        lists:foreach(fun({write, _, K, V}) -> mnesia:write({kv, K, V}) end, Batch)
+    end),
+    ok = disk_log:sync(latest_log),
+    [gen_server:reply(From, V) || {write, From, _, V} <- Batch],
+    committer().
+
+drain(0) -> [];
+drain(N) ->
+    receive {write, _, _, _} = W -> [W | drain(N - 1)]
+    after 0 -> []
+    end.
 
 %% crash -> ready, in microseconds.
 crash_and_read() ->
@@ -109,7 +176,9 @@ init(worker) ->
 init(echo) ->
     {ok, none};
 init({idle, _}) ->
-    {ok, 0}.
+    {ok, 0};
+init({counter, I, Committer}) ->
+    {ok, {I, 0, Committer}}.
 
 start_worker(worker) ->
     gen_server:start_link({local, wsbench_worker}, ?MODULE, worker, []).
@@ -123,6 +192,11 @@ handle_call(get, _From, Count) when is_integer(Count) ->
     {reply, Count, Count};
 handle_call(hello, _From, N) when is_integer(N) ->
     {reply, N + 1, N + 1};
+handle_call(hello, From, {I, N, Committer}) ->
+    %% Pipelined: the next call is taken at once; the committer answers
+    %% this one once its write is on disk.
+    Committer ! {write, From, I, N + 1},
+    {noreply, {I, N + 1, Committer}};
 handle_call(Message, _From, none) ->
     {reply, Message, none}.
 
