@@ -14,44 +14,22 @@ use crate::instance::HostState;
 use crate::instance::txn::{Outgoing, SendRefusal};
 use crate::state::{TimerRecord, now_ms};
 
-impl HostState {
-    /// Cluster mode: a send to a plugin of the folder that another node
-    /// owns (or none does yet) is written by the call's commit into the
-    /// target's inbox in the state database, as a timer of the target due
-    /// at once, which its owner takes and delivers (see
-    /// [`crate::mailbox::timers`]). The target's mailbox and timer bounds
-    /// are not known here: only its `max-message` and the call's outbox
-    /// bounds apply.
-    fn send_elsewhere(&mut self, to: String, message: Vec<u8>) -> Result<(), SendError> {
-        let Some(max_message) = self.env.directory.elsewhere(&to) else {
-            return Err(SendError::NoSuchPlugin);
-        };
-        if message.len() as u64 > max_message {
-            return Err(SendError::TooLarge);
-        }
-        if !self
-            .txn
-            .outbox_has_room(message.len(), self.env.config.max_message)
-        {
-            return Err(SendError::MailboxFull);
-        }
-        let id = self.env.state.backend().next_id();
-        self.txn.send_to_inbox(TimerRecord {
-            id,
-            plugin: to,
-            due_ms: now_ms(),
-            message,
-        });
-        Ok(())
-    }
-}
-
 impl Host for HostState {
     fn send(&mut self, to: String, message: Vec<u8>) -> wasmtime::Result<Result<(), SendError>> {
-        let Some(addr) = self.env.directory.get(&to) else {
-            return Ok(self.send_elsewhere(to, message));
+        // Here: its mailbox. In cluster mode, a plugin of the folder that
+        // another node owns (or none does yet): its inbox in the state
+        // database, written with the call's commit as a timer of the target
+        // due at once, which its owner takes and delivers (see
+        // `crate::mailbox::timers`); its mailbox bound is not known here.
+        let local = self.env.directory.get(&to);
+        let max_message = match &local {
+            Some(addr) => addr.max_message,
+            None => match self.env.directory.elsewhere(&to) {
+                Some(max) => max,
+                None => return Ok(Err(SendError::NoSuchPlugin)),
+            },
         };
-        if message.len() as u64 > addr.max_message {
+        if message.len() as u64 > max_message {
             return Ok(Err(SendError::TooLarge));
         }
         if !self
@@ -60,10 +38,23 @@ impl Host for HostState {
         {
             return Ok(Err(SendError::MailboxFull));
         }
-        let Ok(slot) = addr.mailbox.reserve() else {
-            return Ok(Err(SendError::MailboxFull));
-        };
-        self.txn.send(Outgoing::Send { to, slot, message });
+        match local {
+            Some(addr) => {
+                let Ok(slot) = addr.mailbox.reserve() else {
+                    return Ok(Err(SendError::MailboxFull));
+                };
+                self.txn.send(Outgoing::Send { to, slot, message });
+            }
+            None => {
+                let id = self.env.state.backend().next_id();
+                self.txn.send_to_inbox(TimerRecord {
+                    id,
+                    plugin: to,
+                    due_ms: now_ms(),
+                    message,
+                });
+            }
+        }
         Ok(Ok(()))
     }
 

@@ -24,6 +24,9 @@ pub(super) struct Entry {
     pub(super) spec: PluginSpec,
     pub(super) compiled: Arc<Compiled>,
     pub(super) rolled_back: Option<Rollback>,
+    /// [`config_hash`] of `spec.config`, kept with it (placement reads it
+    /// every round).
+    pub(super) config_hash: String,
 }
 
 /// See the module doc.
@@ -75,7 +78,7 @@ impl SupervisorHandle {
                 name: e.spec.name.clone(),
                 unit: self.shared.groups.unit_of(&e.spec.name),
                 sha256: e.compiled.sha256.clone(),
-                config: config_hash(&e.spec.config),
+                config: e.config_hash.clone(),
             })
             .collect()
     }
@@ -229,6 +232,7 @@ impl SupervisorHandle {
                 spec: spec.clone(),
                 compiled: compiled.clone(),
                 rolled_back: rolled_back.clone(),
+                config_hash: config_hash(&spec.config),
             },
         );
         standby.owned.lock().contains(&spec.name)
@@ -250,6 +254,7 @@ impl SupervisorHandle {
             && let Some(e) = standby.catalog.lock().get_mut(name)
         {
             e.spec.config = config.clone();
+            e.config_hash = config_hash(config);
             self.shared.directory.know(name, config.max_message);
         }
     }
