@@ -58,9 +58,12 @@ pub(super) fn winner<'a>(unit: &str, nodes: impl Iterator<Item = &'a str>) -> Op
 }
 
 async fn step(inner: &Inner) -> Result<()> {
+    // The rows are read under the lock a `move` holds while it hands a unit
+    // over: rows read before the handover still name this node as the
+    // unit's holder, and would have it claim the unit straight back.
+    let _moves = inner.moves.lock().await;
     let snap = db::read(&inner.pool).await?;
     *inner.snapshot.write() = snap.clone();
-    let _moves = inner.moves.lock().await;
     if inner.draining.load(Ordering::SeqCst) {
         return Ok(());
     }
