@@ -187,7 +187,11 @@ impl Child {
     }
 
     pub(super) async fn run(mut self) {
-        let pending = records::pending_dead_letters(&self.runner.env, self.keep_dead_letters).await;
+        let pending = Box::pin(records::pending_dead_letters(
+            &self.runner.env,
+            self.keep_dead_letters,
+        ))
+        .await;
         let family = &self.metrics.dead_letters;
         family.get_or_create(&self.labels).set(pending as i64);
         // The panic guard wraps the loop, not each step: a step's future is
@@ -200,7 +204,7 @@ impl Child {
                 Err(panic) => panic_text(&*panic),
             };
             let span = self.runner.span.clone();
-            if let Flow::Exit = self.after_panic(what).instrument(span).await {
+            if let Flow::Exit = Box::pin(self.after_panic(what).instrument(span)).await {
                 return;
             }
         }
@@ -266,12 +270,18 @@ impl Child {
         if !down && !running && self.backoff_until.is_none() {
             return Box::pin(self.start()).await;
         }
-        let close_at = if running {
-            self.restarts.breaker.closes_at(self.runner.running_since)
+        // The timers share two sleeps, one each side of the commits: the
+        // end of a wait (a failed plugin's cooldown, a backoff), and the
+        // first of the breaker's closing, the probe and the tick. A sleep is
+        // a few hundred bytes of every plugin's task, idle or not.
+        let wait_until = if down {
+            self.retry_at
+        } else if !running {
+            self.backoff_until
         } else {
             None
         };
-        let (next_probe, next_tick) = (self.runner.next_probe, self.runner.next_tick);
+        let due_at = if running { self.due_at() } else { None };
         let taking = running && !self.runner.pipeline.is_full();
         let settling = running && !self.runner.pipeline.is_empty();
         // Operator requests first, then the ends of waits, then (between
@@ -285,44 +295,62 @@ impl Child {
                 self.backoff_until = None;
                 Box::pin(self.on_control(c)).await
             }
-            _ = sleep_until(self.retry_at), if down => {
-                self.half_open();
-                Flow::Continue
-            }
-            _ = sleep_until(self.backoff_until), if !down && !running => {
-                self.backoff_until = None;
+            _ = sleep_until(wait_until), if wait_until.is_some() => {
+                if down {
+                    self.half_open();
+                } else {
+                    self.backoff_until = None;
+                }
                 Flow::Continue
             }
             Some(settled) = self.runner.pipeline.next(), if settling => {
                 let r = self.runner.on_settled(settled).await;
                 self.after(r).await
             }
-            _ = sleep_until(close_at), if running => {
-                if self.restarts.breaker.close_if_due(self.runner.running_since, Instant::now()) {
-                    tracing::info!("circuit closed: the plugin ran healthily for reset-after after its cooldown");
-                    self.board.circuit(None);
-                }
-                Flow::Continue
-            }
-            _ = sleep_until(next_probe), if running => {
-                Box::pin(async {
-                    self.settle_all().await;
-                    let r = self.runner.probe().await;
-                    self.after(r).await
-                })
-                .await
-            }
-            _ = sleep_until(next_tick), if running => {
-                Box::pin(async {
-                    let r = self.runner.tick().await;
-                    self.after(r).await
-                })
-                .await
-            }
+            _ = sleep_until(due_at), if due_at.is_some() => Box::pin(self.on_due()).await,
             env = self.runner.mailbox.pop(), if taking => {
                 let r = self.runner.deliver(env).await;
                 self.after(r).await
             }
+        }
+    }
+
+    /// The first of the running instance's timers: the breaker's closing,
+    /// the next probe, the next tick.
+    fn due_at(&self) -> Option<Instant> {
+        let close_at = self.restarts.breaker.closes_at(self.runner.running_since);
+        [close_at, self.runner.next_probe, self.runner.next_tick]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A timer of the running instance is due: the breaker closes, a probe
+    /// runs (after every commit in flight), or a tick, in that order.
+    async fn on_due(&mut self) -> Flow {
+        let now = Instant::now();
+        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        if due(self.restarts.breaker.closes_at(self.runner.running_since)) {
+            if self
+                .restarts
+                .breaker
+                .close_if_due(self.runner.running_since, now)
+            {
+                tracing::info!(
+                    "circuit closed: the plugin ran healthily for reset-after after its cooldown"
+                );
+                self.board.circuit(None);
+            }
+            Flow::Continue
+        } else if due(self.runner.next_probe) {
+            self.settle_all().await;
+            let r = self.runner.probe().await;
+            self.after(r).await
+        } else if due(self.runner.next_tick) {
+            let r = self.runner.tick().await;
+            self.after(r).await
+        } else {
+            Flow::Continue
         }
     }
 
