@@ -151,8 +151,8 @@ pub async fn run(bin: &Path, counter: &Path, n: usize, otp: Option<&Otp>) -> Res
         ),
     )
     .target(
-        "10,000 instances; ≤ 256 KiB each",
-        per <= 256.0 && n >= 10_000,
+        "10,000 instances; ≤ 48 KiB each",
+        per <= 48.0 && n >= 10_000,
     )
     .json(json!({
         "plugins": n,

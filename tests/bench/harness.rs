@@ -167,6 +167,33 @@ impl Spread {
     }
 }
 
+impl Spread {
+    /// The median turn's p50 and the median turn's p99 of turns taken
+    /// round by round with a comparator.
+    pub fn median_of(turns: &[Spread]) -> Spread {
+        let pick = |f: fn(&Spread) -> Duration| {
+            let mut v: Vec<Duration> = turns.iter().map(f).collect();
+            v.sort();
+            v[v.len() / 2]
+        };
+        Spread {
+            p50: pick(|s| s.p50),
+            p99: pick(|s| s.p99),
+        }
+    }
+}
+
+/// Turns a figure and its comparators take, round by round, so that drift
+/// in the machine's speed falls on all alike; the median turn counts.
+pub const TURNS: usize = 5;
+
+/// The median of some figures (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "no figures");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Times `f` `n` times.
 pub async fn time_each<F, Fut>(n: usize, mut f: F) -> Result<Vec<Duration>>
 where
