@@ -268,25 +268,41 @@ async fn a_rolling_replacement_under_load_loses_nothing_and_claims_follow_versio
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = clients(c.admins(), "kv", "total", stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let owner = c.index_of(&c.owner("kv").await.expect("an owner"));
-    for i in (1..=3).map(|k| (owner + k) % 3) {
+    let first = c.index_of(&c.owner("kv").await.expect("an owner"));
+    let mut replaced = BTreeSet::new();
+    for i in (1..=3).map(|k| (first + k) % 3) {
         c.apart[i].replace("kv", &v2_bytes);
+        replaced.insert(i);
         tokio::time::sleep(LEASE).await;
-        let expected = if i == owner { &v2 } else { &v1 };
+        // kv runs its owner's version: v2 once the owner's own file is
+        // replaced. The owner is asked each time: a stall of the whole
+        // machine past the lease (seen once in CI: every node's log
+        // silent for 20 s) lets another node take kv, with its own file.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while version(&c, i).await != *expected {
+        loop {
+            let now = c.owner("kv").await.map(|o| c.index_of(&o));
+            let expected = match now {
+                Some(o) if replaced.contains(&o) => &v2,
+                _ => &v1,
+            };
+            if now.is_some() && version(&c, i).await == *expected {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "kv never ran {expected} after n{i}'s file was replaced"
+                "kv never ran {expected} after n{i}'s file was replaced (owner {now:?})"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let owner = c.index_of(&c.owner("kv").await.expect("an owner"));
     let (times, errors) = settle(&c.node(owner).admin, "kv", "total", stop, tasks).await;
     eprintln!("rolling replacement under load: {} increments", times.len());
     assert!(errors.is_empty(), "a caller saw an error: {errors:?}");
-    assert_eq!(c.owner("kv").await, Some(format!("n{owner}")));
+    if owner != first {
+        eprintln!("kv moved from n{first} to n{owner} during the replacement (a lease lapsed)");
+    }
 
     // One node gets a third version (and another config). When the owner
     // dies, the node with the version the owner ran takes the plugin, even
