@@ -165,9 +165,7 @@ impl Spread {
             p99: at(0.99),
         }
     }
-}
 
-impl Spread {
     /// The median turn's p50 and the median turn's p99 of turns taken
     /// round by round with a comparator.
     pub fn median_of(turns: &[Spread]) -> Spread {

@@ -1,11 +1,12 @@
 //! The Erlang/OTP comparator: `otp/wsbench.erl`, compiled with `erlc` into
 //! a temporary folder and run with `erl`: the figures that take turns with
 //! ours in one VM kept for the run, fed a figure per line; idle density in a
-//! fresh VM. Each figure prints one JSON object. Its figures are defined as ours are (see the module doc of
-//! the Erlang file): crash → ready of a `gen_server` under a `one_for_one`
-//! supervisor with its state in ETS, a 64-byte echo, counters whose writes
-//! go to mnesia through a batching committer that replies after fsync, and
-//! the memory of an idle `gen_server`.
+//! fresh VM. Each figure prints one JSON object. Its figures are defined as
+//! ours are (see the module doc of the Erlang file): crash → ready of a
+//! `gen_server` under a `one_for_one` supervisor with its state in ETS, a
+//! 64-byte echo, counters whose writes go to mnesia through a batching
+//! committer that replies after fsync, and the memory of an idle
+//! `gen_server`.
 //!
 //! Erlang is Debian's `erlang-nox` (scripts/bench.sh and scripts/test.sh
 //! install it). Where it is missing the OTP columns say so, except in CI

@@ -216,7 +216,7 @@ pub async fn durable(
         let bench = Bench::start(&files[..n], "", "redb").await?;
         let sup = &bench.host.supervisor;
         let targets = &names[..n];
-        load(sup, targets, b"hello", total / 10, DURABLE_IN_FLIGHT).await?; // warm-up
+        warm_up(&bench, targets, total).await?;
         let (mut ours, mut beams) = (Vec::new(), Vec::new());
         for _ in 0..TURNS {
             ours.push(load(sup, targets, b"hello", per_turn, DURABLE_IN_FLIGHT).await?);
@@ -284,12 +284,25 @@ pub fn durable_value(l: &Load) -> String {
     )
 }
 
-/// `total` counts spread over `targets` after a warm-up of a tenth as many
+/// A tenth of `total` counts spread over `targets`, before measuring
 /// (instances started, usage loaded, pages cached).
-async fn measure(bench: &Bench, targets: &[String], total: usize) -> Result<Load> {
+async fn warm_up(bench: &Bench, targets: &[String], total: usize) -> Result<()> {
     let sup = &bench.host.supervisor;
     load(sup, targets, b"hello", total / 10, DURABLE_IN_FLIGHT).await?;
-    load(sup, targets, b"hello", total, DURABLE_IN_FLIGHT).await
+    Ok(())
+}
+
+/// `total` counts spread over `targets` after a warm-up.
+async fn measure(bench: &Bench, targets: &[String], total: usize) -> Result<Load> {
+    warm_up(bench, targets, total).await?;
+    load(
+        &bench.host.supervisor,
+        targets,
+        b"hello",
+        total,
+        DURABLE_IN_FLIGHT,
+    )
+    .await
 }
 
 /// The durable figures with the state in PostgreSQL (`--state
