@@ -178,6 +178,26 @@ pub async fn check(b: Arc<dyn StateBackend>) {
         b.record_count("a", RecordKind::DeadLetter).await.unwrap(),
         2
     );
+    // A record removed (a dead letter redelivered) leaves room: the next
+    // fits beside the one left.
+    let mut c = Commit::new("a");
+    c.remove_records = vec![(RecordKind::DeadLetter, 3)];
+    c.records = vec![Record {
+        kind: RecordKind::DeadLetter,
+        id: 5,
+        body: vec![0; 40],
+        keep: 100,
+        keep_bytes: 100,
+    }];
+    b.commit(c).await.unwrap();
+    let ids: Vec<u64> = b
+        .records("a", RecordKind::DeadLetter, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(ids, [5, 4]);
 
     // Fencing: an older token is refused and changes nothing.
     let mut c = Commit::new("a");

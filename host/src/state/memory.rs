@@ -2,6 +2,7 @@
 //! lost when the host exits; commits are applied under one lock, and reads
 //! answer inline (a few map operations under the same lock).
 
+use super::lists::{ListSizes, size_of};
 use super::*;
 use anyhow::bail;
 use parking_lot::Mutex;
@@ -14,6 +15,8 @@ struct Inner {
     kv: BTreeMap<Key, Vec<u8>>,
     timers: BTreeMap<u64, TimerRecord>,
     records: BTreeMap<(String, u8, u64), Vec<u8>>,
+    /// The size of each record list, kept as records come and go.
+    sizes: ListSizes,
     answers: BTreeMap<(String, String), StoredAnswer>,
     /// The highest fencing token seen, per plugin.
     fence: HashMap<String, u64>,
@@ -60,19 +63,29 @@ impl MemoryBackend {
         for t in c.add_timers {
             g.timers.insert(t.id, t);
         }
+        let Inner { records, sizes, .. } = &mut *g;
         for (kind, id) in c.remove_records {
-            g.records.remove(&(c.plugin.clone(), kind as u8, id));
+            if let Some(body) = records.remove(&(c.plugin.clone(), kind as u8, id)) {
+                sizes.removed(&c.plugin, kind as u8, body.len());
+            }
         }
         for r in c.records {
             let kind = r.kind as u8;
-            g.records.insert((c.plugin.clone(), kind, r.id), r.body);
-            let sizes: Vec<(u64, usize)> = g
-                .records
-                .range((c.plugin.clone(), kind, 0)..=(c.plugin.clone(), kind, u64::MAX))
-                .map(|((_, _, id), body)| (*id, body.len()))
-                .collect();
-            for id in records_to_drop(&sizes, r.keep, r.keep_bytes) {
-                g.records.remove(&(c.plugin.clone(), kind, id));
+            let list = (c.plugin.clone(), kind, 0)..=(c.plugin.clone(), kind, u64::MAX);
+            let size = sizes.get(&c.plugin, kind, || {
+                Ok(size_of(records.range(list.clone()).map(|(_, b)| b.len())))
+            })?;
+            size.add(r.body.len());
+            if let Some(old) = records.insert((c.plugin.clone(), kind, r.id), r.body) {
+                size.remove(old.len());
+            }
+            while size.over(r.keep, r.keep_bytes) {
+                let Some((oldest, body)) = records.range(list.clone()).next() else {
+                    break;
+                };
+                let (oldest, len) = (oldest.clone(), body.len());
+                records.remove(&oldest);
+                size.remove(len);
             }
         }
         if let Some(before) = c.prune_answers_before {

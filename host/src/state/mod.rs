@@ -20,6 +20,7 @@
 //!   that never was.
 
 pub mod ids;
+mod lists;
 pub mod memory;
 pub mod postgres;
 mod queues;
@@ -81,23 +82,6 @@ pub struct Record {
     /// How many bytes of records of this kind the plugin keeps (the newest
     /// record is kept whatever its size).
     pub keep_bytes: u64,
-}
-
-/// Of a plugin's records of one kind, `(id, body length)` in id order, the ids
-/// to drop so that the newest are kept within `keep` records and `keep_bytes`.
-pub(crate) fn records_to_drop(records: &[(u64, usize)], keep: usize, keep_bytes: u64) -> Vec<u64> {
-    let mut bytes = 0u64;
-    let mut kept = 0usize;
-    let mut drop = Vec::new();
-    for &(id, len) in records.iter().rev() {
-        bytes = bytes.saturating_add(len as u64);
-        if kept > 0 && (kept >= keep || bytes > keep_bytes) {
-            drop.push(id);
-        } else {
-            kept += 1;
-        }
-    }
-    drop
 }
 
 /// One transaction of one plugin: everything a call wrote, applied atomically.

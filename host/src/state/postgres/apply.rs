@@ -17,7 +17,7 @@
 
 use super::{i64_of, u64_of};
 use crate::state::queues::Op;
-use crate::state::{Delta, StoredAnswer, TimerRecord, entry_size, records_to_drop};
+use crate::state::{Delta, StoredAnswer, TimerRecord, entry_size};
 use anyhow::Result;
 use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -246,7 +246,7 @@ impl Net {
     }
 
     /// Removes and adds records, then drops the oldest of each list a
-    /// record was added to beyond its bounds ([`records_to_drop`]).
+    /// record was added to beyond its bounds (`keep` records, `keep_bytes`).
     async fn apply_records(
         tx: &Transaction<'_>,
         remove: &RecordKeys,
@@ -282,29 +282,24 @@ impl Net {
             )
             .await?;
         tx.execute(&st, &[&ps, &kinds, &ids, &bodies]).await?;
-        let sizes = tx
+        // The newest records that fit both bounds stay (the newest always):
+        // counted and summed from the newest down, in the database, one
+        // statement per list.
+        let trim = tx
             .prepare_cached(
-                "SELECT id, octet_length(body) FROM wasm_sup_records WHERE plugin = $1 AND kind = $2 ORDER BY id",
-            )
-            .await?;
-        let drop = tx
-            .prepare_cached(
-                "DELETE FROM wasm_sup_records WHERE plugin = $1 AND kind = $2 AND id = ANY($3)",
+                "DELETE FROM wasm_sup_records AS r USING ( \
+                   SELECT id, row_number() OVER newest AS n, sum(octet_length(body)) OVER newest AS bytes \
+                   FROM wasm_sup_records WHERE plugin = $1 AND kind = $2 \
+                   WINDOW newest AS (ORDER BY id DESC ROWS UNBOUNDED PRECEDING) \
+                 ) AS o \
+                 WHERE r.plugin = $1 AND r.kind = $2 AND r.id = o.id \
+                   AND o.n > 1 AND (o.n > $3 OR o.bytes > $4)",
             )
             .await?;
         for ((p, kind), (keep, keep_bytes)) in trims {
-            let mut list = Vec::new();
-            for row in tx.query(&sizes, &[&p, &kind]).await? {
-                let (id, len): (i64, i32) = (row.try_get(0)?, row.try_get(1)?);
-                list.push((u64_of(id), len as usize));
-            }
-            let gone: Vec<i64> = records_to_drop(&list, keep, keep_bytes)
-                .into_iter()
-                .map(i64_of)
-                .collect();
-            if !gone.is_empty() {
-                tx.execute(&drop, &[&p, &kind, &gone]).await?;
-            }
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            let keep_bytes = i64::try_from(keep_bytes).unwrap_or(i64::MAX);
+            tx.execute(&trim, &[&p, &kind, &keep, &keep_bytes]).await?;
         }
         Ok(())
     }

@@ -27,6 +27,7 @@
 //! The state file and the folder the host creates for it are owner-only
 //! ([`crate::private_files`]): they hold every plugin's state and crash data.
 
+use super::lists::{ListSizes, size_of};
 use super::queues::{self, Op, Queues, Waiter};
 use super::*;
 use ::redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -190,6 +191,8 @@ fn committer(
 ) {
     let mut failures = Failures::default();
     let mut queues = Queues::default();
+    // The record lists' sizes as committed (see [`super::lists`]).
+    let mut sizes = ListSizes::default();
     loop {
         if queues.is_empty() {
             match rx.recv() {
@@ -255,7 +258,7 @@ fn committer(
                                 .unwrap_or(0),
                         );
                     }
-                    apply(&mut tables, op, &mut deltas)?;
+                    apply(&mut tables, op, &mut deltas, &mut sizes)?;
                 }
                 if high > meta.get(IDS)?.map_or(0, |g| g.value()) {
                     meta.insert(IDS, high)?;
@@ -265,6 +268,10 @@ fn committer(
             settle_usage(&mut usage.lock(), deltas);
             Ok(())
         })();
+        if result.is_err() {
+            // What the group counted was rolled back with it.
+            sizes.clear();
+        }
         let outcome = result.map_err(|e| format!("state commit failed: {e:#}"));
         for (i, waiter) in waiters.into_iter().enumerate() {
             let answer = match refused[i].take() {
@@ -293,7 +300,12 @@ struct Tables<'t> {
 
 /// Applies one operation inside the group's write transaction, adding its
 /// usage change to `deltas` (`None`: forget the cached usage).
-fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>) -> Result<()> {
+fn apply(
+    t: &mut Tables<'_>,
+    op: Op,
+    deltas: &mut HashMap<String, Option<Delta>>,
+    sizes: &mut ListSizes,
+) -> Result<()> {
     let c = match op {
         Op::Reset(plugin) => {
             let keys: Vec<(String, String)> =
@@ -353,18 +365,37 @@ fn apply(t: &mut Tables<'_>, op: Op, deltas: &mut HashMap<String, Option<Delta>>
         }
     }
     for (kind, id) in &c.remove_records {
-        t.records.remove((p, *kind as u8, *id))?;
+        if let Some(body) = t.records.remove((p, *kind as u8, *id))? {
+            sizes.removed(p, *kind as u8, body.value().len());
+        }
     }
     for r in &c.records {
         let kind = r.kind as u8;
-        t.records.insert((p, kind, r.id), r.body.as_slice())?;
-        let sizes: Vec<(u64, usize)> = t
-            .records
-            .range((p, kind, 0)..=(p, kind, u64::MAX))?
-            .map(|item| item.map(|(k, v)| (k.value().2, v.value().len())))
-            .collect::<Result<_, _>>()?;
-        for id in records_to_drop(&sizes, r.keep, r.keep_bytes) {
-            t.records.remove((p, kind, id))?;
+        let list = (p, kind, 0)..=(p, kind, u64::MAX);
+        let records = &mut t.records;
+        let size = sizes.get(p, kind, || {
+            let mut lens = Vec::new();
+            for item in records.range(list.clone())? {
+                lens.push(item?.1.value().len());
+            }
+            Ok(size_of(lens))
+        })?;
+        size.add(r.body.len());
+        if let Some(old) = t.records.insert((p, kind, r.id), r.body.as_slice())? {
+            size.remove(old.value().len());
+        }
+        while size.over(r.keep, r.keep_bytes) {
+            let Some((oldest, len)) = t
+                .records
+                .range(list.clone())?
+                .next()
+                .transpose()?
+                .map(|(k, v)| (k.value().2, v.value().len()))
+            else {
+                break;
+            };
+            t.records.remove((p, kind, oldest))?;
+            size.remove(len);
         }
     }
     let mut answers = Delta::default();
